@@ -1,0 +1,35 @@
+# Cairn's commands. `make devnet` runs the main job, `make test` the tests.
+# Both install what the machine lacks first (scripts/install-deps.sh).
+
+SHELL := /bin/bash
+# One target directory outside the clone, reused across clones and CI runs
+# (a cold build compiles RocksDB from C++ source).
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
+DEVNET_DIR ?= devnet
+ENGINE ?= raft
+VALIDATORS ?= 3
+
+.PHONY: deps build test devnet bench lint fmt
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cargo build --workspace --bins
+
+# Binaries first: the end-to-end tests run them as real processes.
+test: build
+	cargo test --workspace --no-fail-fast
+
+devnet: build
+	@scripts/devnet.sh "$(DEVNET_DIR)" "$(ENGINE)" "$(VALIDATORS)"
+
+bench: deps
+	cargo bench -p cairn-chain
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

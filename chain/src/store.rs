@@ -1,0 +1,404 @@
+//! The RocksDB block store.
+//!
+//! Column families:
+//!
+//! | family     | key                         | value                                  |
+//! |------------|-----------------------------|----------------------------------------|
+//! | `blocks`   | block hash                  | block (canonical or not)               |
+//! | `headers`  | block hash                  | header                                 |
+//! | `heights`  | height (u64 big-endian)     | hash of the canonical block there      |
+//! | `tx_index` | transaction hash            | [`TxLocation`] (canonical blocks only) |
+//! | `state`    | see [`crate::state`]        | account state and state-tree nodes     |
+//! | `undo`     | block hash                  | previous values of every state key the block changed |
+//! | `engine`   | engine-defined              | consensus engine state                 |
+//! | `meta`     | `head`, `genesis`           | hashes                                 |
+//!
+//! Durability contract: [`Store::commit_block`] and [`Store::revert`] write
+//! one `WriteBatch` with a synced WAL, holding the block, its indices, its
+//! state changes, its undo record and the new head together. A process killed
+//! at any instant reopens at the last head whose batch completed, with exactly
+//! that head's state. Blocks that leave the canonical chain stay stored.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateChanges, StateError, StateReader};
+use crate::{codec, Account, Address, Block, Hash, Header, MAX_BLOCK_BYTES};
+
+const CF_BLOCKS: &str = "blocks";
+const CF_HEADERS: &str = "headers";
+const CF_HEIGHTS: &str = "heights";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_STATE: &str = "state";
+const CF_UNDO: &str = "undo";
+const CF_ENGINE: &str = "engine";
+const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 8] = [
+    CF_BLOCKS,
+    CF_HEADERS,
+    CF_HEIGHTS,
+    CF_TX_INDEX,
+    CF_STATE,
+    CF_UNDO,
+    CF_ENGINE,
+    CF_META,
+];
+const META_HEAD: &[u8] = b"head";
+const META_GENESIS: &[u8] = b"genesis";
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+const MAX_UNDO_BYTES: usize = 512 * 1024 * 1024;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB error: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("cannot open the database at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("the database belongs to genesis {stored}, not {expected}")]
+    GenesisMismatch { stored: Hash, expected: Hash },
+    #[error("the database has no genesis block yet")]
+    NotInitialised,
+    #[error("block {block} has parent {parent}, but the head is {head}")]
+    NotExtendingHead { block: Hash, parent: Hash, head: Hash },
+    #[error("cannot revert {requested} blocks from height {height}: genesis is never reverted")]
+    RevertPastGenesis { requested: u64, height: u64 },
+}
+
+impl From<StoreError> for StateError {
+    fn from(e: StoreError) -> Self {
+        StateError::Storage(e.to_string())
+    }
+}
+
+/// Where a committed transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLocation {
+    pub block: Hash,
+    pub height: u64,
+    pub index: u32,
+}
+
+/// The values the state keys a block changed had before it.
+type UndoRecord = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The block store. See the module docs.
+#[derive(Debug)]
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_open_files(512);
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            reason: e.into_string(),
+        })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created when the store opens")
+    }
+
+    fn synced() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    /// Writes the genesis block and state if the store is empty; otherwise
+    /// checks that the store belongs to this genesis.
+    pub fn init_genesis(&self, genesis: &Block, state: &StateChanges) -> Result<(), StoreError> {
+        let hash = genesis.hash();
+        if let Some(stored) = self.genesis_hash()? {
+            if stored != hash {
+                return Err(StoreError::GenesisMismatch {
+                    stored,
+                    expected: hash,
+                });
+            }
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), hash.0, genesis.encode());
+        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&genesis.header));
+        batch.put_cf(self.cf(CF_HEIGHTS), height_key(0), hash.0);
+        self.put_state(&mut batch, state);
+        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
+        batch.put_cf(self.cf(CF_META), META_GENESIS, hash.0);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    fn put_state(&self, batch: &mut WriteBatch, changes: &StateChanges) {
+        let cf = self.cf(CF_STATE);
+        for (k, v) in changes {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+    }
+
+    fn get_hash(&self, cf: &str, key: &[u8]) -> Result<Option<Hash>, StoreError> {
+        self.db
+            .get_cf(self.cf(cf), key)?
+            .map(|b| Hash::from_slice(&b).map_err(|e| corrupt(format!("{cf} entry"), e)))
+            .transpose()
+    }
+
+    /// The genesis block's hash, once initialised.
+    pub fn genesis_hash(&self) -> Result<Option<Hash>, StoreError> {
+        self.get_hash(CF_META, META_GENESIS)
+    }
+
+    /// The hash of the canonical head.
+    pub fn head_hash(&self) -> Result<Hash, StoreError> {
+        self.get_hash(CF_META, META_HEAD)?
+            .ok_or(StoreError::NotInitialised)
+    }
+
+    /// The canonical head's header.
+    pub fn head(&self) -> Result<Header, StoreError> {
+        let hash = self.head_hash()?;
+        self.header(&hash)?
+            .ok_or_else(|| corrupt("head", format!("header {hash} is missing")))
+    }
+
+    /// A stored header, canonical or not.
+    pub fn header(&self, hash: &Hash) -> Result<Option<Header>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_HEADERS), hash.0)?
+            .map(|b| codec::decode(&b, MAX_HEADER_BYTES).map_err(|e| corrupt(format!("header {hash}"), e)))
+            .transpose()
+    }
+
+    /// A stored block, canonical or not.
+    pub fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_BLOCKS), hash.0)?
+            .map(|b| codec::decode(&b, MAX_BLOCK_BYTES).map_err(|e| corrupt(format!("block {hash}"), e)))
+            .transpose()
+    }
+
+    /// Whether a block with this hash is stored (canonical or not).
+    pub fn has_block(&self, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_HEADERS), hash.0)?.is_some())
+    }
+
+    /// The hash of the canonical block at `height`.
+    pub fn hash_at(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        self.get_hash(CF_HEIGHTS, &height_key(height))
+    }
+
+    /// The canonical block at `height`.
+    pub fn block_at(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.hash_at(height)? {
+            Some(h) => self.block(&h),
+            None => Ok(None),
+        }
+    }
+
+    /// Where a transaction was committed on the canonical chain.
+    pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_TX_INDEX), tx.0)?
+            .map(|b| codec::decode(&b, 64).map_err(|e| corrupt(format!("tx index {tx}"), e)))
+            .transpose()
+    }
+
+    /// Stores a block without making it canonical (a side branch, or a block
+    /// waiting for its parent).
+    pub fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
+        let hash = block.hash();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
+        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Makes `block` the new head, with the state `changes` its execution
+    /// produced, in one synced atomic batch. The block must extend the head.
+    pub fn commit_block(&self, block: &Block, changes: &StateChanges) -> Result<(), StoreError> {
+        let head = self.head_hash()?;
+        let hash = block.hash();
+        if block.header.parent != head {
+            return Err(StoreError::NotExtendingHead {
+                block: hash,
+                parent: block.header.parent,
+                head,
+            });
+        }
+        let state_cf = self.cf(CF_STATE);
+        let old_values = self
+            .db
+            .multi_get_cf(changes.keys().map(|k| (state_cf, k.as_slice())));
+        let mut undo: UndoRecord = Vec::with_capacity(changes.len());
+        for (key, old) in changes.keys().zip(old_values) {
+            undo.push((key.clone(), old?));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
+        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
+        batch.put_cf(self.cf(CF_HEIGHTS), height_key(block.header.height), hash.0);
+        let tx_cf = self.cf(CF_TX_INDEX);
+        for (i, tx) in block.transactions.iter().enumerate() {
+            let loc = TxLocation {
+                block: hash,
+                height: block.header.height,
+                index: i as u32,
+            };
+            batch.put_cf(tx_cf, tx.hash().0, codec::encode(&loc));
+        }
+        self.put_state(&mut batch, changes);
+        batch.put_cf(self.cf(CF_UNDO), hash.0, codec::encode(&undo));
+        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Moves the head back `n` blocks, restoring the exact state before them,
+    /// in one synced atomic batch. The reverted blocks stay stored (not
+    /// canonical); they are returned, the old head first.
+    pub fn revert(&self, n: u64) -> Result<Vec<Block>, StoreError> {
+        let head = self.head()?;
+        if n > head.height {
+            return Err(StoreError::RevertPastGenesis {
+                requested: n,
+                height: head.height,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let mut reverted = Vec::with_capacity(n as usize);
+        let mut hash = self.head_hash()?;
+        for _ in 0..n {
+            let block = self
+                .block(&hash)?
+                .ok_or_else(|| corrupt("chain", format!("canonical block {hash} is missing")))?;
+            let undo_bytes = self
+                .db
+                .get_cf(self.cf(CF_UNDO), hash.0)?
+                .ok_or_else(|| corrupt("chain", format!("undo record of {hash} is missing")))?;
+            let undo: UndoRecord = codec::decode(&undo_bytes, MAX_UNDO_BYTES)
+                .map_err(|e| corrupt(format!("undo record of {hash}"), e))?;
+            // Reverting newest first: a key changed by several blocks ends
+            // with the value from before the oldest, as the batch keeps the
+            // last write to a key.
+            let state_cf = self.cf(CF_STATE);
+            for (k, old) in undo {
+                match old {
+                    Some(v) => batch.put_cf(state_cf, k, v),
+                    None => batch.delete_cf(state_cf, k),
+                }
+            }
+            batch.delete_cf(self.cf(CF_UNDO), hash.0);
+            batch.delete_cf(self.cf(CF_HEIGHTS), height_key(block.header.height));
+            for tx in &block.transactions {
+                batch.delete_cf(self.cf(CF_TX_INDEX), tx.hash().0);
+            }
+            hash = block.header.parent;
+            reverted.push(block);
+        }
+        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(reverted)
+    }
+
+    /// Reads an engine-state value.
+    pub fn engine_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_ENGINE), key)?)
+    }
+
+    /// Writes engine-state values durably (synced) and atomically.
+    pub fn engine_put(&self, entries: &[(&[u8], &[u8])]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            batch.put_cf(self.cf(CF_ENGINE), k, v);
+        }
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Every account, in key order (for checks and tools; O(accounts)).
+    pub fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(b"a", rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if k.first() != Some(&b'a') {
+                break;
+            }
+            let addr = k
+                .get(1..)
+                .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                .map(Address)
+                .ok_or_else(|| corrupt("state", "account key of the wrong length"))?;
+            let acct = crate::state_tree::decode_account(&v)
+                .map_err(|e| corrupt(format!("account {addr}"), e))?;
+            out.push((addr, acct));
+        }
+        Ok(out)
+    }
+
+    /// Every state entry (for tests that compare whole states).
+    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_STATE), IteratorMode::Start)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+}
+
+impl StateReader for Store {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db
+            .get_cf(self.cf(CF_STATE), key)
+            .map_err(|e| StateError::Storage(e.into_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

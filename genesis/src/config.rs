@@ -1,0 +1,429 @@
+//! The genesis file: everything that defines a network.
+//!
+//! ```json
+//! {
+//!   "chain_id": "cairn-devnet",
+//!   "genesis_time_ms": 1767225600000,
+//!   "block_reward": 50,
+//!   "consensus": { "engine": "raft", "block_interval_ms": 1000, ... },
+//!   "validators": [ { "name": "node0", "public_key": "<hex>", "p2p_address": "/ip4/127.0.0.1/tcp/26600/p2p/12D3…" } ],
+//!   "allocations": [ { "address": "cairn1…", "balance": 1000000000 } ]
+//! }
+//! ```
+//!
+//! The *genesis hash* that identifies the network is the hash of the genesis
+//! block, whose header commits to the hash of this whole configuration (in its
+//! canonical encoding, so JSON whitespace and key order do not matter) and to
+//! the state root of the allocations.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cairn_chain::{
+    codec, genesis_block, genesis_state, Address, Block, ExecutionParams, Hash, PublicKey,
+    StateChanges,
+};
+use serde::{Deserialize, Serialize};
+
+/// The largest genesis file read.
+const MAX_GENESIS_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A network's definition. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Network name; every transaction carries it.
+    pub chain_id: String,
+    /// Timestamp of the genesis block (ms since the Unix epoch).
+    pub genesis_time_ms: u64,
+    /// Minted to each block's proposer.
+    #[serde(default)]
+    pub block_reward: u64,
+    /// The consensus engine and its parameters.
+    pub consensus: ConsensusConfig,
+    /// The validator set (for proof-of-work: the initial peers).
+    pub validators: Vec<Validator>,
+    /// Initial balances.
+    #[serde(default)]
+    pub allocations: Vec<Allocation>,
+}
+
+/// The consensus engine and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum ConsensusConfig {
+    Raft(RaftParams),
+    Pbft(PbftParams),
+    Pow(PowParams),
+}
+
+/// Engine names, as written in genesis and on command lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Raft,
+    Pbft,
+    Pow,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Raft => "raft",
+            EngineKind::Pbft => "pbft",
+            EngineKind::Pow => "pow",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raft" => Ok(EngineKind::Raft),
+            "pbft" => Ok(EngineKind::Pbft),
+            "pow" => Ok(EngineKind::Pow),
+            other => Err(format!("unknown engine {other:?} (expected raft, pbft or pow)")),
+        }
+    }
+}
+
+/// Raft parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftParams {
+    /// The leader proposes a block this often while transactions wait.
+    pub block_interval_ms: u64,
+    /// Election timeouts are drawn from [min, 2·min).
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Also propose empty blocks when idle.
+    pub empty_blocks: bool,
+}
+
+impl Default for RaftParams {
+    fn default() -> Self {
+        Self {
+            block_interval_ms: 500,
+            election_timeout_ms: 1500,
+            heartbeat_ms: 300,
+            empty_blocks: false,
+        }
+    }
+}
+
+/// PBFT parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbftParams {
+    /// The primary proposes a block this often while transactions wait.
+    pub block_interval_ms: u64,
+    /// A backup starts a view change after this long without progress;
+    /// doubled with each failed view.
+    pub view_timeout_ms: u64,
+    /// Also propose empty blocks when idle.
+    pub empty_blocks: bool,
+}
+
+impl Default for PbftParams {
+    fn default() -> Self {
+        Self {
+            block_interval_ms: 500,
+            view_timeout_ms: 3000,
+            empty_blocks: false,
+        }
+    }
+}
+
+/// Proof-of-work parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowParams {
+    /// Target time between blocks.
+    pub target_block_time_ms: u64,
+    /// Expected hashes per block at genesis, and the lowest allowed.
+    pub initial_difficulty: u64,
+    pub min_difficulty: u64,
+    /// Blocks per retarget window; the change per window is clamped to 4x.
+    pub retarget_window: u64,
+    /// How far in the future a block's timestamp may be.
+    pub max_future_drift_ms: u64,
+}
+
+impl Default for PowParams {
+    fn default() -> Self {
+        Self {
+            target_block_time_ms: 2000,
+            initial_difficulty: 20_000,
+            min_difficulty: 1_000,
+            retarget_window: 20,
+            max_future_drift_ms: 15_000,
+        }
+    }
+}
+
+impl ConsensusConfig {
+    /// The engine's name.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            ConsensusConfig::Raft(_) => EngineKind::Raft,
+            ConsensusConfig::Pbft(_) => EngineKind::Pbft,
+            ConsensusConfig::Pow(_) => EngineKind::Pow,
+        }
+    }
+
+    /// The default parameters of `kind`.
+    pub fn default_for(kind: EngineKind) -> Self {
+        match kind {
+            EngineKind::Raft => ConsensusConfig::Raft(RaftParams::default()),
+            EngineKind::Pbft => ConsensusConfig::Pbft(PbftParams::default()),
+            EngineKind::Pow => ConsensusConfig::Pow(PowParams::default()),
+        }
+    }
+}
+
+/// A validator (for proof-of-work: a bootstrap peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validator {
+    pub name: String,
+    /// Signs consensus messages.
+    pub public_key: PublicKey,
+    /// Where peers reach it: a multiaddr ending in `/p2p/<peer id>`.
+    pub p2p_address: String,
+}
+
+/// An initial balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    pub address: Address,
+    pub balance: u64,
+}
+
+/// A genesis file is unreadable or invalid; `field` names where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct GenesisError {
+    /// Path of the offending field, e.g. `validators[2].public_key`.
+    pub field: String,
+    pub message: String,
+}
+
+impl GenesisError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Genesis {
+    /// Reads and validates a genesis file.
+    pub fn load(path: &Path) -> Result<Self, GenesisError> {
+        let file = path.display().to_string();
+        let len = std::fs::metadata(path)
+            .map_err(|e| GenesisError::new(&file, format!("cannot read: {e}")))?
+            .len();
+        if len > MAX_GENESIS_BYTES {
+            return Err(GenesisError::new(
+                &file,
+                format!("{len} bytes is over the {MAX_GENESIS_BYTES}-byte limit"),
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GenesisError::new(&file, format!("cannot read: {e}")))?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and validates genesis JSON.
+    pub fn from_json(text: &str) -> Result<Self, GenesisError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let genesis: Genesis = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "genesis".to_owned() } else { path };
+            GenesisError::new(field, e.inner().to_string())
+        })?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    /// Pretty JSON, as written to `genesis.json`.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("genesis serialises to JSON");
+        s.push('\n');
+        s
+    }
+
+    /// Checks the rules that the format alone cannot.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        if self.chain_id.is_empty() || self.chain_id.len() > cairn_chain::MAX_CHAIN_ID_LEN {
+            return Err(GenesisError::new(
+                "chain_id",
+                format!(
+                    "must be 1 to {} characters",
+                    cairn_chain::MAX_CHAIN_ID_LEN
+                ),
+            ));
+        }
+        if !self
+            .chain_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(GenesisError::new(
+                "chain_id",
+                "may hold only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        if self.validators.is_empty() {
+            return Err(GenesisError::new(
+                "validators",
+                "at least one validator is required",
+            ));
+        }
+        let mut names = HashMap::new();
+        let mut keys = HashMap::new();
+        let mut addrs = HashMap::new();
+        for (i, v) in self.validators.iter().enumerate() {
+            let at = |f: &str| format!("validators[{i}].{f}");
+            if v.name.trim().is_empty() {
+                return Err(GenesisError::new(at("name"), "must not be empty"));
+            }
+            if let Some(j) = names.insert(v.name.as_str(), i) {
+                return Err(GenesisError::new(
+                    at("name"),
+                    format!("duplicate validator: same name as validators[{j}]"),
+                ));
+            }
+            v.public_key.validate().map_err(|e| {
+                GenesisError::new(at("public_key"), format!("malformed key: {e}"))
+            })?;
+            if let Some(j) = keys.insert(v.public_key, i) {
+                return Err(GenesisError::new(
+                    at("public_key"),
+                    format!("duplicate validator: same key as validators[{j}]"),
+                ));
+            }
+            if !v.p2p_address.starts_with('/') || !v.p2p_address.contains("/p2p/") {
+                return Err(GenesisError::new(
+                    at("p2p_address"),
+                    format!(
+                        "{:?} is not a multiaddr ending in /p2p/<peer id>",
+                        v.p2p_address
+                    ),
+                ));
+            }
+            if let Some(j) = addrs.insert(v.p2p_address.as_str(), i) {
+                return Err(GenesisError::new(
+                    at("p2p_address"),
+                    format!("duplicate validator: same address as validators[{j}]"),
+                ));
+            }
+        }
+        let mut seen = HashMap::new();
+        let mut total: u64 = 0;
+        for (i, a) in self.allocations.iter().enumerate() {
+            if let Some(j) = seen.insert(a.address, i) {
+                return Err(GenesisError::new(
+                    format!("allocations[{i}].address"),
+                    format!("duplicate of allocations[{j}]"),
+                ));
+            }
+            total = total.checked_add(a.balance).ok_or_else(|| {
+                GenesisError::new(
+                    format!("allocations[{i}].balance"),
+                    "total supply overflows a 64-bit integer",
+                )
+            })?;
+        }
+        match &self.consensus {
+            ConsensusConfig::Raft(p) => {
+                positive("consensus.block_interval_ms", p.block_interval_ms)?;
+                positive("consensus.heartbeat_ms", p.heartbeat_ms)?;
+                if p.election_timeout_ms <= p.heartbeat_ms {
+                    return Err(GenesisError::new(
+                        "consensus.election_timeout_ms",
+                        "must be greater than heartbeat_ms",
+                    ));
+                }
+            }
+            ConsensusConfig::Pbft(p) => {
+                positive("consensus.block_interval_ms", p.block_interval_ms)?;
+                positive("consensus.view_timeout_ms", p.view_timeout_ms)?;
+            }
+            ConsensusConfig::Pow(p) => {
+                positive("consensus.target_block_time_ms", p.target_block_time_ms)?;
+                positive("consensus.min_difficulty", p.min_difficulty)?;
+                positive("consensus.retarget_window", p.retarget_window)?;
+                if p.initial_difficulty < p.min_difficulty {
+                    return Err(GenesisError::new(
+                        "consensus.initial_difficulty",
+                        "must be at least min_difficulty",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The consensus configuration that rules blocks at `height`. Every
+    /// height uses the genesis engine today; a schedule of engines by height
+    /// will be answered here.
+    pub fn consensus_at(&self, _height: u64) -> &ConsensusConfig {
+        &self.consensus
+    }
+
+    /// Hash of the canonical encoding of this configuration.
+    pub fn config_hash(&self) -> Hash {
+        Hash::digest(&codec::encode(&("cairn-genesis-v1", self)))
+    }
+
+    /// The genesis block and the initial state.
+    pub fn build(&self) -> (Block, StateChanges) {
+        let allocations: Vec<(Address, u64)> =
+            self.allocations.iter().map(|a| (a.address, a.balance)).collect();
+        let (state, root) = genesis_state(&allocations);
+        (
+            genesis_block(self.config_hash(), self.genesis_time_ms, root),
+            state,
+        )
+    }
+
+    /// The genesis hash that identifies the network.
+    pub fn hash(&self) -> Hash {
+        self.build().0.hash()
+    }
+
+    /// Parameters of the state transition.
+    pub fn execution_params(&self) -> ExecutionParams {
+        ExecutionParams {
+            chain_id: self.chain_id.clone(),
+            block_reward: self.block_reward,
+        }
+    }
+
+    /// The sum of all allocations.
+    pub fn total_supply(&self) -> u64 {
+        self.allocations.iter().map(|a| a.balance).sum()
+    }
+}
+
+fn positive(field: &str, v: u64) -> Result<(), GenesisError> {
+    if v == 0 {
+        Err(GenesisError::new(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

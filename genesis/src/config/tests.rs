@@ -1,0 +1,111 @@
+use super::*;
+use crate::generate::{generate, NetworkSpec};
+
+fn sample() -> Genesis {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        validators: 4,
+        seed: Some(7),
+        ..NetworkSpec::default()
+    };
+    generate(&spec, dir.path()).expect("generate").genesis
+}
+
+fn refused(json: serde_json::Value) -> GenesisError {
+    Genesis::from_json(&json.to_string()).expect_err("must be refused")
+}
+
+#[test]
+fn json_round_trip_keeps_the_hash() {
+    let g = sample();
+    let back = Genesis::from_json(&g.to_json()).expect("parse");
+    assert_eq!(back, g);
+    assert_eq!(back.hash(), g.hash());
+    // Whitespace and key order do not change the hash.
+    let compact = serde_json::to_string(&serde_json::to_value(&g).expect("v")).expect("s");
+    assert_eq!(Genesis::from_json(&compact).expect("parse").hash(), g.hash());
+}
+
+#[test]
+fn any_change_changes_the_hash() {
+    let g = sample();
+    let mut other = g.clone();
+    other.block_reward += 1;
+    assert_ne!(other.hash(), g.hash());
+    let mut other = g.clone();
+    other.consensus = ConsensusConfig::default_for(EngineKind::Pbft);
+    assert_ne!(other.hash(), g.hash());
+    let mut other = g.clone();
+    other.allocations[0].balance -= 1;
+    assert_ne!(other.hash(), g.hash());
+}
+
+#[test]
+fn unknown_engine_names_the_field() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["consensus"]["engine"] = "tendermint".into();
+    let e = refused(v);
+    assert!(e.field.starts_with("consensus"), "{e}");
+    assert!(e.message.contains("tendermint"), "{e}");
+}
+
+#[test]
+fn zero_validators_is_refused() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["validators"] = serde_json::json!([]);
+    let e = refused(v);
+    assert_eq!(e.field, "validators");
+}
+
+#[test]
+fn duplicate_validator_is_refused() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["validators"][2]["public_key"] = v["validators"][0]["public_key"].clone();
+    let e = refused(v);
+    assert_eq!(e.field, "validators[2].public_key");
+    assert!(e.message.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn malformed_key_names_the_field() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["validators"][1]["public_key"] = "abc".into();
+    let e = refused(v);
+    assert_eq!(e.field, "validators[1].public_key");
+    // A well-formed hex string that is not a usable curve point.
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["validators"][1]["public_key"] = format!("01{}", "00".repeat(31)).into();
+    let e = refused(v);
+    assert_eq!(e.field, "validators[1].public_key");
+}
+
+#[test]
+fn bad_address_and_unknown_field_are_named() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["allocations"][0]["address"] = "cairn1qqqq".into();
+    assert_eq!(refused(v).field, "allocations[0].address");
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["consensus"]["block_intervall_ms"] = 5.into();
+    assert!(refused(v).field.starts_with("consensus"));
+}
+
+#[test]
+fn duplicate_allocation_and_overflow_are_refused() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    let first = v["allocations"][0].clone();
+    v["allocations"].as_array_mut().expect("array").push(first);
+    assert_eq!(refused(v).field, "allocations[1].address");
+    let mut v = serde_json::to_value(sample()).expect("v");
+    let mut extra = v["allocations"][0].clone();
+    extra["address"] = cairn_chain::SecretKey::from_label("x").address().to_string().into();
+    extra["balance"] = u64::MAX.into();
+    v["allocations"].as_array_mut().expect("array").push(extra);
+    assert_eq!(refused(v).field, "allocations[1].balance");
+}
+
+#[test]
+fn engine_parameters_are_checked() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["consensus"]["block_interval_ms"] = 0.into();
+    assert_eq!(refused(v).field, "consensus.block_interval_ms");
+}

@@ -1,0 +1,13 @@
+//! Cairn's genesis: the `genesis.json` format that defines a network, and the
+//! generator that writes a whole local network (genesis, keys, node configs).
+
+pub mod config;
+pub mod generate;
+pub mod node_config;
+
+pub use config::{
+    Allocation, ConsensusConfig, EngineKind, Genesis, GenesisError, PbftParams, PowParams,
+    RaftParams, Validator,
+};
+pub use generate::{generate, GeneratedNetwork, GeneratedNode, NetworkSpec};
+pub use node_config::NodeConfig;

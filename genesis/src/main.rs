@@ -1,0 +1,170 @@
+//! `cairn-genesis`: create and inspect Cairn networks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use cairn_chain::Address;
+use cairn_genesis::{generate, EngineKind, Genesis, NetworkSpec};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn-genesis", version, about = "Create and inspect Cairn networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new network: genesis.json, a funded faucet.key, and one folder
+    /// per node with node.toml and its keys.
+    New {
+        /// Consensus engine: raft, pbft or pow.
+        #[arg(long, default_value = "raft")]
+        engine: EngineKind,
+        /// Number of validator nodes.
+        #[arg(long, default_value_t = 3)]
+        validators: usize,
+        /// Output directory (must not hold a network already).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cairn-devnet")]
+        chain_id: String,
+        /// Node i uses ports base+2i (P2P) and base+2i+1 (HTTP).
+        #[arg(long, default_value_t = 26600)]
+        base_port: u16,
+        /// Extra initial balance, ADDRESS=AMOUNT (repeatable).
+        #[arg(long, value_name = "ADDRESS=AMOUNT")]
+        fund: Vec<String>,
+        /// Balance of the generated faucet key.
+        #[arg(long, default_value_t = 1_000_000_000_000)]
+        faucet_balance: u64,
+        /// Minted to each block's proposer.
+        #[arg(long, default_value_t = 50)]
+        block_reward: u64,
+        /// Block interval (Raft, PBFT) or target block time (PoW), in ms.
+        #[arg(long)]
+        block_time_ms: Option<u64>,
+        /// Proof-of-work: how many nodes mine (default: all but the last).
+        #[arg(long)]
+        miners: Option<usize>,
+        /// Derive every key from this seed: the same command writes the same
+        /// files (genesis time 0 unless --genesis-time is given).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Genesis timestamp in ms since the Unix epoch (default: now).
+        #[arg(long)]
+        genesis_time: Option<u64>,
+    },
+    /// Print a genesis file's hash and a summary.
+    Show {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_fund(s: &str) -> Result<(Address, u64)> {
+    let (addr, amount) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--fund {s:?}: expected ADDRESS=AMOUNT"))?;
+    let addr = Address::parse(addr).map_err(|e| anyhow!("--fund {s:?}: {e}"))?;
+    let amount = amount
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| anyhow!("--fund {s:?}: amount: {e}"))?;
+    Ok((addr, amount))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::New {
+            engine,
+            validators,
+            out,
+            chain_id,
+            base_port,
+            fund,
+            faucet_balance,
+            block_reward,
+            block_time_ms,
+            miners,
+            seed,
+            genesis_time,
+        } => {
+            let fund = fund.iter().map(|f| parse_fund(f)).collect::<Result<Vec<_>>>()?;
+            let spec = NetworkSpec {
+                engine,
+                validators,
+                chain_id,
+                base_port,
+                faucet_balance,
+                fund,
+                block_reward,
+                seed,
+                genesis_time_ms: genesis_time,
+                block_time_ms,
+                miners,
+                ..NetworkSpec::default()
+            };
+            let net = generate(&spec, &out)?;
+            println!("Wrote a {engine} network of {validators} nodes to {}", out.display());
+            println!("  genesis hash  {}", net.genesis_hash);
+            println!("  faucet        {} ({})", net.faucet, net.faucet_key().display());
+            for n in &net.nodes {
+                println!(
+                    "  {:<6} rpc {:<24} p2p {}{}",
+                    n.name,
+                    n.rpc_url,
+                    n.p2p_address,
+                    if n.mining { "  (miner)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Show { file, json } => {
+            let g = Genesis::load(&file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            if json {
+                let v = serde_json::json!({
+                    "genesis_hash": g.hash().to_hex(),
+                    "chain_id": g.chain_id,
+                    "engine": g.consensus.kind().as_str(),
+                    "validators": g.validators.len(),
+                    "accounts": g.allocations.len(),
+                    "total_supply": g.total_supply(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).context("json")?);
+                return Ok(());
+            }
+            println!("genesis hash   {}", g.hash());
+            println!("chain id       {}", g.chain_id);
+            println!("genesis time   {} ms", g.genesis_time_ms);
+            let params = serde_json::to_string(&g.consensus).context("json")?;
+            println!("consensus      {params}");
+            println!("block reward   {}", g.block_reward);
+            println!("validators     {}", g.validators.len());
+            for v in &g.validators {
+                println!("  {:<8} {}  {}", v.name, v.public_key, v.p2p_address);
+            }
+            println!(
+                "allocations    {} accounts, total supply {}",
+                g.allocations.len(),
+                g.total_supply()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building Cairn needs and a fresh Debian machine lacks:
+# libclang (bindgen, for RocksDB's bindings) and a C++ compiler.
+set -euo pipefail
+
+need=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+  need+=(libclang-dev)
+fi
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo is not on PATH; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
