@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 
 fn signatures(c: &mut Criterion) {
     let mut g = c.benchmark_group("ed25519");
-    let keys: Vec<SecretKey> = (0..256).map(|i| SecretKey::from_label(&format!("k{i}"))).collect();
+    let keys: Vec<SecretKey> = (0..256)
+        .map(|i| SecretKey::from_label(&format!("k{i}")))
+        .collect();
     let msgs: Vec<Vec<u8>> = (0..256u32).map(|i| i.to_le_bytes().repeat(30)).collect();
     let sigs: Vec<(PublicKey, Signature)> = keys
         .iter()
@@ -51,8 +53,14 @@ fn execution(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("1000_transfers_verified", |b| {
         b.iter(|| {
-            execute_transactions(&state, &chain.params, &proposer, &txs, SignatureCheck::Verify)
-                .expect("valid")
+            execute_transactions(
+                &state,
+                &chain.params,
+                &proposer,
+                &txs,
+                SignatureCheck::Verify,
+            )
+            .expect("valid")
         })
     });
     g.bench_function("1000_transfers_presigned", |b| {
@@ -88,7 +96,11 @@ fn store_commit(c: &mut Criterion) {
                 let txs = chain.random_transfers(&mut rng, &store, 1000).expect("txs");
                 chain.block_on(&store, &head, 0, txs).expect("propose")
             },
-            |p| store.commit_block(&p.block, &p.executed.changes).expect("commit"),
+            |p| {
+                store
+                    .commit_block(&p.block, &p.executed.changes)
+                    .expect("commit")
+            },
             BatchSize::PerIteration,
         )
     });

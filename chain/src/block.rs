@@ -213,7 +213,10 @@ mod tests {
         let b = Hash::digest(b"b");
         let c = Hash::digest(b"c");
         let ab = Hash::digest_parts(&[&[1u8], a.as_ref(), b.as_ref()]);
-        assert_eq!(merkle_root(vec![a, b, c]), Hash::digest_parts(&[&[1u8], ab.as_ref(), c.as_ref()]));
+        assert_eq!(
+            merkle_root(vec![a, b, c]),
+            Hash::digest_parts(&[&[1u8], ab.as_ref(), c.as_ref()])
+        );
         // [a, b, c] and [a, b, c, c] differ (no duplication of odd nodes).
         assert_ne!(merkle_root(vec![a, b, c]), merkle_root(vec![a, b, c, c]));
     }

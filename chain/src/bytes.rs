@@ -10,7 +10,7 @@
 macro_rules! fixed_bytes {
     ($(#[$meta:meta])* $name:ident, $len:expr, $what:expr) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub [u8; $len]);
 
         impl $name {
@@ -50,6 +50,12 @@ macro_rules! fixed_bytes {
                     )
                 })?;
                 Ok(Self(arr))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self([0u8; $len])
             }
         }
 

@@ -81,10 +81,7 @@ pub fn read_key_file(path: &Path) -> Result<SecretKey, KeyFileError> {
     };
     let doc: KeyFileJson = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if doc.kind != "ed25519" {
-        return Err(invalid(format!(
-            "type {:?} is not \"ed25519\"",
-            doc.kind
-        )));
+        return Err(invalid(format!("type {:?} is not \"ed25519\"", doc.kind)));
     }
     let mut seed = [0u8; 32];
     hex::decode_to_slice(doc.secret_key.trim(), &mut seed)
@@ -116,7 +113,10 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(write_key_file(&path, &key), Err(KeyFileError::Write { .. })));
+        assert!(matches!(
+            write_key_file(&path, &key),
+            Err(KeyFileError::Write { .. })
+        ));
     }
 
     #[test]
@@ -128,7 +128,10 @@ mod tests {
         let other = SecretKey::from_label("other").public_key().to_hex();
         let mine = SecretKey::from_label("k").public_key().to_hex();
         std::fs::write(&path, text.replace(&mine, &other)).expect("write");
-        assert!(matches!(read_key_file(&path), Err(KeyFileError::Invalid { .. })));
+        assert!(matches!(
+            read_key_file(&path),
+            Err(KeyFileError::Invalid { .. })
+        ));
         assert!(matches!(
             read_key_file(&dir.path().join("missing")),
             Err(KeyFileError::Read { .. })

@@ -65,7 +65,9 @@ impl PublicKey {
 
 /// Verifies many signatures at once. On failure, returns the index of the
 /// first item that does not verify on its own.
-pub fn verify_batch(items: &[(&[u8], PublicKey, Signature)]) -> Result<(), (usize, SignatureError)> {
+pub fn verify_batch(
+    items: &[(&[u8], PublicKey, Signature)],
+) -> Result<(), (usize, SignatureError)> {
     if items.is_empty() {
         return Ok(());
     }
@@ -156,7 +158,9 @@ mod tests {
 
     #[test]
     fn batch_names_the_bad_item() {
-        let keys: Vec<SecretKey> = (0..5).map(|i| SecretKey::from_label(&i.to_string())).collect();
+        let keys: Vec<SecretKey> = (0..5)
+            .map(|i| SecretKey::from_label(&i.to_string()))
+            .collect();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
         let mut items: Vec<(&[u8], PublicKey, Signature)> = keys
             .iter()

@@ -70,11 +70,7 @@ pub fn node_key(level: u32, index: u64) -> Vec<u8> {
     k
 }
 
-fn read_node(
-    state: &impl StateReader,
-    level: u32,
-    index: u64,
-) -> Result<Option<Hash>, StateError> {
+fn read_node(state: &impl StateReader, level: u32, index: u64) -> Result<Option<Hash>, StateError> {
     state
         .get(&node_key(level, index))?
         .map(|b| {
@@ -142,7 +138,10 @@ pub fn build<R: StateReader>(state: &mut Overlay<R>, leaves: &[Hash]) -> Hash {
             state.put(node_key(level + 1, i as u64), h.0.to_vec());
         }
     }
-    level_nodes.first().copied().unwrap_or_else(|| empty_hash(0))
+    level_nodes
+        .first()
+        .copied()
+        .unwrap_or_else(|| empty_hash(0))
 }
 
 /// Recomputes the root from the accounts alone, ignoring stored nodes: the

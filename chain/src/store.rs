@@ -21,7 +21,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{StateChanges, StateError, StateReader};
@@ -64,7 +66,11 @@ pub enum StoreError {
     #[error("the database has no genesis block yet")]
     NotInitialised,
     #[error("block {block} has parent {parent}, but the head is {head}")]
-    NotExtendingHead { block: Hash, parent: Hash, head: Hash },
+    NotExtendingHead {
+        block: Hash,
+        parent: Hash,
+        head: Hash,
+    },
     #[error("cannot revert {requested} blocks from height {height}: genesis is never reverted")]
     RevertPastGenesis { requested: u64, height: u64 },
 }
@@ -205,7 +211,10 @@ impl Store {
     pub fn header(&self, hash: &Hash) -> Result<Option<Header>, StoreError> {
         self.db
             .get_cf(self.cf(CF_HEADERS), hash.0)?
-            .map(|b| codec::decode(&b, MAX_HEADER_BYTES).map_err(|e| corrupt(format!("header {hash}"), e)))
+            .map(|b| {
+                codec::decode(&b, MAX_HEADER_BYTES)
+                    .map_err(|e| corrupt(format!("header {hash}"), e))
+            })
             .transpose()
     }
 
@@ -213,13 +222,18 @@ impl Store {
     pub fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
         self.db
             .get_cf(self.cf(CF_BLOCKS), hash.0)?
-            .map(|b| codec::decode(&b, MAX_BLOCK_BYTES).map_err(|e| corrupt(format!("block {hash}"), e)))
+            .map(|b| {
+                codec::decode(&b, MAX_BLOCK_BYTES).map_err(|e| corrupt(format!("block {hash}"), e))
+            })
             .transpose()
     }
 
     /// Whether a block with this hash is stored (canonical or not).
     pub fn has_block(&self, hash: &Hash) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_HEADERS), hash.0)?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_HEADERS), hash.0)?
+            .is_some())
     }
 
     /// The hash of the canonical block at `height`.
@@ -381,7 +395,7 @@ impl Store {
     }
 
     /// Every state entry (for tests that compare whole states).
-    pub fn state_entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn state_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
         self.db
             .iterator_cf(self.cf(CF_STATE), IteratorMode::Start)
             .map(|item| {
@@ -391,6 +405,9 @@ impl Store {
             .collect()
     }
 }
+
+/// A raw key/value pair from a column family.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
 
 impl StateReader for Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {

@@ -55,8 +55,7 @@ impl TestChain {
             let from = rng.gen_range(0..self.keys.len());
             let nonce = match nonces.get(&from) {
                 Some(n) => *n,
-                None => read_account(state, &self.keys[from].address())?
-                    .map_or(0, |a| a.nonce),
+                None => read_account(state, &self.keys[from].address())?.map_or(0, |a| a.nonce),
             };
             nonces.insert(from, nonce + 1);
             let to = if rng.gen_ratio(1, 8) {

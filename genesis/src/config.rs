@@ -89,7 +89,9 @@ impl std::str::FromStr for EngineKind {
             "raft" => Ok(EngineKind::Raft),
             "pbft" => Ok(EngineKind::Pbft),
             "pow" => Ok(EngineKind::Pow),
-            other => Err(format!("unknown engine {other:?} (expected raft, pbft or pow)")),
+            other => Err(format!(
+                "unknown engine {other:?} (expected raft, pbft or pow)"
+            )),
         }
     }
 }
@@ -249,7 +251,11 @@ impl Genesis {
         let de = &mut serde_json::Deserializer::from_str(text);
         let genesis: Genesis = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "genesis".to_owned() } else { path };
+            let field = if path == "." {
+                "genesis".to_owned()
+            } else {
+                path
+            };
             GenesisError::new(field, e.inner().to_string())
         })?;
         genesis.validate()?;
@@ -268,10 +274,7 @@ impl Genesis {
         if self.chain_id.is_empty() || self.chain_id.len() > cairn_chain::MAX_CHAIN_ID_LEN {
             return Err(GenesisError::new(
                 "chain_id",
-                format!(
-                    "must be 1 to {} characters",
-                    cairn_chain::MAX_CHAIN_ID_LEN
-                ),
+                format!("must be 1 to {} characters", cairn_chain::MAX_CHAIN_ID_LEN),
             ));
         }
         if !self
@@ -304,9 +307,9 @@ impl Genesis {
                     format!("duplicate validator: same name as validators[{j}]"),
                 ));
             }
-            v.public_key.validate().map_err(|e| {
-                GenesisError::new(at("public_key"), format!("malformed key: {e}"))
-            })?;
+            v.public_key
+                .validate()
+                .map_err(|e| GenesisError::new(at("public_key"), format!("malformed key: {e}")))?;
             if let Some(j) = keys.insert(v.public_key, i) {
                 return Err(GenesisError::new(
                     at("public_key"),
@@ -389,8 +392,11 @@ impl Genesis {
 
     /// The genesis block and the initial state.
     pub fn build(&self) -> (Block, StateChanges) {
-        let allocations: Vec<(Address, u64)> =
-            self.allocations.iter().map(|a| (a.address, a.balance)).collect();
+        let allocations: Vec<(Address, u64)> = self
+            .allocations
+            .iter()
+            .map(|a| (a.address, a.balance))
+            .collect();
         let (state, root) = genesis_state(&allocations);
         (
             genesis_block(self.config_hash(), self.genesis_time_ms, root),

@@ -185,9 +185,11 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
     }));
     let genesis = Genesis {
         chain_id: spec.chain_id.clone(),
-        genesis_time_ms: spec
-            .genesis_time_ms
-            .unwrap_or(if spec.seed.is_some() { 0 } else { now_ms() }),
+        genesis_time_ms: spec.genesis_time_ms.unwrap_or(if spec.seed.is_some() {
+            0
+        } else {
+            now_ms()
+        }),
         block_reward: spec.block_reward,
         consensus,
         validators: keys
@@ -201,7 +203,9 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             .collect(),
         allocations,
     };
-    genesis.validate().map_err(|e| anyhow::anyhow!("invalid network: {e}"))?;
+    genesis
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid network: {e}"))?;
 
     write_new(&dir.join("genesis.json"), &genesis.to_json())?;
     write_key_file(&dir.join("faucet.key"), &faucet)?;

@@ -9,7 +9,11 @@ use cairn_genesis::{generate, EngineKind, Genesis, NetworkSpec};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairn-genesis", version, about = "Create and inspect Cairn networks")]
+#[command(
+    name = "cairn-genesis",
+    version,
+    about = "Create and inspect Cairn networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +98,10 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             genesis_time,
         } => {
-            let fund = fund.iter().map(|f| parse_fund(f)).collect::<Result<Vec<_>>>()?;
+            let fund = fund
+                .iter()
+                .map(|f| parse_fund(f))
+                .collect::<Result<Vec<_>>>()?;
             let spec = NetworkSpec {
                 engine,
                 validators,
@@ -110,9 +117,16 @@ fn run(cli: Cli) -> Result<()> {
                 ..NetworkSpec::default()
             };
             let net = generate(&spec, &out)?;
-            println!("Wrote a {engine} network of {validators} nodes to {}", out.display());
+            println!(
+                "Wrote a {engine} network of {validators} nodes to {}",
+                out.display()
+            );
             println!("  genesis hash  {}", net.genesis_hash);
-            println!("  faucet        {} ({})", net.faucet, net.faucet_key().display());
+            println!(
+                "  faucet        {} ({})",
+                net.faucet,
+                net.faucet_key().display()
+            );
             for n in &net.nodes {
                 println!(
                     "  {:<6} rpc {:<24} p2p {}{}",

@@ -181,7 +181,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_unknown_keys() {
-        let c: NodeConfig = toml::from_str("name = \"n\"\n[p2p]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]").expect("parse");
+        let c: NodeConfig =
+            toml::from_str("name = \"n\"\n[p2p]\nbootstrap = [\"/ip4/1.2.3.4/tcp/1\"]")
+                .expect("parse");
         let back: NodeConfig = toml::from_str(&c.to_toml()).expect("back");
         assert_eq!(back, c);
         assert!(toml::from_str::<NodeConfig>("name = \"n\"\nbogus = 1").is_err());

@@ -62,15 +62,28 @@ fn check_store(dir: &std::path::Path) -> (u64, Hash) {
     mem.apply(&chain.genesis_state);
     let mut parent = store.block_at(0).expect("genesis").expect("genesis").header;
     for h in 1..=head.height {
-        let block = store.block_at(h).expect("read").expect("canonical block present");
-        let exec = execute_block(&mem, &chain.params, &parent, &block, SignatureCheck::AlreadyVerified)
-            .unwrap_or_else(|e| panic!("block {h} does not replay: {e}"));
+        let block = store
+            .block_at(h)
+            .expect("read")
+            .expect("canonical block present");
+        let exec = execute_block(
+            &mem,
+            &chain.params,
+            &parent,
+            &block,
+            SignatureCheck::AlreadyVerified,
+        )
+        .unwrap_or_else(|e| panic!("block {h} does not replay: {e}"));
         mem.apply(&exec.changes);
         parent = block.header;
     }
     let stored: Vec<(Vec<u8>, Vec<u8>)> = store.state_entries().expect("state");
     let replayed: Vec<(Vec<u8>, Vec<u8>)> = mem.entries.into_iter().collect();
-    assert!(stored == replayed, "state at height {} differs from the replay", head.height);
+    assert!(
+        stored == replayed,
+        "state at height {} differs from the replay",
+        head.height
+    );
     let accounts = store.accounts().expect("accounts");
     assert_eq!(
         state_tree::root_from_accounts(&accounts).expect("root"),

@@ -29,7 +29,9 @@ fn transfer(from: u32, to: Address, amount: u64, fee: u64, nonce: u64) -> Transa
 }
 
 fn balance(state: &MemState, a: &Address) -> u64 {
-    read_account(state, a).expect("read").map_or(0, |a| a.balance)
+    read_account(state, a)
+        .expect("read")
+        .map_or(0, |a| a.balance)
 }
 
 #[test]
@@ -40,8 +42,8 @@ fn transfer_moves_funds_and_pays_the_proposer() {
         transfer(0, key(1).address(), 100, 3, 0),
         transfer(0, key(5).address(), 50, 2, 1),
     ];
-    let out =
-        execute_transactions(&state, &params(), &proposer, &txs, SignatureCheck::Verify).expect("ok");
+    let out = execute_transactions(&state, &params(), &proposer, &txs, SignatureCheck::Verify)
+        .expect("ok");
     assert_eq!(out.fees, 5);
     state.apply(&out.changes);
     assert_eq!(balance(&state, &key(0).address()), 1000 - 155);
@@ -56,7 +58,10 @@ fn transfer_moves_funds_and_pays_the_proposer() {
             (a, read_account(&state, &a).expect("r").expect("exists"))
         })
         .collect();
-    assert_eq!(state_tree::root_from_accounts(&accounts).expect("root"), out.state_root);
+    assert_eq!(
+        state_tree::root_from_accounts(&accounts).expect("root"),
+        out.state_root
+    );
 }
 
 fn rule_of(r: Result<Executed, ExecutionError>) -> (usize, TxRule) {
@@ -72,36 +77,75 @@ fn each_rule_names_the_failing_transaction() {
     let p = key(9).address();
     let ok = transfer(0, key(1).address(), 1, 0, 0);
     let run = |txs: Vec<Transaction>| {
-        rule_of(execute_transactions(&state, &params(), &p, &txs, SignatureCheck::Verify))
+        rule_of(execute_transactions(
+            &state,
+            &params(),
+            &p,
+            &txs,
+            SignatureCheck::Verify,
+        ))
     };
 
     let mut bad_sig = transfer(0, key(1).address(), 1, 0, 1);
     bad_sig.amount = 2;
-    assert!(matches!(run(vec![ok.clone(), bad_sig]), (1, TxRule::BadSignature(_))));
+    assert!(matches!(
+        run(vec![ok.clone(), bad_sig]),
+        (1, TxRule::BadSignature(_))
+    ));
 
     let wrong_chain = Transaction::new_signed(&key(0), "other", key(1).address(), 1, 0, 1);
     assert_eq!(
         run(vec![ok.clone(), wrong_chain]),
-        (1, TxRule::WrongChain { expected: CHAIN.into(), got: "other".into() })
+        (
+            1,
+            TxRule::WrongChain {
+                expected: CHAIN.into(),
+                got: "other".into()
+            }
+        )
     );
 
     let replay = ok.clone();
     assert_eq!(
         run(vec![ok.clone(), replay]),
-        (1, TxRule::BadNonce { expected: 1, got: 0 })
+        (
+            1,
+            TxRule::BadNonce {
+                expected: 1,
+                got: 0
+            }
+        )
     );
 
     let gap = transfer(0, key(1).address(), 1, 0, 5);
-    assert_eq!(run(vec![gap]), (0, TxRule::BadNonce { expected: 0, got: 5 }));
+    assert_eq!(
+        run(vec![gap]),
+        (
+            0,
+            TxRule::BadNonce {
+                expected: 0,
+                got: 5
+            }
+        )
+    );
 
     let too_much = transfer(0, key(1).address(), 999, 2, 1);
     assert_eq!(
         run(vec![ok.clone(), too_much]),
-        (1, TxRule::InsufficientFunds { balance: 999, needed: 1001 })
+        (
+            1,
+            TxRule::InsufficientFunds {
+                balance: 999,
+                needed: 1001
+            }
+        )
     );
 
     let stranger = transfer(7, key(1).address(), 1, 0, 0);
-    assert_eq!(run(vec![stranger]), (0, TxRule::UnknownSender(key(7).address())));
+    assert_eq!(
+        run(vec![stranger]),
+        (0, TxRule::UnknownSender(key(7).address()))
+    );
 
     let overflow = transfer(0, key(1).address(), u64::MAX, 1, 0);
     assert_eq!(
@@ -118,7 +162,13 @@ fn recipient_overflow_is_refused() {
     state.apply(&changes);
     let tx = transfer(0, key(1).address(), 6, 0, 0);
     assert_eq!(
-        rule_of(execute_transactions(&state, &params(), &key(9).address(), &[tx], SignatureCheck::Verify)),
+        rule_of(execute_transactions(
+            &state,
+            &params(),
+            &key(9).address(),
+            &[tx],
+            SignatureCheck::Verify
+        )),
         (0, TxRule::RecipientOverflow)
     );
 }
@@ -128,9 +178,13 @@ fn refused_transaction_leaves_the_executor_unchanged() {
     let state = genesis(2, 100);
     let mut exec = BlockExecutor::new(&state, params()).expect("new");
     let a = key(0).address();
-    assert!(exec.apply(&transfer(0, key(1).address(), 500, 0, 0)).is_err());
+    assert!(exec
+        .apply(&transfer(0, key(1).address(), 500, 0, 0))
+        .is_err());
     assert!(exec.apply(&transfer(0, key(4).address(), 10, 1, 0)).is_ok());
-    assert!(exec.apply(&transfer(0, key(4).address(), 10, 1, 0)).is_err());
+    assert!(exec
+        .apply(&transfer(0, key(4).address(), 10, 1, 0))
+        .is_err());
     let acct = exec.account(&a).expect("read").expect("exists");
     assert_eq!((acct.balance, acct.nonce), (89, 1));
 }
@@ -139,8 +193,14 @@ fn refused_transaction_leaves_the_executor_unchanged() {
 fn self_transfer_only_costs_the_fee() {
     let mut state = genesis(1, 100);
     let a = key(0).address();
-    let out = execute_transactions(&state, &params(), &key(9).address(), &[transfer(0, a, 40, 1, 0)], SignatureCheck::Verify)
-        .expect("ok");
+    let out = execute_transactions(
+        &state,
+        &params(),
+        &key(9).address(),
+        &[transfer(0, a, 40, 1, 0)],
+        SignatureCheck::Verify,
+    )
+    .expect("ok");
     state.apply(&out.changes);
     assert_eq!(balance(&state, &a), 99);
 }
@@ -158,7 +218,14 @@ fn execute_block_checks_link_and_state_root() {
         engine_data: vec![],
     };
     let txs = vec![transfer(0, key(1).address(), 5, 1, 0)];
-    let out = execute_transactions(&state, &params(), &key(3).address(), &txs, SignatureCheck::Verify).expect("ok");
+    let out = execute_transactions(
+        &state,
+        &params(),
+        &key(3).address(),
+        &txs,
+        SignatureCheck::Verify,
+    )
+    .expect("ok");
     let mut block = Block {
         header: Header {
             parent: parent.hash(),
@@ -181,7 +248,10 @@ fn execute_block_checks_link_and_state_root() {
     block.header.height = 5;
     assert!(matches!(
         execute_block(&state, &params(), &parent, &block, SignatureCheck::Verify),
-        Err(BlockError::WrongHeight { expected: 1, got: 5 })
+        Err(BlockError::WrongHeight {
+            expected: 1,
+            got: 5
+        })
     ));
 }
 

@@ -15,14 +15,24 @@ fn open(chain: &TestChain) -> (tempfile::TempDir, Store) {
 }
 
 /// Builds `n` blocks on the store's head and commits them; returns them.
-fn grow(store: &Store, chain: &TestChain, rng: &mut ChaCha8Rng, n: usize, proposer: usize) -> Vec<Block> {
+fn grow(
+    store: &Store,
+    chain: &TestChain,
+    rng: &mut ChaCha8Rng,
+    n: usize,
+    proposer: usize,
+) -> Vec<Block> {
     let mut out = Vec::new();
     for _ in 0..n {
         let head = store.head().expect("head");
         let txs = chain.random_transfers(rng, store, 20).expect("txs");
-        let p = chain.block_on(store, &head, proposer, txs).expect("propose");
+        let p = chain
+            .block_on(store, &head, proposer, txs)
+            .expect("propose");
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
-        store.commit_block(&p.block, &p.executed.changes).expect("commit");
+        store
+            .commit_block(&p.block, &p.executed.changes)
+            .expect("commit");
         out.push(p.block);
     }
     out
@@ -38,7 +48,10 @@ fn commit_indexes_blocks_and_transactions() {
     assert_eq!(store.head_hash().expect("hash"), blocks[2].hash());
     assert_eq!(store.block_at(2).expect("b"), Some(blocks[1].clone()));
     let tx = &blocks[1].transactions[4];
-    let loc = store.tx_location(&tx.hash()).expect("loc").expect("indexed");
+    let loc = store
+        .tx_location(&tx.hash())
+        .expect("loc")
+        .expect("indexed");
     assert_eq!((loc.block, loc.height, loc.index), (blocks[1].hash(), 2, 4));
     // The state root in the head equals the root rebuilt from all accounts.
     let accounts = store.accounts().expect("accounts");
@@ -64,13 +77,17 @@ fn reopen_keeps_head_and_refuses_another_genesis() {
     let dir = tempfile::tempdir().expect("tempdir");
     let head = {
         let store = Store::open(dir.path()).expect("open");
-        store.init_genesis(&chain.genesis, &chain.genesis_state).expect("genesis");
+        store
+            .init_genesis(&chain.genesis, &chain.genesis_state)
+            .expect("genesis");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         grow(&store, &chain, &mut rng, 2, 1);
         store.head_hash().expect("head")
     };
     let store = Store::open(dir.path()).expect("reopen");
-    store.init_genesis(&chain.genesis, &chain.genesis_state).expect("same genesis");
+    store
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect("same genesis");
     assert_eq!(store.head_hash().expect("head"), head);
     let other = TestChain::new("other-chain", 4, 10_000);
     assert!(matches!(
@@ -98,7 +115,12 @@ fn revert_restores_exact_state_and_switches_branches() {
     assert_eq!(store.head_hash().expect("head"), fork_head);
     assert_eq!(store.state_entries().expect("state"), fork_state);
     assert_eq!(store.hash_at(4).expect("h"), None);
-    assert_eq!(store.tx_location(&branch_a[0].transactions[0].hash()).expect("loc"), None);
+    assert_eq!(
+        store
+            .tx_location(&branch_a[0].transactions[0].hash())
+            .expect("loc"),
+        None
+    );
     // Branch A's blocks are kept, though no longer canonical.
     assert!(store.has_block(&a_head).expect("has"));
 
@@ -112,8 +134,14 @@ fn revert_restores_exact_state_and_switches_branches() {
     store.revert(5).expect("revert B");
     for block in &branch_a {
         let parent = store.head().expect("head");
-        let exec = execute_block(&store, &chain.params, &parent, block, SignatureCheck::Verify)
-            .expect("A still valid");
+        let exec = execute_block(
+            &store,
+            &chain.params,
+            &parent,
+            block,
+            SignatureCheck::Verify,
+        )
+        .expect("A still valid");
         store.commit_block(block, &exec.changes).expect("commit");
     }
     assert_eq!(store.head_hash().expect("head"), a_head);
@@ -128,7 +156,10 @@ fn revert_refuses_to_pass_genesis() {
     grow(&store, &chain, &mut rng, 2, 0);
     assert!(matches!(
         store.revert(3),
-        Err(StoreError::RevertPastGenesis { requested: 3, height: 2 })
+        Err(StoreError::RevertPastGenesis {
+            requested: 3,
+            height: 2
+        })
     ));
     assert_eq!(store.head().expect("head").height, 2);
 }
@@ -156,7 +187,9 @@ fn store_and_memory_state_agree() {
 fn engine_state_round_trips() {
     let chain = TestChain::new("store-test", 2, 1);
     let (_dir, store) = open(&chain);
-    store.engine_put(&[(b"term", b"7"), (b"vote", b"x")]).expect("put");
+    store
+        .engine_put(&[(b"term", b"7"), (b"vote", b"x")])
+        .expect("put");
     assert_eq!(store.engine_get(b"term").expect("get"), Some(b"7".to_vec()));
     assert_eq!(store.engine_get(b"none").expect("get"), None);
 }

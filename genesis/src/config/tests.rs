@@ -23,7 +23,10 @@ fn json_round_trip_keeps_the_hash() {
     assert_eq!(back.hash(), g.hash());
     // Whitespace and key order do not change the hash.
     let compact = serde_json::to_string(&serde_json::to_value(&g).expect("v")).expect("s");
-    assert_eq!(Genesis::from_json(&compact).expect("parse").hash(), g.hash());
+    assert_eq!(
+        Genesis::from_json(&compact).expect("parse").hash(),
+        g.hash()
+    );
 }
 
 #[test]
@@ -97,7 +100,10 @@ fn duplicate_allocation_and_overflow_are_refused() {
     assert_eq!(refused(v).field, "allocations[1].address");
     let mut v = serde_json::to_value(sample()).expect("v");
     let mut extra = v["allocations"][0].clone();
-    extra["address"] = cairn_chain::SecretKey::from_label("x").address().to_string().into();
+    extra["address"] = cairn_chain::SecretKey::from_label("x")
+        .address()
+        .to_string()
+        .into();
     extra["balance"] = u64::MAX.into();
     v["allocations"].as_array_mut().expect("array").push(extra);
     assert_eq!(refused(v).field, "allocations[1].balance");

@@ -38,13 +38,17 @@ fn writes_every_file_and_a_valid_genesis() {
         let cfg = NodeConfig::load(&node.home).expect("node.toml");
         assert_eq!(cfg.p2p.bootstrap.len(), 3);
         assert_eq!(cfg.rpc.listen.port(), 26600 + 2 * i as u16 + 1);
-        let key = cairn_chain::keyfile::read_key_file(&node.home.join("validator.key")).expect("key");
+        let key =
+            cairn_chain::keyfile::read_key_file(&node.home.join("validator.key")).expect("key");
         assert_eq!(key.public_key(), g.validators[i].public_key);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             for f in ["validator.key", "p2p.key"] {
-                let mode = std::fs::metadata(node.home.join(f)).expect("m").permissions().mode();
+                let mode = std::fs::metadata(node.home.join(f))
+                    .expect("m")
+                    .permissions()
+                    .mode();
                 assert_eq!(mode & 0o777, 0o600, "{f}");
             }
         }
@@ -65,7 +69,10 @@ fn seed_makes_the_directory_reproducible() {
     generate(&spec, a.path()).expect("a");
     generate(&spec, b.path()).expect("b");
     assert_eq!(files(a.path()), files(b.path()));
-    let other = NetworkSpec { seed: Some(43), ..spec };
+    let other = NetworkSpec {
+        seed: Some(43),
+        ..spec
+    };
     generate(&other, c.path()).expect("c");
     assert_ne!(files(a.path()), files(c.path()));
 }
@@ -75,8 +82,15 @@ fn refuses_to_overwrite_and_bad_sizes() {
     let dir = tempfile::tempdir().expect("tempdir");
     generate(&NetworkSpec::default(), dir.path()).expect("first");
     assert!(generate(&NetworkSpec::default(), dir.path()).is_err());
-    let zero = NetworkSpec { validators: 0, ..NetworkSpec::default() };
+    let zero = NetworkSpec {
+        validators: 0,
+        ..NetworkSpec::default()
+    };
     assert!(generate(&zero, &dir.path().join("z")).is_err());
-    let ports = NetworkSpec { base_port: 65530, validators: 4, ..NetworkSpec::default() };
+    let ports = NetworkSpec {
+        base_port: 65530,
+        validators: 4,
+        ..NetworkSpec::default()
+    };
     assert!(generate(&ports, &dir.path().join("p")).is_err());
 }

@@ -40,4 +40,3 @@ fn main() -> Result<()> {
         out.flush()?;
     }
 }
-
