@@ -1,1 +1,123 @@
+//! Cairn's consensus: the [`ConsensusEngine`] trait and its engines.
+//!
+//! An engine is a deterministic state machine with no IO. The node's driver
+//! feeds it [`Input`]s — a verified peer message, a clock tick, news from the
+//! mempool, a block it asked for — and carries out the [`Action`]s it returns,
+//! in order. Engines never read a clock, open a socket or draw unseeded
+//! randomness, so the same engine code runs in the node and, under seeded
+//! faults, in a simulator.
+//!
+//! # The driver's contract
+//!
+//! 1. **Order.** Actions returned by one call are executed in the order given,
+//!    before the next input is fed. In particular every [`Action::Persist`] is
+//!    durable (synced to disk) before any later [`Action::Send`] or
+//!    [`Action::Broadcast`] of the same batch leaves the node: an engine that
+//!    persists its vote and then sends it relies on this.
+//! 2. **Commits.** [`Action::Commit`] hands over blocks that are final, in
+//!    height order, each a child of the last. The driver executes each one
+//!    on its parent's state and writes it to the store atomically before the
+//!    next action; failing to do so is fatal (the node stops rather than fork).
+//!    Committed blocks that reach the node another way (block sync) are
+//!    reported back with [`Input::Committed`].
+//! 3. **Messages.** Every message an engine emits is signed with the node's
+//!    validator key by the driver ([`SignedMessage::sign`]); every message fed
+//!    in has had its signature checked against the validator set
+//!    ([`SignedMessage::open`]), so [`Input::Message::from`] is authentic.
+//! 4. **Time.** [`Input::Tick`] carries a monotonic millisecond clock; the
+//!    driver ticks at least as early as the last [`Action::SetTimer`] asked.
+//! 5. **Blocks.** On [`Action::BuildBlock`] the driver builds a block from its
+//!    mempool on the given parent and answers with [`Input::BlockBuilt`] (or
+//!    nothing if it cannot, after logging why).
 
+pub mod message;
+pub mod raft;
+
+use cairn_chain::{Block, Hash};
+
+pub use message::{ConsensusMessage, MessageError, SignedMessage, MAX_MESSAGE_BYTES};
+pub use raft::{Raft, RaftConfig, RaftMessage};
+
+/// A validator's position in the genesis validator list.
+pub type ValidatorId = u32;
+
+/// What an engine is told.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The clock, in monotonic milliseconds.
+    Tick { now_ms: u64 },
+    /// A message from validator `from`, its signature already verified.
+    Message {
+        from: ValidatorId,
+        msg: ConsensusMessage,
+    },
+    /// The mempool holds `count` transactions ready for a block.
+    TransactionsAvailable { count: usize },
+    /// The block asked for with [`Action::BuildBlock`].
+    BlockBuilt { block: Block },
+    /// The driver checked a proposed block (engines that ask for it).
+    BlockValidated { hash: Hash, valid: bool },
+    /// A block became final through another path (block sync): the store's
+    /// head is now `height`/`hash`, with the block's engine data.
+    Committed {
+        height: u64,
+        hash: Hash,
+        engine_data: Vec<u8>,
+    },
+}
+
+/// What an engine asks the driver to do. See the crate docs for the order
+/// and durability guarantees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a message to one validator.
+    Send {
+        to: ValidatorId,
+        msg: ConsensusMessage,
+    },
+    /// Send a message to every other validator.
+    Broadcast { msg: ConsensusMessage },
+    /// Durably write (`Some`) or delete (`None`) engine state, atomically.
+    Persist(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// Build a block at `height` on `parent`, carrying `engine_data`.
+    /// `uncommitted` are the not-yet-final ancestors between the store's head
+    /// and `parent` (oldest first) whose state the block builds on.
+    BuildBlock {
+        parent: Hash,
+        height: u64,
+        engine_data: Vec<u8>,
+        uncommitted: Vec<Block>,
+    },
+    /// These blocks are final: execute and store them, in order.
+    Commit { blocks: Vec<Block> },
+    /// The node is behind `peer`, which has committed up to `height`:
+    /// fetch the missing final blocks with block sync.
+    Sync { peer: ValidatorId, height: u64 },
+    /// Tick no later than this time.
+    SetTimer { at_ms: u64 },
+}
+
+/// The engine's view of itself, for the API and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStatus {
+    /// `raft`, `pbft` or `pow`.
+    pub engine: &'static str,
+    /// `leader`, `follower`, `candidate`, `primary`, `backup`, `miner`, …
+    pub role: &'static str,
+    /// Raft term or PBFT view.
+    pub term: u64,
+    /// The validator this node believes leads, if any.
+    pub leader: Option<ValidatorId>,
+    /// Highest final block known to the engine.
+    pub committed_height: u64,
+    /// Blocks in the engine's log beyond the final ones.
+    pub uncommitted: u64,
+}
+
+/// A consensus engine; see the crate docs for the driver's contract.
+pub trait ConsensusEngine: Send + std::fmt::Debug {
+    /// Feeds one input and returns the actions it causes, in order.
+    fn handle(&mut self, input: Input) -> Vec<Action>;
+    /// The engine's current role and view.
+    fn status(&self) -> EngineStatus;
+}

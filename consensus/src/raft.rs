@@ -1,0 +1,731 @@
+//! Raft (Ongaro & Ousterhout, 2014) with blocks as log entries.
+//!
+//! Log index *i* is block height *i*; the genesis block is entry 0 of term 0.
+//! A block's term is written in its header's engine data, so the final part
+//! of the log is simply the store's canonical chain and the engine keeps only
+//! the head of it (index, term, hash) plus the *tail*: blocks appended but not
+//! yet committed, persisted under the engine's keys until they are.
+//!
+//! Followers far behind the leader's commit index do not get old entries by
+//! AppendEntries: they are told to [`Action::Sync`] final blocks from the
+//! leader (like a snapshot install), and AppendEntries resumes from there.
+//!
+//! Block production: the leader asks for a block once every entry of its log
+//! is committed and either the block interval has passed with transactions
+//! waiting, or a full block's worth is waiting, or (if configured) the
+//! interval passed at all. A new leader whose log has uncommitted entries
+//! from earlier terms proposes a block at once, since Raft only commits an
+//! earlier term's entries through one of the current term.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_chain::{codec, Block, Hash};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
+
+const HARD_STATE_KEY: &[u8] = b"raft/hard";
+const LOG_PREFIX: &[u8] = b"raft/log/";
+/// Most bytes of blocks in one AppendEntries (at least one block is sent).
+const APPEND_BYTES_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Raft's settings (from genesis and the node's position in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// This node's validator index.
+    pub me: ValidatorId,
+    /// Number of validators.
+    pub validators: u32,
+    /// Election timeouts are drawn uniformly from `[min, 2·min)`.
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    pub block_interval_ms: u64,
+    /// Propose blocks even with no transactions waiting.
+    pub empty_blocks: bool,
+    /// Transactions that make a full block: propose without waiting.
+    pub full_block: usize,
+    /// Seeds the election-timeout randomness.
+    pub seed: u64,
+}
+
+/// Raft's messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftMessage {
+    RequestVote {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+    },
+    VoteResponse {
+        term: u64,
+        granted: bool,
+    },
+    AppendEntries {
+        term: u64,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Block>,
+        leader_commit: u64,
+    },
+    AppendResponse {
+        term: u64,
+        success: bool,
+        /// On success the follower's last matching index; on failure its
+        /// last log index, a hint for the leader's next try.
+        index: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// The last final block: the prefix of the log that lives in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedHead {
+    pub index: u64,
+    pub term: u64,
+    pub hash: Hash,
+}
+
+/// The Raft engine. See the module docs.
+#[derive(Debug)]
+pub struct Raft {
+    cfg: RaftConfig,
+    rng: ChaCha8Rng,
+    term: u64,
+    voted_for: Option<ValidatorId>,
+    committed: CommittedHead,
+    /// Entries `committed.index + 1 ..`, each a child of the one before.
+    tail: Vec<Block>,
+    role: Role,
+    leader: Option<ValidatorId>,
+    now: u64,
+    election_deadline: u64,
+    votes: BTreeSet<ValidatorId>,
+    next_index: Vec<u64>,
+    match_index: Vec<u64>,
+    heartbeat_due: u64,
+    /// The leader asked for a block and waits for it.
+    building: bool,
+    next_block_at: u64,
+    txs_available: usize,
+}
+
+/// The term written in a block's engine data (0 for genesis or garbage).
+pub fn block_term(engine_data: &[u8]) -> u64 {
+    codec::decode::<u64>(engine_data, 8).unwrap_or(0)
+}
+
+/// The engine data of a block proposed in `term`.
+pub fn term_data(term: u64) -> Vec<u8> {
+    codec::encode(&term)
+}
+
+fn log_key(index: u64) -> Vec<u8> {
+    let mut k = LOG_PREFIX.to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+impl Raft {
+    /// Restores the engine from the store's head and the engine's persisted
+    /// state (every key the engine ever wrote that is still there).
+    pub fn new(
+        cfg: RaftConfig,
+        committed: CommittedHead,
+        persisted: &BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Self {
+        let (term, voted_for) = persisted
+            .get(HARD_STATE_KEY)
+            .and_then(|v| codec::decode::<(u64, Option<ValidatorId>)>(v, 64).ok())
+            .unwrap_or((0, None));
+        let mut tail: Vec<Block> = Vec::new();
+        let mut prev_hash = committed.hash;
+        for (k, v) in persisted.range(log_key(committed.index + 1)..) {
+            if !k.starts_with(LOG_PREFIX) {
+                break;
+            }
+            let Ok(block) = Block::decode(v) else { break };
+            let expected = committed.index + 1 + tail.len() as u64;
+            if block.header.height != expected || block.header.parent != prev_hash {
+                break;
+            }
+            prev_hash = block.hash();
+            tail.push(block);
+        }
+        let n = cfg.validators as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ u64::from(cfg.me).wrapping_mul(0x9e37));
+        let first_timeout = cfg.election_timeout_ms + rng.gen_range(0..cfg.election_timeout_ms.max(1));
+        Self {
+            rng,
+            term: term.max(committed.term),
+            voted_for,
+            committed,
+            tail,
+            role: Role::Follower,
+            leader: None,
+            now: 0,
+            election_deadline: first_timeout,
+            votes: BTreeSet::new(),
+            next_index: vec![0; n],
+            match_index: vec![0; n],
+            heartbeat_due: 0,
+            building: false,
+            next_block_at: 0,
+            txs_available: 0,
+            cfg,
+        }
+    }
+
+    fn last_index(&self) -> u64 {
+        self.committed.index + self.tail.len() as u64
+    }
+
+    fn last_term(&self) -> u64 {
+        self.tail
+            .last()
+            .map(|b| block_term(&b.header.engine_data))
+            .unwrap_or(self.committed.term)
+    }
+
+    fn last_hash(&self) -> Hash {
+        self.tail
+            .last()
+            .map(Block::hash)
+            .unwrap_or(self.committed.hash)
+    }
+
+    /// The term of entry `index`, if the engine knows it.
+    fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.committed.index {
+            return Some(self.committed.term);
+        }
+        if index < self.committed.index {
+            return None;
+        }
+        self.tail
+            .get((index - self.committed.index - 1) as usize)
+            .map(|b| block_term(&b.header.engine_data))
+    }
+
+    fn majority(&self) -> usize {
+        self.cfg.validators as usize / 2 + 1
+    }
+
+    fn peers(&self) -> impl Iterator<Item = ValidatorId> + '_ {
+        (0..self.cfg.validators).filter(move |&v| v != self.cfg.me)
+    }
+
+    fn reset_election_timer(&mut self) {
+        let min = self.cfg.election_timeout_ms.max(1);
+        self.election_deadline = self.now + min + self.rng.gen_range(0..min);
+    }
+
+    fn persist_hard_state(&self, out: &mut Vec<Action>) {
+        out.push(Action::Persist(vec![(
+            HARD_STATE_KEY.to_vec(),
+            Some(codec::encode(&(self.term, self.voted_for))),
+        )]));
+    }
+
+    fn send(&self, out: &mut Vec<Action>, to: ValidatorId, msg: RaftMessage) {
+        out.push(Action::Send {
+            to,
+            msg: ConsensusMessage::Raft(msg),
+        });
+    }
+
+    /// Moves to a newer term as a follower.
+    fn observe_term(&mut self, term: u64, out: &mut Vec<Action>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.become_follower(None);
+            self.persist_hard_state(out);
+        }
+    }
+
+    fn become_follower(&mut self, leader: Option<ValidatorId>) {
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.building = false;
+        self.votes.clear();
+    }
+
+    fn start_election(&mut self, out: &mut Vec<Action>) {
+        self.term += 1;
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.voted_for = Some(self.cfg.me);
+        self.votes = BTreeSet::from([self.cfg.me]);
+        self.reset_election_timer();
+        self.persist_hard_state(out);
+        let msg = RaftMessage::RequestVote {
+            term: self.term,
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+        };
+        for p in self.peers().collect::<Vec<_>>() {
+            self.send(out, p, msg.clone());
+        }
+        self.maybe_win(out);
+    }
+
+    fn maybe_win(&mut self, out: &mut Vec<Action>) {
+        if self.role != Role::Candidate || self.votes.len() < self.majority() {
+            return;
+        }
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.me);
+        let next = self.last_index() + 1;
+        self.next_index.iter_mut().for_each(|n| *n = next);
+        self.match_index.iter_mut().for_each(|m| *m = 0);
+        self.match_index[self.cfg.me as usize] = self.last_index();
+        self.building = false;
+        // Entries of earlier terms commit only through one of this term.
+        self.next_block_at = if self.tail.is_empty() {
+            self.now + self.cfg.block_interval_ms
+        } else {
+            self.now
+        };
+        self.broadcast_append(out);
+        self.maybe_build(out);
+    }
+
+    fn append_to(&self, peer: ValidatorId) -> RaftMessage {
+        let next = self.next_index[peer as usize].max(self.committed.index + 1);
+        let prev_index = next - 1;
+        let prev_term = self.term_at(prev_index).unwrap_or(0);
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let start = (next - self.committed.index - 1) as usize;
+        for b in self.tail.iter().skip(start) {
+            let size = b.encode().len();
+            if !entries.is_empty() && bytes + size > APPEND_BYTES_BUDGET {
+                break;
+            }
+            bytes += size;
+            entries.push(b.clone());
+        }
+        RaftMessage::AppendEntries {
+            term: self.term,
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit: self.committed.index,
+        }
+    }
+
+    fn broadcast_append(&mut self, out: &mut Vec<Action>) {
+        for p in self.peers().collect::<Vec<_>>() {
+            let m = self.append_to(p);
+            self.send(out, p, m);
+        }
+        self.heartbeat_due = self.now + self.cfg.heartbeat_ms;
+    }
+
+    /// Makes tail entries up to `index` final.
+    fn commit_to(&mut self, index: u64, out: &mut Vec<Action>) {
+        if index <= self.committed.index {
+            return;
+        }
+        let count = ((index - self.committed.index) as usize).min(self.tail.len());
+        let blocks: Vec<Block> = self.tail.drain(..count).collect();
+        let Some(last) = blocks.last() else { return };
+        self.committed = CommittedHead {
+            index: last.header.height,
+            term: block_term(&last.header.engine_data),
+            hash: last.hash(),
+        };
+        let deletes = blocks
+            .iter()
+            .map(|b| (log_key(b.header.height), None))
+            .collect();
+        out.push(Action::Commit { blocks });
+        out.push(Action::Persist(deletes));
+    }
+
+    fn leader_advance_commit(&mut self, out: &mut Vec<Action>) {
+        let mut n = self.last_index();
+        while n > self.committed.index {
+            if self.term_at(n) == Some(self.term) {
+                let acks = self.match_index.iter().filter(|&&m| m >= n).count();
+                if acks >= self.majority() {
+                    self.commit_to(n, out);
+                    // Tell followers promptly so they commit too.
+                    self.broadcast_append(out);
+                    break;
+                }
+            } else {
+                break;
+            }
+            n -= 1;
+        }
+    }
+
+    fn maybe_build(&mut self, out: &mut Vec<Action>) {
+        if self.role != Role::Leader || self.building || self.now < self.next_block_at {
+            return;
+        }
+        let earlier_terms_pending = self
+            .tail
+            .last()
+            .is_some_and(|b| block_term(&b.header.engine_data) < self.term);
+        let all_final = self.tail.is_empty();
+        let wanted = earlier_terms_pending
+            || (all_final
+                && (self.txs_available > 0 || self.cfg.empty_blocks));
+        if !wanted {
+            return;
+        }
+        self.building = true;
+        out.push(Action::BuildBlock {
+            parent: self.last_hash(),
+            height: self.last_index() + 1,
+            engine_data: term_data(self.term),
+            uncommitted: self.tail.clone(),
+        });
+    }
+
+    fn on_block_built(&mut self, block: Block, out: &mut Vec<Action>) {
+        if self.role != Role::Leader || !self.building {
+            return;
+        }
+        self.building = false;
+        if block.header.parent != self.last_hash()
+            || block.header.height != self.last_index() + 1
+            || block_term(&block.header.engine_data) != self.term
+        {
+            return;
+        }
+        out.push(Action::Persist(vec![(
+            log_key(block.header.height),
+            Some(block.encode()),
+        )]));
+        self.tail.push(block);
+        self.match_index[self.cfg.me as usize] = self.last_index();
+        self.next_block_at = self.now + self.cfg.block_interval_ms;
+        self.broadcast_append(out);
+        self.leader_advance_commit(out);
+    }
+
+    fn on_request_vote(
+        &mut self,
+        from: ValidatorId,
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.observe_term(term, out);
+        let up_to_date = (last_term, last_index) >= (self.last_term(), self.last_index());
+        let granted = term == self.term
+            && self.voted_for.is_none_or(|v| v == from)
+            && up_to_date;
+        if granted {
+            if self.voted_for != Some(from) {
+                self.voted_for = Some(from);
+                self.persist_hard_state(out);
+            }
+            self.reset_election_timer();
+        }
+        self.send(
+            out,
+            from,
+            RaftMessage::VoteResponse {
+                term: self.term,
+                granted,
+            },
+        );
+    }
+
+    fn on_vote_response(&mut self, from: ValidatorId, term: u64, granted: bool, out: &mut Vec<Action>) {
+        self.observe_term(term, out);
+        if self.role == Role::Candidate && term == self.term && granted {
+            self.votes.insert(from);
+            self.maybe_win(out);
+        }
+    }
+
+    fn on_append_entries(
+        &mut self,
+        from: ValidatorId,
+        term: u64,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Block>,
+        leader_commit: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.observe_term(term, out);
+        if term < self.term {
+            let reply = RaftMessage::AppendResponse {
+                term: self.term,
+                success: false,
+                index: self.last_index(),
+            };
+            self.send(out, from, reply);
+            return;
+        }
+        // A current-term leader exists: it is `from`.
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(Some(from));
+        }
+        self.reset_election_timer();
+
+        // Entries at or below our commit index are final and so equal to the
+        // leader's (Leader Completeness): skip them.
+        let mut prev_index = prev_index;
+        let mut prev_term = prev_term;
+        let mut entries = entries;
+        if prev_index < self.committed.index {
+            let skip = (self.committed.index - prev_index) as usize;
+            if skip > entries.len() {
+                entries.clear();
+            } else {
+                entries.drain(..skip);
+            }
+            prev_index = self.committed.index;
+            prev_term = self.committed.term;
+        }
+        let reject = |s: &mut Self, out: &mut Vec<Action>| {
+            let reply = RaftMessage::AppendResponse {
+                term: s.term,
+                success: false,
+                index: s.last_index().min(prev_index.saturating_sub(1)),
+            };
+            s.send(out, from, reply);
+        };
+        if prev_index > self.last_index() {
+            if leader_commit > self.committed.index
+                && prev_index > self.committed.index + self.tail.len() as u64
+            {
+                out.push(Action::Sync {
+                    peer: from,
+                    height: leader_commit,
+                });
+            }
+            let reply = RaftMessage::AppendResponse {
+                term: self.term,
+                success: false,
+                index: self.last_index(),
+            };
+            self.send(out, from, reply);
+            return;
+        }
+        if self.term_at(prev_index) != Some(prev_term) {
+            reject(self, out);
+            return;
+        }
+        // Append, truncating the first conflict and everything after it.
+        let mut writes = Vec::new();
+        for (i, block) in entries.into_iter().enumerate() {
+            let index = prev_index + 1 + i as u64;
+            let t = block_term(&block.header.engine_data);
+            match self.term_at(index) {
+                Some(existing) if existing == t => continue,
+                Some(_) => {
+                    let keep = (index - self.committed.index - 1) as usize;
+                    for dropped in self.tail.drain(keep..) {
+                        writes.push((log_key(dropped.header.height), None));
+                    }
+                }
+                None => {}
+            }
+            if block.header.height != index || block.header.parent != self.last_hash() {
+                // A leader never sends this; refuse rather than store it.
+                break;
+            }
+            writes.push((log_key(index), Some(block.encode())));
+            self.tail.push(block);
+        }
+        let matched = self.last_index();
+        if !writes.is_empty() {
+            out.push(Action::Persist(writes));
+        }
+        let commit = leader_commit.min(matched);
+        self.commit_to(commit, out);
+        self.send(
+            out,
+            from,
+            RaftMessage::AppendResponse {
+                term: self.term,
+                success: true,
+                index: matched,
+            },
+        );
+    }
+
+    fn on_append_response(
+        &mut self,
+        from: ValidatorId,
+        term: u64,
+        success: bool,
+        index: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.observe_term(term, out);
+        if self.role != Role::Leader || term != self.term {
+            return;
+        }
+        let p = from as usize;
+        if success {
+            let index = index.min(self.last_index());
+            if index > self.match_index[p] {
+                self.match_index[p] = index;
+            }
+            self.next_index[p] = self.match_index[p] + 1;
+            self.leader_advance_commit(out);
+            if self.next_index[p] <= self.last_index() {
+                let m = self.append_to(from);
+                self.send(out, from, m);
+            }
+        } else {
+            let next = (index + 1)
+                .min(self.next_index[p].saturating_sub(1))
+                .max(self.committed.index + 1);
+            self.next_index[p] = next;
+            let m = self.append_to(from);
+            self.send(out, from, m);
+        }
+    }
+
+    fn on_committed(&mut self, height: u64, hash: Hash, engine_data: &[u8], out: &mut Vec<Action>) {
+        if height <= self.committed.index {
+            return;
+        }
+        let in_tail = self
+            .tail
+            .get((height - self.committed.index - 1) as usize)
+            .map(Block::hash);
+        let drop = if in_tail == Some(hash) {
+            (height - self.committed.index) as usize
+        } else {
+            self.tail.len()
+        };
+        let deletes: Vec<_> = self
+            .tail
+            .drain(..drop)
+            .map(|b| (log_key(b.header.height), None))
+            .collect();
+        if !deletes.is_empty() {
+            out.push(Action::Persist(deletes));
+        }
+        self.committed = CommittedHead {
+            index: height,
+            term: block_term(engine_data),
+            hash,
+        };
+        if self.term < self.committed.term {
+            self.observe_term(self.committed.term, out);
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        self.now = self.now.max(now);
+        match self.role {
+            Role::Leader => {
+                if self.now >= self.heartbeat_due {
+                    self.broadcast_append(out);
+                }
+                self.maybe_build(out);
+            }
+            Role::Follower | Role::Candidate => {
+                if self.now >= self.election_deadline {
+                    self.start_election(out);
+                }
+            }
+        }
+        let at_ms = match self.role {
+            Role::Leader => self.heartbeat_due.min(self.next_block_at.max(self.now + 1)),
+            _ => self.election_deadline,
+        };
+        out.push(Action::SetTimer { at_ms });
+    }
+}
+
+impl ConsensusEngine for Raft {
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick { now_ms } => self.on_tick(now_ms, &mut out),
+            Input::Message { from, msg } => {
+                if from == self.cfg.me || from >= self.cfg.validators {
+                    return out;
+                }
+                let ConsensusMessage::Raft(msg) = msg;
+                match msg {
+                    RaftMessage::RequestVote {
+                        term,
+                        last_index,
+                        last_term,
+                    } => self.on_request_vote(from, term, last_index, last_term, &mut out),
+                    RaftMessage::VoteResponse { term, granted } => {
+                        self.on_vote_response(from, term, granted, &mut out)
+                    }
+                    RaftMessage::AppendEntries {
+                        term,
+                        prev_index,
+                        prev_term,
+                        entries,
+                        leader_commit,
+                    } => self.on_append_entries(
+                        from,
+                        term,
+                        prev_index,
+                        prev_term,
+                        entries,
+                        leader_commit,
+                        &mut out,
+                    ),
+                    RaftMessage::AppendResponse {
+                        term,
+                        success,
+                        index,
+                    } => self.on_append_response(from, term, success, index, &mut out),
+                }
+            }
+            Input::TransactionsAvailable { count } => {
+                self.txs_available = count;
+                if count >= self.cfg.full_block.max(1) && self.role == Role::Leader {
+                    self.next_block_at = self.next_block_at.min(self.now);
+                }
+                self.maybe_build(&mut out);
+            }
+            Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
+            // Under Raft's crash-fault model followers accept the leader's
+            // blocks; they are executed and checked when committed.
+            Input::BlockValidated { .. } => {}
+            Input::Committed {
+                height,
+                hash,
+                engine_data,
+            } => self.on_committed(height, hash, &engine_data, &mut out),
+        }
+        out
+    }
+
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            engine: "raft",
+            role: match self.role {
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+            },
+            term: self.term,
+            leader: self.leader,
+            committed_height: self.committed.index,
+            uncommitted: self.tail.len() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
