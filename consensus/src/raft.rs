@@ -161,7 +161,8 @@ impl Raft {
         }
         let n = cfg.validators as usize;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ u64::from(cfg.me).wrapping_mul(0x9e37));
-        let first_timeout = cfg.election_timeout_ms + rng.gen_range(0..cfg.election_timeout_ms.max(1));
+        let first_timeout =
+            cfg.election_timeout_ms + rng.gen_range(0..cfg.election_timeout_ms.max(1));
         Self {
             rng,
             term: term.max(committed.term),
@@ -379,8 +380,7 @@ impl Raft {
             .is_some_and(|b| block_term(&b.header.engine_data) < self.term);
         let all_final = self.tail.is_empty();
         let wanted = earlier_terms_pending
-            || (all_final
-                && (self.txs_available > 0 || self.cfg.empty_blocks));
+            || (all_final && (self.txs_available > 0 || self.cfg.empty_blocks));
         if !wanted {
             return;
         }
@@ -425,9 +425,7 @@ impl Raft {
     ) {
         self.observe_term(term, out);
         let up_to_date = (last_term, last_index) >= (self.last_term(), self.last_index());
-        let granted = term == self.term
-            && self.voted_for.is_none_or(|v| v == from)
-            && up_to_date;
+        let granted = term == self.term && self.voted_for.is_none_or(|v| v == from) && up_to_date;
         if granted {
             if self.voted_for != Some(from) {
                 self.voted_for = Some(from);
@@ -445,7 +443,13 @@ impl Raft {
         );
     }
 
-    fn on_vote_response(&mut self, from: ValidatorId, term: u64, granted: bool, out: &mut Vec<Action>) {
+    fn on_vote_response(
+        &mut self,
+        from: ValidatorId,
+        term: u64,
+        granted: bool,
+        out: &mut Vec<Action>,
+    ) {
         self.observe_term(term, out);
         if self.role == Role::Candidate && term == self.term && granted {
             self.votes.insert(from);
@@ -453,6 +457,7 @@ impl Raft {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the AppendEntries fields, unpacked
     fn on_append_entries(
         &mut self,
         from: ValidatorId,
@@ -503,9 +508,7 @@ impl Raft {
             s.send(out, from, reply);
         };
         if prev_index > self.last_index() {
-            if leader_commit > self.committed.index
-                && prev_index > self.committed.index + self.tail.len() as u64
-            {
+            if leader_commit > self.committed.index {
                 out.push(Action::Sync {
                     peer: from,
                     height: leader_commit,
@@ -590,9 +593,14 @@ impl Raft {
             let next = (index + 1)
                 .min(self.next_index[p].saturating_sub(1))
                 .max(self.committed.index + 1);
-            self.next_index[p] = next;
-            let m = self.append_to(from);
-            self.send(out, from, m);
+            // Probe again at once only when we moved back; a follower behind
+            // our commit index must sync final blocks first, and hears from
+            // us again on the next heartbeat (no message storm meanwhile).
+            if next < self.next_index[p] {
+                self.next_index[p] = next;
+                let m = self.append_to(from);
+                self.send(out, from, m);
+            }
         }
     }
 

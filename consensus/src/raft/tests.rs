@@ -120,7 +120,27 @@ impl Net {
                         chain.push(b);
                     }
                 }
-                Action::Sync { .. } | Action::SetTimer { .. } => {}
+                Action::Sync { peer, height } => {
+                    // What the node's block sync does: fetch final blocks
+                    // from the peer, import them, tell the engine.
+                    let have = self.nodes[id as usize].chain.len();
+                    let fetched: Vec<Block> = self.nodes[peer as usize]
+                        .chain
+                        .iter()
+                        .take(height as usize)
+                        .skip(have)
+                        .cloned()
+                        .collect();
+                    for b in fetched {
+                        self.nodes[id as usize].chain.push(b.clone());
+                        follow_up.push(Input::Committed {
+                            height: b.header.height,
+                            hash: b.hash(),
+                            engine_data: b.header.engine_data.clone(),
+                        });
+                    }
+                }
+                Action::SetTimer { .. } => {}
             }
         }
         for input in follow_up {
@@ -158,7 +178,9 @@ impl Net {
 
     fn leaders(&self) -> Vec<u32> {
         (0..self.nodes.len() as u32)
-            .filter(|&i| self.nodes[i as usize].up && self.nodes[i as usize].raft.status().role == "leader")
+            .filter(|&i| {
+                self.nodes[i as usize].up && self.nodes[i as usize].raft.status().role == "leader"
+            })
             .collect()
     }
 
@@ -207,14 +229,19 @@ fn vote_is_persisted_before_it_is_sent() {
                 a,
                 Action::Send {
                     to: 0,
-                    msg: ConsensusMessage::Raft(RaftMessage::VoteResponse { term: 1, granted: true })
+                    msg: ConsensusMessage::Raft(RaftMessage::VoteResponse {
+                        term: 1,
+                        granted: true
+                    })
                 }
             )
         })
         .expect("grants");
     assert!(persist < send);
     // The persisted hard state records the vote.
-    let Action::Persist(w) = &acts[persist] else { unreachable!() };
+    let Action::Persist(w) = &acts[persist] else {
+        unreachable!()
+    };
     assert_eq!(w[0].1, Some(codec::encode(&(1u64, Some(0u32)))));
 }
 
@@ -253,7 +280,11 @@ fn refuses_a_vote_for_a_stale_log_and_a_second_candidate() {
     };
     assert_eq!(vote(&mut r, 1, 2, 0, 0), Some(false), "stale log");
     assert_eq!(vote(&mut r, 1, 2, 1, 1), Some(true), "up to date");
-    assert_eq!(vote(&mut r, 0, 2, 1, 1), Some(false), "already voted in term 2");
+    assert_eq!(
+        vote(&mut r, 0, 2, 1, 1),
+        Some(false),
+        "already voted in term 2"
+    );
 }
 
 #[test]
@@ -309,7 +340,9 @@ fn a_restarted_node_recovers_term_vote_and_log_from_disk() {
     net.run(400);
     net.offer_transactions(1);
     net.run(200);
-    let follower = (0..3).find(|i| !net.leaders().contains(i)).expect("a follower");
+    let follower = (0..3)
+        .find(|i| !net.leaders().contains(i))
+        .expect("a follower");
     let node = &net.nodes[follower as usize];
     let status = node.raft.status();
     let head = node.chain.last().expect("committed");
