@@ -96,6 +96,13 @@ impl<R: StateReader> Overlay<R> {
         self.changes.insert(key, Some(value));
     }
 
+    /// Layers a block's changes (sets and deletes) on top.
+    pub fn apply(&mut self, changes: &StateChanges) {
+        for (k, v) in changes {
+            self.changes.insert(k.clone(), v.clone());
+        }
+    }
+
     /// The writes collected so far.
     pub fn changes(&self) -> &StateChanges {
         &self.changes

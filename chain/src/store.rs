@@ -355,6 +355,29 @@ impl Store {
         Ok(reverted)
     }
 
+    /// Applies engine-state writes (`None` deletes) durably and atomically.
+    pub fn engine_write(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.put_cf(self.cf(CF_ENGINE), k, v),
+                None => batch.delete_cf(self.cf(CF_ENGINE), k),
+            }
+        }
+        self.db.write_opt(batch, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Every engine-state entry, in key order (read once at start).
+    pub fn engine_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_ENGINE), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Reads an engine-state value.
     pub fn engine_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_ENGINE), key)?)

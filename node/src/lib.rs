@@ -1,3 +1,9 @@
-//! The Cairn node: configuration, mempool, the driver that runs a consensus
-//! engine, the HTTP API and the devnet supervisor. Being built (issue 3);
-//! today the workspace's runnable tool is `cairn-genesis`.
+//! The Cairn node: the mempool, the driver that runs a consensus engine over
+//! the store and the network, the HTTP API, metrics, and the devnet
+//! supervisor behind `cairn-node devnet`.
+
+pub mod api;
+pub mod devnet;
+pub mod mempool;
+pub mod metrics;
+pub mod node;

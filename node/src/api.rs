@@ -1,0 +1,263 @@
+//! The HTTP API (JSON). Errors are `{"error": {"code", "message"}}` with a
+//! 4xx/5xx status.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_chain::state::read_account;
+use cairn_chain::{Address, Block, Hash, Transaction, MAX_TRANSACTION_BYTES};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::mempool::Rejection;
+use crate::node::Shared;
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/blocks/latest", get(latest_block))
+        .route("/blocks/{height}", get(block_at))
+        .route("/blocks/hash/{hash}", get(block_by_hash))
+        .route("/accounts/{address}", get(account))
+        .route("/transactions", post(submit))
+        .route("/transactions/{hash}", get(transaction))
+        .route("/consensus", get(consensus))
+        .route("/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(shared)
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    name: String,
+    chain_id: String,
+    genesis_hash: Hash,
+    engine: String,
+    height: u64,
+    head_hash: Hash,
+    finalized_height: u64,
+    peers: usize,
+    node_id: String,
+    validator: Option<u32>,
+    role: String,
+    mempool: usize,
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
+    let head = s.store.head().map_err(ApiError::internal)?;
+    let engine = s.engine.lock().map_err(ApiError::internal)?.clone();
+    Ok(Json(StatusView {
+        name: s.name.clone(),
+        chain_id: s.genesis.chain_id.clone(),
+        genesis_hash: s.genesis_hash,
+        engine: engine.engine.to_string(),
+        height: head.height,
+        head_hash: head.hash(),
+        // Raft: every committed block is final.
+        finalized_height: head.height,
+        peers: s.peers.lock().map(|p| p.len()).unwrap_or(0),
+        node_id: s.node_id.clone(),
+        validator: s.validator,
+        role: engine.role.to_string(),
+        mempool: s.mempool.lock().map(|m| m.len()).unwrap_or(0),
+    }))
+}
+
+#[derive(Serialize)]
+struct TxView {
+    hash: Hash,
+    from: Address,
+    to: Address,
+    amount: u64,
+    fee: u64,
+    nonce: u64,
+}
+
+impl From<&Transaction> for TxView {
+    fn from(t: &Transaction) -> Self {
+        TxView {
+            hash: t.hash(),
+            from: t.sender(),
+            to: t.to,
+            amount: t.amount,
+            fee: t.fee,
+            nonce: t.nonce,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BlockView {
+    hash: Hash,
+    height: u64,
+    parent: Hash,
+    timestamp_ms: u64,
+    proposer: Address,
+    tx_root: Hash,
+    state_root: Hash,
+    engine_data: String,
+    transactions: Vec<TxView>,
+}
+
+fn block_view(b: &Block) -> BlockView {
+    BlockView {
+        hash: b.hash(),
+        height: b.header.height,
+        parent: b.header.parent,
+        timestamp_ms: b.header.timestamp_ms,
+        proposer: b.header.proposer,
+        tx_root: b.header.tx_root,
+        state_root: b.header.state_root,
+        engine_data: hex::encode(&b.header.engine_data),
+        transactions: b.transactions.iter().map(TxView::from).collect(),
+    }
+}
+
+async fn latest_block(State(s): State<Arc<Shared>>) -> ApiResult<BlockView> {
+    let head = s.store.head_hash().map_err(ApiError::internal)?;
+    let b = s.store.block(&head).map_err(ApiError::internal)?;
+    b.map(|b| Json(block_view(&b)))
+        .ok_or_else(|| ApiError::internal("head block missing"))
+}
+
+async fn block_at(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult<BlockView> {
+    let h: u64 = height.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_height", format!("{height:?} is not a block height"))
+    })?;
+    match s.store.block_at(h).map_err(ApiError::internal)? {
+        Some(b) => Ok(Json(block_view(&b))),
+        None => Err(ApiError::not_found(format!("no block at height {h}"))),
+    }
+}
+
+fn parse_hash(text: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", e.to_string()))
+}
+
+async fn block_by_hash(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<BlockView> {
+    let h = parse_hash(&hash)?;
+    match s.store.block(&h).map_err(ApiError::internal)? {
+        Some(b) => Ok(Json(block_view(&b))),
+        None => Err(ApiError::not_found(format!("no block {h}"))),
+    }
+}
+
+async fn account(State(s): State<Arc<Shared>>, Path(address): Path<String>) -> ApiResult<serde_json::Value> {
+    let a = Address::parse(&address)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))?;
+    let acct = read_account(&*s.store, &a).map_err(ApiError::internal)?.unwrap_or_default();
+    Ok(Json(json!({"address": a, "balance": acct.balance, "nonce": acct.nonce})))
+}
+
+async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match submit_inner(&s, &body) {
+        Ok(hash) => (StatusCode::ACCEPTED, Json(json!({"hash": hash}))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn rejected(r: Rejection) -> ApiError {
+    let status = match r {
+        Rejection::Full => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, r.code(), r.to_string())
+}
+
+fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
+    if body.len() > 4 * MAX_TRANSACTION_BYTES {
+        return Err(rejected(Rejection::Malformed("body too large".into())));
+    }
+    let tx: Transaction =
+        serde_json::from_slice(body).map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
+    if tx.chain_id != s.genesis.chain_id {
+        return Err(rejected(Rejection::WrongChain {
+            expected: s.genesis.chain_id.clone(),
+            got: tx.chain_id,
+        }));
+    }
+    tx.verify_signature()
+        .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
+    let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
+    let hash = {
+        let mut pool = s.mempool.lock().map_err(ApiError::internal)?;
+        let hash = pool.insert(tx.clone(), account).map_err(rejected)?;
+        s.metrics.mempool.set(pool.len() as i64);
+        hash
+    };
+    // The driver gossips it and tells the engine; a full channel only delays
+    // gossip, the transaction is already pending here.
+    let _ = s.accepted.try_send(tx);
+    Ok(hash)
+}
+
+async fn transaction(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<serde_json::Value> {
+    let h = parse_hash(&hash)?;
+    if let Some(loc) = s.store.tx_location(&h).map_err(ApiError::internal)? {
+        return Ok(Json(json!({
+            "hash": h, "status": "committed", "height": loc.height, "block": loc.block, "index": loc.index
+        })));
+    }
+    if s.mempool.lock().map(|m| m.contains(&h)).unwrap_or(false) {
+        return Ok(Json(json!({"hash": h, "status": "pending"})));
+    }
+    Err(ApiError::not_found(format!("transaction {h} is neither pending nor committed here")))
+}
+
+async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<cairn_consensus::EngineStatus> {
+    Ok(Json(s.engine.lock().map_err(ApiError::internal)?.clone()))
+}
+
+async fn peers(State(s): State<Arc<Shared>>) -> ApiResult<Vec<cairn_p2p::PeerInfo>> {
+    Ok(Json(s.peers.lock().map_err(ApiError::internal)?.clone()))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mempool = s.mempool.lock().map(|m| m.len()).unwrap_or(0);
+    s.metrics.mempool.set(mempool as i64);
+    s.metrics.peers.set(s.peers.lock().map(|p| p.len()).unwrap_or(0) as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.render(),
+    )
+        .into_response()
+}

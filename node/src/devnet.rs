@@ -1,0 +1,173 @@
+//! `cairn-node devnet`: generates (or reuses) a local network and supervises
+//! one `cairn-node run` process per node. Ctrl-C or SIGTERM stops every
+//! child (SIGTERM, then SIGKILL after 10 s); a child also dies with its
+//! supervisor (Linux parent-death signal), so no node outlives the devnet.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cairn_genesis::{EngineKind, Genesis, NetworkSpec, NodeConfig};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const SUPERVISOR_ENV: &str = "CAIRN_DEVNET_SUPERVISOR";
+
+/// In a devnet child: die when the supervisor dies.
+pub fn die_with_supervisor() {
+    let Ok(pid) = std::env::var(SUPERVISOR_ENV) else {
+        return;
+    };
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err() {
+        return;
+    }
+    // The supervisor may have died before the signal was armed.
+    if pid.parse::<i32>().ok() != Some(nix::unistd::getppid().as_raw()) {
+        std::process::exit(1);
+    }
+}
+
+struct Node {
+    name: String,
+    home: std::path::PathBuf,
+    rpc: String,
+    p2p: String,
+    child: Option<Child>,
+}
+
+pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_port: u16) -> Result<()> {
+    if fresh && dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    }
+    let genesis_path = dir.join("genesis.json");
+    if genesis_path.exists() {
+        println!("Reusing the network in {} (--fresh for a new one).", dir.display());
+    } else {
+        let spec = NetworkSpec {
+            engine,
+            validators,
+            base_port,
+            ..NetworkSpec::default()
+        };
+        cairn_genesis::generate(&spec, dir)?;
+        println!("Generated a {engine} network of {validators} validators in {}.", dir.display());
+    }
+    let genesis = Genesis::load(&genesis_path)?;
+    let mut nodes = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join(NodeConfig::FILE).exists())
+        .collect();
+    entries.sort();
+    for home in entries {
+        let cfg = NodeConfig::load(&home)?;
+        let peer = genesis
+            .validators
+            .iter()
+            .find(|v| v.name == cfg.name)
+            .map(|v| v.p2p_address.clone())
+            .unwrap_or_else(|| cfg.p2p.listen.clone());
+        nodes.push(Node {
+            name: cfg.name,
+            home,
+            rpc: format!("http://{}", cfg.rpc.listen),
+            p2p: peer,
+            child: None,
+        });
+    }
+    let exe = std::env::current_exe().context("cannot find the cairn-node binary")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook_flag(&stop)?;
+    for n in &mut nodes {
+        let log = std::fs::File::create(n.home.join("node.log"))
+            .with_context(|| format!("cannot create {}/node.log", n.home.display()))?;
+        let child = Command::new(&exe)
+            .arg("run")
+            .arg("--home")
+            .arg(&n.home)
+            .env(SUPERVISOR_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", n.name))?;
+        n.child = Some(child);
+    }
+    println!();
+    println!("{:<8} {:<7} {:<24} {}", "NODE", "PID", "RPC", "P2P");
+    for n in &nodes {
+        let pid = n.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        println!("{:<8} {:<7} {:<24} {}", n.name, pid, n.rpc, n.p2p);
+    }
+    println!();
+    println!("Chain {} ({}), genesis {}", genesis.chain_id, genesis.consensus.kind(), genesis.hash());
+    println!("Logs: {}/node*/node.log", dir.display());
+    println!("Send a transfer from the funded faucet key:");
+    println!(
+        "  cairn-wallet --node {} transfer --key {} --to $(cairn-wallet address --key {}) --amount 1000 --wait",
+        nodes.first().map(|n| n.rpc.as_str()).unwrap_or("http://127.0.0.1:26601"),
+        dir.join("faucet.key").display(),
+        dir.join("faucet.key").display(),
+    );
+    println!("Ctrl-C stops every node.");
+
+    while !stop.load(Ordering::SeqCst) {
+        for n in &mut nodes {
+            if let Some(c) = n.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    eprintln!("{} exited ({status}); see {}/node.log", n.name, n.home.display());
+                    n.child = None;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("Stopping {} nodes...", nodes.iter().filter(|n| n.child.is_some()).count());
+    for n in &nodes {
+        if let Some(c) = &n.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in &mut nodes {
+        if let Some(c) = n.child.as_mut() {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+    println!("All nodes stopped.");
+    Ok(())
+}
+
+/// Sets `flag` on SIGINT or SIGTERM (a small tokio runtime on its own thread).
+fn signal_hook_flag(flag: &Arc<AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let flag = flag.clone();
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+    });
+    Ok(())
+}

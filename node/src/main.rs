@@ -1,0 +1,72 @@
+//! `cairn-node`: run one node, or a whole local devnet.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cairn_genesis::EngineKind;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cairn-node", version, about = "A blockchain node with pluggable consensus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from DIR/node.toml.
+    Run {
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// Generate (or reuse) a local network and run every node of it.
+    Devnet {
+        #[arg(long, default_value = "raft")]
+        engine: EngineKind,
+        #[arg(long, default_value_t = 3)]
+        validators: usize,
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// Delete the network in DIR first and generate a new one.
+        #[arg(long)]
+        fresh: bool,
+        /// Node i listens on BASE+2i (p2p) and BASE+2i+1 (HTTP).
+        #[arg(long, default_value_t = 26600)]
+        base_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn,libp2p_gossipsub=error".into()),
+        )
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Cmd::Run { home } => {
+            cairn_node::devnet::die_with_supervisor();
+            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(cairn_node::node::run(&home)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Cmd::Devnet {
+            engine,
+            validators,
+            dir,
+            fresh,
+            base_port,
+        } => cairn_node::devnet::run(engine, validators, &dir, fresh, base_port),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The mempool: signature-checked transactions waiting for a block.
+//!
+//! - Entry: the caller verifies signatures (batched for gossip); the mempool
+//!   checks chain id, nonce and funds against the committed state.
+//! - Nonce gaps: a transaction ahead of the account's nonce is held until the
+//!   gap fills (at most `max_per_sender` ahead).
+//! - Replacement: same sender and nonce with a strictly higher fee replaces.
+//! - Limits: per sender and in total; when full, a new transaction evicts the
+//!   cheapest last-in-line transaction of another sender if it pays more.
+//! - Blocks take, per sender, the run of consecutive nonces from the account's
+//!   nonce, highest fee first across senders.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use cairn_chain::{Account, Address, Hash, Transaction};
+
+/// Why a transaction was refused. `code()` is the API's error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    #[error("wrong chain: this node runs {expected:?}, the transaction is for {got:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("bad nonce: the account's next nonce is {expected}, got {got}")]
+    BadNonce { expected: u64, got: u64 },
+    #[error("nonce {got} is too far ahead of the account's next nonce {expected}")]
+    NonceTooFar { expected: u64, got: u64 },
+    #[error("insufficient funds: balance {balance}, amount + fee {needed}")]
+    InsufficientFunds { balance: u64, needed: u64 },
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    #[error("a transaction with this nonce and a fee of {fee} is pending; pay more to replace it")]
+    Underpriced { fee: u64 },
+    #[error("already pending")]
+    Duplicate,
+    #[error("mempool is full")]
+    Full,
+}
+
+impl Rejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::BadSignature(_) => "bad_signature",
+            Rejection::WrongChain { .. } => "wrong_chain",
+            Rejection::BadNonce { .. } | Rejection::NonceTooFar { .. } => "bad_nonce",
+            Rejection::InsufficientFunds { .. } => "insufficient_funds",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Underpriced { .. } => "underpriced",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Full => "mempool_full",
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Mempool {
+    chain_id: String,
+    max_total: usize,
+    max_per_sender: usize,
+    by_sender: BTreeMap<Address, BTreeMap<u64, Transaction>>,
+    by_hash: HashMap<Hash, (Address, u64)>,
+}
+
+impl Mempool {
+    pub fn new(chain_id: String, max_total: usize, max_per_sender: usize) -> Self {
+        Self {
+            chain_id,
+            max_total: max_total.max(1),
+            max_per_sender: max_per_sender.max(1),
+            by_sender: BTreeMap::new(),
+            by_hash: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// Adds a transaction whose signature the caller verified. `account` is
+    /// the sender's committed account (`None`: it does not exist yet).
+    pub fn insert(&mut self, tx: Transaction, account: Option<Account>) -> Result<Hash, Rejection> {
+        let hash = tx.hash();
+        if self.by_hash.contains_key(&hash) {
+            return Err(Rejection::Duplicate);
+        }
+        if tx.chain_id != self.chain_id {
+            return Err(Rejection::WrongChain {
+                expected: self.chain_id.clone(),
+                got: tx.chain_id.clone(),
+            });
+        }
+        tx.check_format()
+            .map_err(|e| Rejection::Malformed(e.to_string()))?;
+        let account = account.unwrap_or_default();
+        if tx.nonce < account.nonce {
+            return Err(Rejection::BadNonce {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
+        }
+        if tx.nonce >= account.nonce + self.max_per_sender as u64 {
+            return Err(Rejection::NonceTooFar {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
+        }
+        let needed = tx.total_cost().unwrap_or(u64::MAX);
+        if needed > account.balance {
+            return Err(Rejection::InsufficientFunds {
+                balance: account.balance,
+                needed,
+            });
+        }
+        let sender = tx.sender();
+        if let Some(old) = self.by_sender.get(&sender).and_then(|q| q.get(&tx.nonce)) {
+            if tx.fee <= old.fee {
+                return Err(Rejection::Underpriced { fee: old.fee });
+            }
+            let old_hash = old.hash();
+            self.by_hash.remove(&old_hash);
+        } else if self.len() >= self.max_total {
+            self.evict_for(&sender, tx.fee)?;
+        }
+        self.by_hash.insert(hash, (sender, tx.nonce));
+        self.by_sender.entry(sender).or_default().insert(tx.nonce, tx);
+        Ok(hash)
+    }
+
+    /// Makes room for a transaction paying `fee`: drops the cheapest
+    /// transaction that is last in its sender's queue, if it pays less.
+    fn evict_for(&mut self, sender: &Address, fee: u64) -> Result<(), Rejection> {
+        let victim = self
+            .by_sender
+            .iter()
+            .filter(|(s, _)| *s != sender)
+            .filter_map(|(s, q)| q.iter().next_back().map(|(n, tx)| (tx.fee, *s, *n)))
+            .min();
+        match victim {
+            Some((victim_fee, s, n)) if victim_fee < fee => {
+                self.remove(&s, n);
+                Ok(())
+            }
+            _ => Err(Rejection::Full),
+        }
+    }
+
+    fn remove(&mut self, sender: &Address, nonce: u64) {
+        if let Some(q) = self.by_sender.get_mut(sender) {
+            if let Some(tx) = q.remove(&nonce) {
+                self.by_hash.remove(&tx.hash());
+            }
+            if q.is_empty() {
+                self.by_sender.remove(sender);
+            }
+        }
+    }
+
+    /// Drops what the committed state made stale: nonces below each touched
+    /// sender's account nonce.
+    pub fn prune(&mut self, senders: impl IntoIterator<Item = (Address, u64)>) {
+        for (sender, next_nonce) in senders {
+            let stale: Vec<u64> = match self.by_sender.get(&sender) {
+                Some(q) => q.range(..next_nonce).map(|(n, _)| *n).collect(),
+                None => continue,
+            };
+            for n in stale {
+                self.remove(&sender, n);
+            }
+        }
+    }
+
+    /// Transactions ready for a block, at most `max`: per sender the run of
+    /// consecutive nonces from `next_nonce(sender)`, highest fee first.
+    pub fn ready(&self, max: usize, next_nonce: impl Fn(&Address) -> u64) -> Vec<Transaction> {
+        let mut heads = BinaryHeap::new();
+        let mut cursors = HashMap::new();
+        for (sender, q) in &self.by_sender {
+            let n = next_nonce(sender);
+            if let Some(tx) = q.get(&n) {
+                heads.push((tx.fee, std::cmp::Reverse(*sender)));
+                cursors.insert(*sender, n);
+            }
+        }
+        let mut out = Vec::new();
+        while let Some((_, std::cmp::Reverse(sender))) = heads.pop() {
+            if out.len() >= max {
+                break;
+            }
+            let (Some(q), Some(n)) = (self.by_sender.get(&sender), cursors.get_mut(&sender)) else {
+                continue;
+            };
+            if let Some(tx) = q.get(n) {
+                out.push(tx.clone());
+                *n += 1;
+                if let Some(next) = q.get(n) {
+                    heads.push((next.fee, std::cmp::Reverse(sender)));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many transactions are ready now (for the engine).
+    pub fn ready_count(&self, next_nonce: impl Fn(&Address) -> u64) -> usize {
+        self.by_sender
+            .iter()
+            .map(|(s, q)| {
+                let mut n = next_nonce(s);
+                let mut c = 0;
+                while q.contains_key(&n) {
+                    c += 1;
+                    n += 1;
+                }
+                c
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_chain::SecretKey;
+
+    fn acct(balance: u64, nonce: u64) -> Option<Account> {
+        Some(Account {
+            balance,
+            nonce,
+            index: 0,
+        })
+    }
+
+    #[test]
+    fn gaps_are_held_replacement_needs_a_higher_fee_and_ready_follows_nonces() {
+        let k = SecretKey::from_label("a");
+        let to = SecretKey::from_label("b").address();
+        let mut m = Mempool::new("c".into(), 10, 5);
+        let tx = |nonce, fee| Transaction::new_signed(&k, "c", to, 1, fee, nonce);
+        m.insert(tx(1, 1), acct(100, 0)).expect("gap held");
+        assert!(m.ready(10, |_| 0).is_empty());
+        m.insert(tx(0, 1), acct(100, 0)).expect("fills gap");
+        assert_eq!(m.ready(10, |_| 0).len(), 2);
+        assert_eq!(
+            m.insert(tx(0, 1), acct(100, 0)).map_err(|e| e.code()),
+            Err("duplicate")
+        );
+        assert_eq!(
+            m.insert(Transaction::new_signed(&k, "c", to, 2, 1, 0), acct(100, 0))
+                .map_err(|e| e.code()),
+            Err("underpriced")
+        );
+        m.insert(tx(0, 5), acct(100, 0)).expect("replaced by higher fee");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.insert(tx(9, 1), acct(100, 0)).map_err(|e| e.code()), Err("bad_nonce"));
+        m.prune([(k.address(), 1)]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.insert(tx(0, 9), acct(100, 1)).map_err(|e| e.code()), Err("bad_nonce"));
+    }
+
+    #[test]
+    fn limits_evict_the_cheapest_or_refuse() {
+        let to = SecretKey::from_label("to").address();
+        let mut m = Mempool::new("c".into(), 2, 5);
+        let keys: Vec<_> = (0..3).map(|i| SecretKey::from_label(&format!("k{i}"))).collect();
+        m.insert(Transaction::new_signed(&keys[0], "c", to, 1, 1, 0), acct(9, 0)).expect("a");
+        m.insert(Transaction::new_signed(&keys[1], "c", to, 1, 3, 0), acct(9, 0)).expect("b");
+        let cheap = Transaction::new_signed(&keys[2], "c", to, 1, 1, 0);
+        assert_eq!(m.insert(cheap, acct(9, 0)).map_err(|e| e.code()), Err("mempool_full"));
+        let rich = Transaction::new_signed(&keys[2], "c", to, 1, 2, 0);
+        m.insert(rich, acct(9, 0)).expect("evicts the fee-1 one");
+        let fees: Vec<u64> = m.ready(10, |_| 0).iter().map(|t| t.fee).collect();
+        assert_eq!(fees, vec![3, 2]);
+        let poor = Transaction::new_signed(&keys[0], "c", to, 100, 1, 0);
+        assert_eq!(m.insert(poor, acct(9, 0)).map_err(|e| e.code()), Err("insufficient_funds"));
+        let other = Transaction::new_signed(&keys[0], "other", to, 1, 1, 0);
+        assert_eq!(m.insert(other, acct(9, 0)).map_err(|e| e.code()), Err("wrong_chain"));
+    }
+}

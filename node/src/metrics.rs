@@ -1,0 +1,82 @@
+//! Prometheus metrics (`GET /metrics`).
+
+use std::sync::Mutex;
+
+use cairn_consensus::EngineStatus;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type RoleLabels = Vec<(String, String)>;
+
+/// The node's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub height: Gauge,
+    pub finalized: Gauge,
+    pub peers: Gauge,
+    pub mempool: Gauge,
+    pub blocks: Counter,
+    pub transactions: Counter,
+    pub term: Gauge,
+    role: Family<RoleLabels, Gauge>,
+    last_role: Mutex<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cairn");
+        let m = Metrics {
+            height: Gauge::default(),
+            finalized: Gauge::default(),
+            peers: Gauge::default(),
+            mempool: Gauge::default(),
+            blocks: Counter::default(),
+            transactions: Counter::default(),
+            term: Gauge::default(),
+            role: Family::default(),
+            last_role: Mutex::new(String::new()),
+            registry: Registry::default(),
+        };
+        registry.register("height", "Height of the head block", m.height.clone());
+        registry.register("finalized_height", "Height of the last final block", m.finalized.clone());
+        registry.register("peers", "Connected peers", m.peers.clone());
+        registry.register("mempool_transactions", "Transactions in the mempool", m.mempool.clone());
+        registry.register("blocks_committed", "Blocks committed since start", m.blocks.clone());
+        registry.register("transactions_committed", "Transactions committed since start", m.transactions.clone());
+        registry.register("consensus_term", "Consensus term (Raft) or view (PBFT)", m.term.clone());
+        registry.register("consensus_role", "1 for this node's current consensus role", m.role.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn set_engine(&self, status: &EngineStatus) {
+        self.term.set(status.term as i64);
+        if let Ok(mut last) = self.last_role.lock() {
+            if *last != status.role {
+                if !last.is_empty() {
+                    self.role.get_or_create(&vec![("role".into(), last.clone())]).set(0);
+                }
+                self.role.get_or_create(&vec![("role".into(), status.role.to_string())]).set(1);
+                *last = status.role.to_string();
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

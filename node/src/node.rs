@@ -1,0 +1,589 @@
+//! The running node: opens the store, starts the network and the HTTP API,
+//! and drives the consensus engine in one loop (the only writer of blocks).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use cairn_chain::state::read_account;
+use cairn_chain::{
+    execute_block, propose_block, Block, ExecutionParams, Hash, Header, Overlay, PublicKey,
+    SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
+};
+use cairn_consensus::raft::{block_term, CommittedHead};
+use cairn_consensus::{
+    Action, ConsensusEngine, EngineStatus, Input, Raft, RaftConfig, SignedMessage, ValidatorId,
+};
+use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
+use cairn_p2p::{BlockSource, Command, Event, PeerInfo, Topic};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+
+/// Everything the HTTP API reads, shared with the driver.
+#[derive(Debug)]
+pub struct Shared {
+    pub name: String,
+    pub store: Arc<Store>,
+    pub genesis: Genesis,
+    pub genesis_hash: Hash,
+    pub params: ExecutionParams,
+    pub node_id: String,
+    pub validator: Option<ValidatorId>,
+    pub mempool: Mutex<Mempool>,
+    pub engine: Mutex<EngineStatus>,
+    pub peers: Arc<Mutex<Vec<PeerInfo>>>,
+    pub metrics: Metrics,
+    /// Transactions the API accepted, for the driver to gossip.
+    pub accepted: mpsc::Sender<Transaction>,
+}
+
+struct StoreSource(Arc<Store>);
+
+impl BlockSource for StoreSource {
+    fn blocks(&self, from: u64, max: u32) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for h in from..from.saturating_add(u64::from(max)) {
+            match self.0.block_at(h) {
+                Ok(Some(b)) => out.push(b.encode()),
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn peer_of(addr: &str) -> Option<PeerId> {
+    let ma: libp2p::Multiaddr = addr.parse().ok()?;
+    ma.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// Runs a node from its home directory until SIGINT/SIGTERM.
+pub async fn run(home: &Path) -> Result<()> {
+    let config = NodeConfig::load(home)?;
+    let genesis_path = NodeConfig::resolve(home, &config.genesis);
+    let genesis = Genesis::load(&genesis_path)?;
+    let genesis_hash = genesis.hash();
+    let (genesis_block, genesis_state) = genesis.build();
+
+    let data_dir = NodeConfig::resolve(home, &config.data_dir);
+    let store = Arc::new(Store::open(&data_dir)?);
+    store
+        .init_genesis(&genesis_block, &genesis_state)
+        .context("this database belongs to another network")?;
+
+    let validator_key = match &config.validator_key {
+        Some(p) => Some(
+            cairn_chain::keyfile::read_key_file(&NodeConfig::resolve(home, p))
+                .context("reading the validator key")?,
+        ),
+        None => None,
+    };
+    let validator_keys: Vec<PublicKey> = genesis.validators.iter().map(|v| v.public_key).collect();
+    let me = validator_key.as_ref().and_then(|k| {
+        validator_keys
+            .iter()
+            .position(|p| *p == k.public_key())
+            .map(|i| i as ValidatorId)
+    });
+
+    let p2p_path = NodeConfig::resolve(home, &config.p2p_key);
+    let p2p_secret = cairn_chain::keyfile::read_key_file(&p2p_path).context("reading the p2p key")?;
+    let keypair = cairn_p2p::Keypair::ed25519_from_bytes(p2p_secret.seed())
+        .context("deriving the libp2p identity")?;
+    let listen = config
+        .p2p
+        .listen
+        .parse()
+        .with_context(|| format!("p2p.listen {:?} is not a multiaddr", config.p2p.listen))?;
+    let mut bootstrap = Vec::new();
+    for b in &config.p2p.bootstrap {
+        bootstrap.push(
+            b.parse()
+                .with_context(|| format!("p2p.bootstrap {b:?} is not a multiaddr"))?,
+        );
+    }
+    let net = cairn_p2p::start(
+        cairn_p2p::Config {
+            keypair,
+            listen,
+            bootstrap,
+            genesis_hash,
+            max_peers: config.p2p.max_peers,
+            agent: format!("cairn-node/{}", env!("CARGO_PKG_VERSION")),
+        },
+        Arc::new(StoreSource(store.clone())),
+    )?;
+
+    let validator_peers: Vec<Option<PeerId>> =
+        genesis.validators.iter().map(|v| peer_of(&v.p2p_address)).collect();
+
+    let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
+        (_, None) => None,
+        (ConsensusConfig::Raft(p), Some(me)) => {
+            let head = store.head()?;
+            let persisted: BTreeMap<Vec<u8>, Vec<u8>> = store.engine_entries()?.into_iter().collect();
+            let mut seed = [0u8; 8];
+            seed.copy_from_slice(&genesis_hash.0[..8]);
+            let cfg = RaftConfig {
+                me,
+                validators: validator_keys.len() as u32,
+                election_timeout_ms: p.election_timeout_ms,
+                heartbeat_ms: p.heartbeat_ms,
+                block_interval_ms: p.block_interval_ms,
+                empty_blocks: p.empty_blocks,
+                full_block: MAX_BLOCK_TRANSACTIONS,
+                // Differs per node and per start: a restarted node must not
+                // replay the same timeouts as before its crash.
+                seed: u64::from_le_bytes(seed) ^ now_ms(),
+            };
+            let committed = CommittedHead {
+                index: head.height,
+                term: block_term(&head.engine_data),
+                hash: head.hash(),
+            };
+            Some(Box::new(Raft::new(cfg, committed, &persisted)))
+        }
+        (other, Some(_)) => bail!(
+            "consensus engine {:?} is not available in this build yet; use raft",
+            other.kind().as_str()
+        ),
+    };
+
+    let (accepted_tx, accepted_rx) = mpsc::channel(10_000);
+    let status = engine.as_ref().map(|e| e.status()).unwrap_or(EngineStatus {
+        engine: genesis.consensus.kind().as_str().into(),
+        role: "observer".into(),
+        term: 0,
+        leader: None,
+        committed_height: store.head()?.height,
+        uncommitted: 0,
+    });
+    let shared = Arc::new(Shared {
+        name: config.name.clone(),
+        store: store.clone(),
+        params: genesis.execution_params(),
+        genesis_hash,
+        node_id: net.local_peer_id.to_string(),
+        validator: me,
+        mempool: Mutex::new(Mempool::new(
+            genesis.chain_id.clone(),
+            config.mempool.max_transactions,
+            config.mempool.max_per_sender,
+        )),
+        engine: Mutex::new(status),
+        peers: net.peers.clone(),
+        metrics: Metrics::new(),
+        accepted: accepted_tx,
+        genesis,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.rpc.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.rpc.listen))?;
+    tracing::info!(
+        name = %config.name,
+        chain = %shared.genesis.chain_id,
+        genesis = %genesis_hash,
+        peer_id = %net.local_peer_id,
+        validator = ?me,
+        height = store.head()?.height,
+        "node started; HTTP API on http://{}",
+        config.rpc.listen
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = crate::api::router(shared.clone());
+    let mut api_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await
+    });
+
+    let mut driver = Driver {
+        shared: shared.clone(),
+        engine,
+        key: validator_key,
+        me,
+        validator_keys,
+        validator_peers,
+        net_cmd: net.commands.clone(),
+        gossip_txs: Vec::new(),
+        syncing: None,
+        started: Instant::now(),
+    };
+    let result = driver.run(net.events, accepted_rx).await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    tracing::info!("node stopped at height {}", store.head()?.height);
+    result
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    engine: Option<Box<dyn ConsensusEngine>>,
+    key: Option<SecretKey>,
+    me: Option<ValidatorId>,
+    validator_keys: Vec<PublicKey>,
+    validator_peers: Vec<Option<PeerId>>,
+    net_cmd: mpsc::Sender<Command>,
+    gossip_txs: Vec<(PeerId, Transaction)>,
+    /// The peer a sync request is in flight to, and since when.
+    syncing: Option<(PeerId, Instant)>,
+    started: Instant,
+}
+
+impl Driver {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut accepted: mpsc::Receiver<Transaction>,
+    ) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = tick.tick() => self.on_tick().await?,
+                Some(tx) = accepted.recv() => {
+                    self.command(Command::Publish { topic: Topic::Transactions, data: tx.encode() }).await;
+                    self.offer_transactions().await?;
+                }
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await?,
+                    None => bail!("the network task stopped"),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn command(&self, cmd: Command) {
+        let _ = self.net_cmd.send(cmd).await;
+    }
+
+    async fn penalize(&self, peer: PeerId, reason: String) {
+        self.command(Command::Penalize { peer, reason }).await;
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        self.flush_gossip_txs().await?;
+        if let Some((_, since)) = self.syncing {
+            if since.elapsed() > Duration::from_secs(30) {
+                self.syncing = None;
+            }
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        self.feed(Input::Tick { now_ms: now }).await
+    }
+
+    async fn offer_transactions(&mut self) -> Result<()> {
+        let count = {
+            let store = &self.shared.store;
+            let pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            pool.ready_count(|a| read_account(&**store, a).ok().flatten().map_or(0, |x| x.nonce))
+        };
+        if count > 0 {
+            self.feed(Input::TransactionsAvailable { count }).await?;
+        }
+        Ok(())
+    }
+
+    /// Gossiped transactions are verified in one batch per tick.
+    async fn flush_gossip_txs(&mut self) -> Result<()> {
+        if self.gossip_txs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.gossip_txs);
+        let txs: Vec<Transaction> = batch.iter().map(|(_, t)| t.clone()).collect();
+        let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
+        let mut added = 0;
+        for (peer, tx) in batch {
+            if !all_ok && tx.verify_signature().is_err() {
+                self.penalize(peer, "transaction with a bad signature".into()).await;
+                continue;
+            }
+            let account = read_account(&*self.shared.store, &tx.sender())?;
+            let mut pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            if pool.insert(tx, account).is_ok() {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.offer_transactions().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Gossip { topic, from, data } => match topic {
+                Topic::Transactions => match Transaction::decode(&data) {
+                    Ok(tx) => {
+                        let known = self
+                            .shared
+                            .mempool
+                            .lock()
+                            .map(|p| p.contains(&tx.hash()))
+                            .unwrap_or(true);
+                        if !known && self.gossip_txs.len() < 10_000 {
+                            self.gossip_txs.push((from, tx));
+                        }
+                    }
+                    Err(e) => self.penalize(from, format!("undecodable transaction: {e}")).await,
+                },
+                Topic::Consensus => self.on_consensus(from, &data).await?,
+                Topic::Blocks => match Block::decode(&data) {
+                    Ok(block) => {
+                        let head = self.shared.store.head()?.height;
+                        if block.header.height > head + 1 {
+                            self.start_sync(from).await;
+                        }
+                    }
+                    Err(e) => self.penalize(from, format!("undecodable block: {e}")).await,
+                },
+            },
+            Event::Consensus { from, data } => self.on_consensus(from, &data).await?,
+            Event::Blocks { from, blocks } => self.on_blocks(from, blocks).await?,
+            Event::SyncFailed { peer } => {
+                if self.syncing.map(|(p, _)| p) == Some(peer) {
+                    self.syncing = None;
+                }
+            }
+            Event::PeerConnected(_) | Event::PeerDisconnected(_) => {
+                let n = self.shared.peers.lock().map(|p| p.len()).unwrap_or(0);
+                self.shared.metrics.peers.set(n as i64);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_consensus(&mut self, from: PeerId, data: &[u8]) -> Result<()> {
+        let opened = SignedMessage::decode(data)
+            .and_then(|m| m.open(&self.shared.genesis_hash, &self.validator_keys));
+        match opened {
+            Ok((sender, msg)) => {
+                if Some(sender) != self.me {
+                    self.feed(Input::Message { from: sender, msg }).await?;
+                }
+            }
+            Err(e) => self.penalize(from, format!("invalid consensus message: {e}")).await,
+        }
+        Ok(())
+    }
+
+    async fn start_sync(&mut self, peer: PeerId) {
+        if self.syncing.is_some() || !self.validator_peers.contains(&Some(peer)) {
+            return;
+        }
+        let from = match self.shared.store.head() {
+            Ok(h) => h.height + 1,
+            Err(_) => return,
+        };
+        tracing::info!(%peer, from, "syncing blocks");
+        self.syncing = Some((peer, Instant::now()));
+        self.command(Command::GetBlocks {
+            peer,
+            from,
+            max: cairn_p2p::MAX_BLOCKS_PER_REQUEST,
+        })
+        .await;
+    }
+
+    /// Imports final blocks a validator peer sent. Raft tolerates crashes,
+    /// not lies: blocks are taken from validator peers only, and each must
+    /// extend the head and execute to its state root.
+    async fn on_blocks(&mut self, from: PeerId, blocks: Vec<Vec<u8>>) -> Result<()> {
+        if self.syncing.map(|(p, _)| p) != Some(from) {
+            return Ok(());
+        }
+        self.syncing = None;
+        let full = blocks.len() as u32 >= cairn_p2p::MAX_BLOCKS_PER_REQUEST;
+        let mut imported = 0;
+        for data in blocks {
+            let block = match Block::decode(&data) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.penalize(from, format!("undecodable synced block: {e}")).await;
+                    return Ok(());
+                }
+            };
+            let head = self.shared.store.head()?;
+            if block.header.height <= head.height {
+                continue;
+            }
+            if let Err(e) = self.commit(&head, &block) {
+                self.penalize(from, format!("invalid synced block: {e}")).await;
+                return Ok(());
+            }
+            imported += 1;
+            self.feed(Input::Committed {
+                height: block.header.height,
+                hash: block.hash(),
+                engine_data: block.header.engine_data.clone(),
+            })
+            .await?;
+        }
+        if imported > 0 {
+            tracing::info!(imported, height = self.shared.store.head()?.height, "synced");
+        }
+        if full && imported > 0 {
+            self.start_sync(from).await;
+        }
+        Ok(())
+    }
+
+    /// Executes and commits a block on `head` (validating it fully).
+    fn commit(&self, head: &Header, block: &Block) -> Result<()> {
+        let store = &self.shared.store;
+        let executed = execute_block(&**store, &self.shared.params, head, block, SignatureCheck::Verify)?;
+        store.commit_block(block, &executed.changes)?;
+        let mut senders = Vec::new();
+        for tx in &block.transactions {
+            let s = tx.sender();
+            let nonce = read_account(&**store, &s)?.map_or(0, |a| a.nonce);
+            senders.push((s, nonce));
+        }
+        if let Ok(mut pool) = self.shared.mempool.lock() {
+            pool.prune(senders);
+            self.shared.metrics.mempool.set(pool.len() as i64);
+        }
+        let m = &self.shared.metrics;
+        m.height.set(block.header.height as i64);
+        m.finalized.set(block.header.height as i64);
+        m.blocks.inc();
+        m.transactions.inc_by(block.transactions.len() as u64);
+        tracing::info!(
+            height = block.header.height,
+            hash = %block.hash(),
+            txs = block.transactions.len(),
+            "committed block"
+        );
+        Ok(())
+    }
+
+    /// Hands one input to the engine and carries out its actions (and the
+    /// inputs those produce) in order.
+    async fn feed(&mut self, input: Input) -> Result<()> {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let Some(engine) = self.engine.as_mut() else {
+                return Ok(());
+            };
+            let actions = engine.handle(input);
+            for action in actions {
+                if let Some(next) = self.act(action).await? {
+                    queue.push_back(next);
+                }
+            }
+        }
+        if let Some(engine) = &self.engine {
+            let st = engine.status();
+            self.shared.metrics.set_engine(&st);
+            if let Ok(mut s) = self.shared.engine.lock() {
+                *s = st;
+            }
+        }
+        Ok(())
+    }
+
+    fn sign(&self, msg: &cairn_consensus::ConsensusMessage) -> Option<Vec<u8>> {
+        let (me, key) = (self.me?, self.key.as_ref()?);
+        Some(SignedMessage::sign(&self.shared.genesis_hash, me, key, msg).encode())
+    }
+
+    async fn act(&mut self, action: Action) -> Result<Option<Input>> {
+        match action {
+            Action::Send { to, msg } => {
+                if let (Some(data), Some(Some(peer))) = (self.sign(&msg), self.validator_peers.get(to as usize)) {
+                    self.command(Command::SendConsensus { peer: *peer, data }).await;
+                }
+            }
+            Action::Broadcast { msg } => {
+                if let Some(data) = self.sign(&msg) {
+                    self.command(Command::Publish { topic: Topic::Consensus, data }).await;
+                }
+            }
+            Action::Persist(writes) => {
+                // Durable before any later Send (the engine's contract).
+                self.shared.store.engine_write(&writes)?;
+            }
+            Action::BuildBlock {
+                parent,
+                height,
+                engine_data,
+                uncommitted,
+            } => {
+                let block = self.build(parent, height, engine_data, &uncommitted)?;
+                return Ok(Some(Input::BlockBuilt { block }));
+            }
+            Action::Commit { blocks } => {
+                for block in blocks {
+                    let head = self.shared.store.head()?;
+                    if block.header.height <= head.height {
+                        continue;
+                    }
+                    // A committed block that does not apply means this node's
+                    // state is wrong: stop rather than diverge.
+                    self.commit(&head, &block)
+                        .with_context(|| format!("cannot apply final block {}", block.header.height))?;
+                    self.command(Command::Publish { topic: Topic::Blocks, data: block.encode() })
+                        .await;
+                }
+            }
+            Action::Sync { peer, .. } => {
+                if let Some(Some(p)) = self.validator_peers.get(peer as usize).copied() {
+                    self.start_sync(p).await;
+                }
+            }
+            Action::SetTimer { .. } => {} // the driver ticks every 20 ms
+        }
+        Ok(None)
+    }
+
+    /// Builds a block on `parent` (the last of `uncommitted`, or the head)
+    /// from the mempool.
+    fn build(&self, parent: Hash, height: u64, engine_data: Vec<u8>, uncommitted: &[Block]) -> Result<Block> {
+        let store = &self.shared.store;
+        let params = &self.shared.params;
+        let mut overlay = Overlay::new(&**store);
+        let mut parent_header = store.head()?;
+        for b in uncommitted {
+            let ex = execute_block(&overlay, params, &parent_header, b, SignatureCheck::AlreadyVerified)?;
+            overlay.apply(&ex.changes);
+            parent_header = b.header.clone();
+        }
+        if parent_header.hash() != parent || parent_header.height + 1 != height {
+            bail!("engine asked for a block on {parent} at {height}, the chain ends at {}", parent_header.height);
+        }
+        let candidates = {
+            let pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            pool.ready(MAX_BLOCK_TRANSACTIONS, |a| {
+                read_account(&overlay, a).ok().flatten().map_or(0, |x| x.nonce)
+            })
+        };
+        let proposer = self.key.as_ref().map(|k| k.address()).unwrap_or(cairn_chain::Address::ZERO);
+        let timestamp = now_ms().max(parent_header.timestamp_ms);
+        let proposal = propose_block(&overlay, params, &parent_header, proposer, timestamp, candidates, engine_data)?;
+        Ok(proposal.block)
+    }
+}

@@ -1,2 +1,0 @@
-//! The Cairn wallet: keystore, transaction building and signing, API client.
-//! Being built (issue 3).

@@ -1,0 +1,251 @@
+//! `cairn-wallet`: keys, transfers and queries against a Cairn node's HTTP API.
+//! Every failure is one line on stderr and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_chain::keyfile::{read_key_file, write_key_file};
+use cairn_chain::{Address, SecretKey, Transaction};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "cairn-wallet", version, about = "Wallet for Cairn nodes")]
+struct Cli {
+    /// The node's HTTP API.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:26601")]
+    node: String,
+    /// Print the node's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new key file (mode 0600).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the address of a key file.
+    Address {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Balance and nonce of an address.
+    Balance { address: String },
+    /// Sign and submit a transfer.
+    Transfer {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, default_value_t = 1)]
+        fee: u64,
+        /// Use this nonce instead of the account's next one.
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Wait until the transfer is committed.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// A transaction's status.
+    Tx { hash: String },
+    /// A block by height, or the latest.
+    Block {
+        #[arg(default_value = "latest")]
+        height: String,
+    },
+    /// The node's status.
+    Status,
+}
+
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    fn handle(&self, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<(u16, Value)> {
+        let mut resp = resp.map_err(|e| anyhow!("cannot reach the node at {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .body_mut()
+            .read_json()
+            .map_err(|e| anyhow!("the node at {} sent an unreadable answer: {e}", self.base))?;
+        Ok((status, body))
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.handle(self.agent.get(format!("{}{path}", self.base)).call())?;
+        check(status, body)
+    }
+
+    fn post(&self, path: &str, json: &Value) -> Result<Value> {
+        let (status, body) = self.handle(self.agent.post(format!("{}{path}", self.base)).send_json(json))?;
+        check(status, body)
+    }
+}
+
+fn check(status: u16, body: Value) -> Result<Value> {
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let code = body["error"]["code"].as_str().unwrap_or("error");
+    let msg = body["error"]["message"].as_str().unwrap_or("no message");
+    bail!("node refused ({status} {code}): {msg}")
+}
+
+fn parse_address(text: &str) -> Result<Address> {
+    Address::parse(text).map_err(|e| anyhow!("bad address {text:?}: {e}"))
+}
+
+fn load_key(path: &PathBuf) -> Result<SecretKey> {
+    read_key_file(path).map_err(|e| anyhow!("{e}"))
+}
+
+fn print(json: bool, value: &Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.node);
+    let json = cli.json;
+    match cli.command {
+        Cmd::Keygen { out } => {
+            let key = SecretKey::generate(&mut rand::rngs::OsRng);
+            write_key_file(&out, &key).map_err(|e| anyhow!("{e}"))?;
+            let v = serde_json::json!({"address": key.address(), "key": out});
+            print(json, &v, || format!("{}  (key written to {})", key.address(), out.display()));
+        }
+        Cmd::Address { key } => {
+            let key = load_key(&key)?;
+            let v = serde_json::json!({"address": key.address()});
+            print(json, &v, || key.address().to_string());
+        }
+        Cmd::Balance { address } => {
+            let a = parse_address(&address)?;
+            let v = client.get(&format!("/accounts/{a}"))?;
+            print(json, &v, || format!("{} (nonce {})", v["balance"], v["nonce"]));
+        }
+        Cmd::Transfer {
+            key,
+            to,
+            amount,
+            fee,
+            nonce,
+            wait,
+            timeout,
+        } => {
+            let key = load_key(&key)?;
+            let to = parse_address(&to)?;
+            let status = client.get("/status")?;
+            let chain_id = status["chain_id"].as_str().context("the node did not say its chain id")?;
+            let nonce = match nonce {
+                Some(n) => n,
+                None => {
+                    let acct = client.get(&format!("/accounts/{}", key.address()))?;
+                    acct["nonce"].as_u64().context("the node sent no nonce")?
+                }
+            };
+            let tx = Transaction::new_signed(&key, chain_id, to, amount, fee, nonce);
+            let body = serde_json::to_value(&tx)?;
+            let v = client.post("/transactions", &body)?;
+            let hash = v["hash"].as_str().context("the node sent no hash")?.to_owned();
+            if !wait {
+                print(json, &v, || format!("submitted {hash}"));
+                return Ok(());
+            }
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let t = client.get(&format!("/transactions/{hash}"));
+                if let Ok(t) = &t {
+                    if t["status"] == "committed" {
+                        print(json, t, || format!("committed {hash} at height {}", t["height"]));
+                        return Ok(());
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("transaction {hash} not committed after {timeout} s");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Cmd::Tx { hash } => {
+            let v = client.get(&format!("/transactions/{hash}"))?;
+            print(json, &v, || match v["height"].as_u64() {
+                Some(h) => format!("{} committed at height {h}", v["hash"].as_str().unwrap_or("")),
+                None => format!("{} {}", v["hash"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or("")),
+            });
+        }
+        Cmd::Block { height } => {
+            let path = if height == "latest" {
+                "/blocks/latest".to_owned()
+            } else {
+                let h: u64 = height.parse().map_err(|_| anyhow!("{height:?} is not a block height"))?;
+                format!("/blocks/{h}")
+            };
+            let v = client.get(&path)?;
+            print(json, &v, || {
+                format!(
+                    "height {}  hash {}  txs {}  proposer {}",
+                    v["height"],
+                    v["hash"].as_str().unwrap_or(""),
+                    v["transactions"].as_array().map_or(0, |a| a.len()),
+                    v["proposer"].as_str().unwrap_or("")
+                )
+            });
+        }
+        Cmd::Status => {
+            let v = client.get("/status")?;
+            print(json, &v, || {
+                format!(
+                    "{} on {} ({}): height {} head {} role {} peers {}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["chain_id"].as_str().unwrap_or(""),
+                    v["engine"].as_str().unwrap_or(""),
+                    v["height"],
+                    v["head_hash"].as_str().unwrap_or(""),
+                    v["role"].as_str().unwrap_or(""),
+                    v["peers"]
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
