@@ -385,6 +385,9 @@ impl Raft {
             return;
         }
         self.building = true;
+        // The block takes what is ready; the driver reports what remains
+        // (Input::TransactionsAvailable) after the next commit.
+        self.txs_available = 0;
         out.push(Action::BuildBlock {
             parent: self.last_hash(),
             height: self.last_index() + 1,

@@ -159,9 +159,16 @@ async fn latest_block(State(s): State<Arc<Shared>>) -> ApiResult<BlockView> {
         .ok_or_else(|| ApiError::internal("head block missing"))
 }
 
-async fn block_at(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult<BlockView> {
+async fn block_at(
+    State(s): State<Arc<Shared>>,
+    Path(height): Path<String>,
+) -> ApiResult<BlockView> {
     let h: u64 = height.parse().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_height", format!("{height:?} is not a block height"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_height",
+            format!("{height:?} is not a block height"),
+        )
     })?;
     match s.store.block_at(h).map_err(ApiError::internal)? {
         Some(b) => Ok(Json(block_view(&b))),
@@ -170,10 +177,14 @@ async fn block_at(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> A
 }
 
 fn parse_hash(text: &str) -> Result<Hash, ApiError> {
-    Hash::from_hex(text).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", e.to_string()))
+    Hash::from_hex(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hash", e.to_string()))
 }
 
-async fn block_by_hash(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<BlockView> {
+async fn block_by_hash(
+    State(s): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+) -> ApiResult<BlockView> {
     let h = parse_hash(&hash)?;
     match s.store.block(&h).map_err(ApiError::internal)? {
         Some(b) => Ok(Json(block_view(&b))),
@@ -181,11 +192,18 @@ async fn block_by_hash(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -
     }
 }
 
-async fn account(State(s): State<Arc<Shared>>, Path(address): Path<String>) -> ApiResult<serde_json::Value> {
+async fn account(
+    State(s): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<serde_json::Value> {
     let a = Address::parse(&address)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))?;
-    let acct = read_account(&*s.store, &a).map_err(ApiError::internal)?.unwrap_or_default();
-    Ok(Json(json!({"address": a, "balance": acct.balance, "nonce": acct.nonce})))
+    let acct = read_account(&*s.store, &a)
+        .map_err(ApiError::internal)?
+        .unwrap_or_default();
+    Ok(Json(
+        json!({"address": a, "balance": acct.balance, "nonce": acct.nonce}),
+    ))
 }
 
 async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -230,7 +248,10 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
     Ok(hash)
 }
 
-async fn transaction(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult<serde_json::Value> {
+async fn transaction(
+    State(s): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+) -> ApiResult<serde_json::Value> {
     let h = parse_hash(&hash)?;
     if let Some(loc) = s.store.tx_location(&h).map_err(ApiError::internal)? {
         return Ok(Json(json!({
@@ -240,7 +261,9 @@ async fn transaction(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> 
     if s.mempool.lock().map(|m| m.contains(&h)).unwrap_or(false) {
         return Ok(Json(json!({"hash": h, "status": "pending"})));
     }
-    Err(ApiError::not_found(format!("transaction {h} is neither pending nor committed here")))
+    Err(ApiError::not_found(format!(
+        "transaction {h} is neither pending nor committed here"
+    )))
 }
 
 async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<cairn_consensus::EngineStatus> {
@@ -254,9 +277,14 @@ async fn peers(State(s): State<Arc<Shared>>) -> ApiResult<Vec<cairn_p2p::PeerInf
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let mempool = s.mempool.lock().map(|m| m.len()).unwrap_or(0);
     s.metrics.mempool.set(mempool as i64);
-    s.metrics.peers.set(s.peers.lock().map(|p| p.len()).unwrap_or(0) as i64);
+    s.metrics
+        .peers
+        .set(s.peers.lock().map(|p| p.len()).unwrap_or(0) as i64);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()

@@ -14,6 +14,15 @@ use cairn_genesis::{EngineKind, Genesis, NetworkSpec, NodeConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Prints a line, ignoring a closed stdout (a reader that went away must not
+/// stop the supervisor from stopping its nodes).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const SUPERVISOR_ENV: &str = "CAIRN_DEVNET_SUPERVISOR";
 
 /// In a devnet child: die when the supervisor dies.
@@ -38,13 +47,22 @@ struct Node {
     child: Option<Child>,
 }
 
-pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_port: u16) -> Result<()> {
+pub fn run(
+    engine: EngineKind,
+    validators: usize,
+    dir: &Path,
+    fresh: bool,
+    base_port: u16,
+) -> Result<()> {
     if fresh && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     }
     let genesis_path = dir.join("genesis.json");
     if genesis_path.exists() {
-        println!("Reusing the network in {} (--fresh for a new one).", dir.display());
+        println!(
+            "Reusing the network in {} (--fresh for a new one).",
+            dir.display()
+        );
     } else {
         let spec = NetworkSpec {
             engine,
@@ -53,7 +71,10 @@ pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_
             ..NetworkSpec::default()
         };
         cairn_genesis::generate(&spec, dir)?;
-        println!("Generated a {engine} network of {validators} validators in {}.", dir.display());
+        println!(
+            "Generated a {engine} network of {validators} validators in {}.",
+            dir.display()
+        );
     }
     let genesis = Genesis::load(&genesis_path)?;
     let mut nodes = Vec::new();
@@ -98,13 +119,18 @@ pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_
         n.child = Some(child);
     }
     println!();
-    println!("{:<8} {:<7} {:<24} {}", "NODE", "PID", "RPC", "P2P");
+    println!("NODE     PID     RPC                      P2P");
     for n in &nodes {
         let pid = n.child.as_ref().map(|c| c.id()).unwrap_or(0);
         println!("{:<8} {:<7} {:<24} {}", n.name, pid, n.rpc, n.p2p);
     }
     println!();
-    println!("Chain {} ({}), genesis {}", genesis.chain_id, genesis.consensus.kind(), genesis.hash());
+    println!(
+        "Chain {} ({}), genesis {}",
+        genesis.chain_id,
+        genesis.consensus.kind(),
+        genesis.hash()
+    );
     println!("Logs: {}/node*/node.log", dir.display());
     println!("Send a transfer from the funded faucet key:");
     println!(
@@ -119,14 +145,21 @@ pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_
         for n in &mut nodes {
             if let Some(c) = n.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    eprintln!("{} exited ({status}); see {}/node.log", n.name, n.home.display());
+                    say!(
+                        "{} exited ({status}); see {}/node.log",
+                        n.name,
+                        n.home.display()
+                    );
                     n.child = None;
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("Stopping {} nodes...", nodes.iter().filter(|n| n.child.is_some()).count());
+    say!(
+        "Stopping {} nodes...",
+        nodes.iter().filter(|n| n.child.is_some()).count()
+    );
     for n in &nodes {
         if let Some(c) = &n.child {
             let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
@@ -148,18 +181,23 @@ pub fn run(engine: EngineKind, validators: usize, dir: &Path, fresh: bool, base_
             }
         }
     }
-    println!("All nodes stopped.");
+    say!("All nodes stopped.");
     Ok(())
 }
 
 /// Sets `flag` on SIGINT or SIGTERM (a small tokio runtime on its own thread).
 fn signal_hook_flag(flag: &Arc<AtomicBool>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let flag = flag.clone();
     std::thread::spawn(move || {
         rt.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return;
             };
             tokio::select! {

@@ -7,7 +7,11 @@ use cairn_genesis::EngineKind;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cairn-node", version, about = "A blockchain node with pluggable consensus")]
+#[command(
+    name = "cairn-node",
+    version,
+    about = "A blockchain node with pluggable consensus"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Run { home } => {
             cairn_node::devnet::die_with_supervisor();
-            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt.block_on(cairn_node::node::run(&home)),
                 Err(e) => Err(e.into()),
             }

@@ -131,7 +131,10 @@ impl Mempool {
             self.evict_for(&sender, tx.fee)?;
         }
         self.by_hash.insert(hash, (sender, tx.nonce));
-        self.by_sender.entry(sender).or_default().insert(tx.nonce, tx);
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(tx.nonce, tx);
         Ok(hash)
     }
 
@@ -258,30 +261,56 @@ mod tests {
                 .map_err(|e| e.code()),
             Err("underpriced")
         );
-        m.insert(tx(0, 5), acct(100, 0)).expect("replaced by higher fee");
+        m.insert(tx(0, 5), acct(100, 0))
+            .expect("replaced by higher fee");
         assert_eq!(m.len(), 2);
-        assert_eq!(m.insert(tx(9, 1), acct(100, 0)).map_err(|e| e.code()), Err("bad_nonce"));
+        assert_eq!(
+            m.insert(tx(9, 1), acct(100, 0)).map_err(|e| e.code()),
+            Err("bad_nonce")
+        );
         m.prune([(k.address(), 1)]);
         assert_eq!(m.len(), 1);
-        assert_eq!(m.insert(tx(0, 9), acct(100, 1)).map_err(|e| e.code()), Err("bad_nonce"));
+        assert_eq!(
+            m.insert(tx(0, 9), acct(100, 1)).map_err(|e| e.code()),
+            Err("bad_nonce")
+        );
     }
 
     #[test]
     fn limits_evict_the_cheapest_or_refuse() {
         let to = SecretKey::from_label("to").address();
         let mut m = Mempool::new("c".into(), 2, 5);
-        let keys: Vec<_> = (0..3).map(|i| SecretKey::from_label(&format!("k{i}"))).collect();
-        m.insert(Transaction::new_signed(&keys[0], "c", to, 1, 1, 0), acct(9, 0)).expect("a");
-        m.insert(Transaction::new_signed(&keys[1], "c", to, 1, 3, 0), acct(9, 0)).expect("b");
+        let keys: Vec<_> = (0..3)
+            .map(|i| SecretKey::from_label(&format!("k{i}")))
+            .collect();
+        m.insert(
+            Transaction::new_signed(&keys[0], "c", to, 1, 1, 0),
+            acct(9, 0),
+        )
+        .expect("a");
+        m.insert(
+            Transaction::new_signed(&keys[1], "c", to, 1, 3, 0),
+            acct(9, 0),
+        )
+        .expect("b");
         let cheap = Transaction::new_signed(&keys[2], "c", to, 1, 1, 0);
-        assert_eq!(m.insert(cheap, acct(9, 0)).map_err(|e| e.code()), Err("mempool_full"));
+        assert_eq!(
+            m.insert(cheap, acct(9, 0)).map_err(|e| e.code()),
+            Err("mempool_full")
+        );
         let rich = Transaction::new_signed(&keys[2], "c", to, 1, 2, 0);
         m.insert(rich, acct(9, 0)).expect("evicts the fee-1 one");
         let fees: Vec<u64> = m.ready(10, |_| 0).iter().map(|t| t.fee).collect();
         assert_eq!(fees, vec![3, 2]);
         let poor = Transaction::new_signed(&keys[0], "c", to, 100, 1, 0);
-        assert_eq!(m.insert(poor, acct(9, 0)).map_err(|e| e.code()), Err("insufficient_funds"));
+        assert_eq!(
+            m.insert(poor, acct(9, 0)).map_err(|e| e.code()),
+            Err("insufficient_funds")
+        );
         let other = Transaction::new_signed(&keys[0], "other", to, 1, 1, 0);
-        assert_eq!(m.insert(other, acct(9, 0)).map_err(|e| e.code()), Err("wrong_chain"));
+        assert_eq!(
+            m.insert(other, acct(9, 0)).map_err(|e| e.code()),
+            Err("wrong_chain")
+        );
     }
 }

@@ -48,13 +48,37 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("height", "Height of the head block", m.height.clone());
-        registry.register("finalized_height", "Height of the last final block", m.finalized.clone());
+        registry.register(
+            "finalized_height",
+            "Height of the last final block",
+            m.finalized.clone(),
+        );
         registry.register("peers", "Connected peers", m.peers.clone());
-        registry.register("mempool_transactions", "Transactions in the mempool", m.mempool.clone());
-        registry.register("blocks_committed", "Blocks committed since start", m.blocks.clone());
-        registry.register("transactions_committed", "Transactions committed since start", m.transactions.clone());
-        registry.register("consensus_term", "Consensus term (Raft) or view (PBFT)", m.term.clone());
-        registry.register("consensus_role", "1 for this node's current consensus role", m.role.clone());
+        registry.register(
+            "mempool_transactions",
+            "Transactions in the mempool",
+            m.mempool.clone(),
+        );
+        registry.register(
+            "blocks_committed",
+            "Blocks committed since start",
+            m.blocks.clone(),
+        );
+        registry.register(
+            "transactions_committed",
+            "Transactions committed since start",
+            m.transactions.clone(),
+        );
+        registry.register(
+            "consensus_term",
+            "Consensus term (Raft) or view (PBFT)",
+            m.term.clone(),
+        );
+        registry.register(
+            "consensus_role",
+            "1 for this node's current consensus role",
+            m.role.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -63,9 +87,13 @@ impl Metrics {
         if let Ok(mut last) = self.last_role.lock() {
             if *last != status.role {
                 if !last.is_empty() {
-                    self.role.get_or_create(&vec![("role".into(), last.clone())]).set(0);
+                    self.role
+                        .get_or_create(&vec![("role".into(), last.clone())])
+                        .set(0);
                 }
-                self.role.get_or_create(&vec![("role".into(), status.role.to_string())]).set(1);
+                self.role
+                    .get_or_create(&vec![("role".into(), status.role.to_string())])
+                    .set(1);
                 *last = status.role.to_string();
             }
         }

@@ -102,7 +102,8 @@ pub async fn run(home: &Path) -> Result<()> {
     });
 
     let p2p_path = NodeConfig::resolve(home, &config.p2p_key);
-    let p2p_secret = cairn_chain::keyfile::read_key_file(&p2p_path).context("reading the p2p key")?;
+    let p2p_secret =
+        cairn_chain::keyfile::read_key_file(&p2p_path).context("reading the p2p key")?;
     let keypair = cairn_p2p::Keypair::ed25519_from_bytes(p2p_secret.seed())
         .context("deriving the libp2p identity")?;
     let listen = config
@@ -129,14 +130,18 @@ pub async fn run(home: &Path) -> Result<()> {
         Arc::new(StoreSource(store.clone())),
     )?;
 
-    let validator_peers: Vec<Option<PeerId>> =
-        genesis.validators.iter().map(|v| peer_of(&v.p2p_address)).collect();
+    let validator_peers: Vec<Option<PeerId>> = genesis
+        .validators
+        .iter()
+        .map(|v| peer_of(&v.p2p_address))
+        .collect();
 
     let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
         (_, None) => None,
         (ConsensusConfig::Raft(p), Some(me)) => {
             let head = store.head()?;
-            let persisted: BTreeMap<Vec<u8>, Vec<u8>> = store.engine_entries()?.into_iter().collect();
+            let persisted: BTreeMap<Vec<u8>, Vec<u8>> =
+                store.engine_entries()?.into_iter().collect();
             let mut seed = [0u8; 8];
             seed.copy_from_slice(&genesis_hash.0[..8]);
             let cfg = RaftConfig {
@@ -166,8 +171,8 @@ pub async fn run(home: &Path) -> Result<()> {
 
     let (accepted_tx, accepted_rx) = mpsc::channel(10_000);
     let status = engine.as_ref().map(|e| e.status()).unwrap_or(EngineStatus {
-        engine: genesis.consensus.kind().as_str().into(),
-        role: "observer".into(),
+        engine: genesis.consensus.kind().as_str(),
+        role: "observer",
         term: 0,
         leader: None,
         committed_height: store.head()?.height,
@@ -296,11 +301,35 @@ impl Driver {
         self.feed(Input::Tick { now_ms: now }).await
     }
 
+    fn ready_count(&self) -> Result<usize> {
+        let store = &self.shared.store;
+        let pool = self
+            .shared
+            .mempool
+            .lock()
+            .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+        Ok(pool.ready_count(|a| {
+            read_account(&**store, a)
+                .ok()
+                .flatten()
+                .map_or(0, |x| x.nonce)
+        }))
+    }
+
     async fn offer_transactions(&mut self) -> Result<()> {
         let count = {
             let store = &self.shared.store;
-            let pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
-            pool.ready_count(|a| read_account(&**store, a).ok().flatten().map_or(0, |x| x.nonce))
+            let pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            pool.ready_count(|a| {
+                read_account(&**store, a)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |x| x.nonce)
+            })
         };
         if count > 0 {
             self.feed(Input::TransactionsAvailable { count }).await?;
@@ -319,11 +348,16 @@ impl Driver {
         let mut added = 0;
         for (peer, tx) in batch {
             if !all_ok && tx.verify_signature().is_err() {
-                self.penalize(peer, "transaction with a bad signature".into()).await;
+                self.penalize(peer, "transaction with a bad signature".into())
+                    .await;
                 continue;
             }
             let account = read_account(&*self.shared.store, &tx.sender())?;
-            let mut pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            let mut pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
             if pool.insert(tx, account).is_ok() {
                 added += 1;
             }
@@ -349,7 +383,10 @@ impl Driver {
                             self.gossip_txs.push((from, tx));
                         }
                     }
-                    Err(e) => self.penalize(from, format!("undecodable transaction: {e}")).await,
+                    Err(e) => {
+                        self.penalize(from, format!("undecodable transaction: {e}"))
+                            .await
+                    }
                 },
                 Topic::Consensus => self.on_consensus(from, &data).await?,
                 Topic::Blocks => match Block::decode(&data) {
@@ -386,7 +423,10 @@ impl Driver {
                     self.feed(Input::Message { from: sender, msg }).await?;
                 }
             }
-            Err(e) => self.penalize(from, format!("invalid consensus message: {e}")).await,
+            Err(e) => {
+                self.penalize(from, format!("invalid consensus message: {e}"))
+                    .await
+            }
         }
         Ok(())
     }
@@ -423,7 +463,8 @@ impl Driver {
             let block = match Block::decode(&data) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.penalize(from, format!("undecodable synced block: {e}")).await;
+                    self.penalize(from, format!("undecodable synced block: {e}"))
+                        .await;
                     return Ok(());
                 }
             };
@@ -432,7 +473,8 @@ impl Driver {
                 continue;
             }
             if let Err(e) = self.commit(&head, &block) {
-                self.penalize(from, format!("invalid synced block: {e}")).await;
+                self.penalize(from, format!("invalid synced block: {e}"))
+                    .await;
                 return Ok(());
             }
             imported += 1;
@@ -444,7 +486,11 @@ impl Driver {
             .await?;
         }
         if imported > 0 {
-            tracing::info!(imported, height = self.shared.store.head()?.height, "synced");
+            tracing::info!(
+                imported,
+                height = self.shared.store.head()?.height,
+                "synced"
+            );
         }
         if full && imported > 0 {
             self.start_sync(from).await;
@@ -455,7 +501,13 @@ impl Driver {
     /// Executes and commits a block on `head` (validating it fully).
     fn commit(&self, head: &Header, block: &Block) -> Result<()> {
         let store = &self.shared.store;
-        let executed = execute_block(&**store, &self.shared.params, head, block, SignatureCheck::Verify)?;
+        let executed = execute_block(
+            &**store,
+            &self.shared.params,
+            head,
+            block,
+            SignatureCheck::Verify,
+        )?;
         store.commit_block(block, &executed.changes)?;
         let mut senders = Vec::new();
         for tx in &block.transactions {
@@ -514,13 +566,20 @@ impl Driver {
     async fn act(&mut self, action: Action) -> Result<Option<Input>> {
         match action {
             Action::Send { to, msg } => {
-                if let (Some(data), Some(Some(peer))) = (self.sign(&msg), self.validator_peers.get(to as usize)) {
-                    self.command(Command::SendConsensus { peer: *peer, data }).await;
+                if let (Some(data), Some(Some(peer))) =
+                    (self.sign(&msg), self.validator_peers.get(to as usize))
+                {
+                    self.command(Command::SendConsensus { peer: *peer, data })
+                        .await;
                 }
             }
             Action::Broadcast { msg } => {
                 if let Some(data) = self.sign(&msg) {
-                    self.command(Command::Publish { topic: Topic::Consensus, data }).await;
+                    self.command(Command::Publish {
+                        topic: Topic::Consensus,
+                        data,
+                    })
+                    .await;
                 }
             }
             Action::Persist(writes) => {
@@ -544,11 +603,17 @@ impl Driver {
                     }
                     // A committed block that does not apply means this node's
                     // state is wrong: stop rather than diverge.
-                    self.commit(&head, &block)
-                        .with_context(|| format!("cannot apply final block {}", block.header.height))?;
-                    self.command(Command::Publish { topic: Topic::Blocks, data: block.encode() })
-                        .await;
+                    self.commit(&head, &block).with_context(|| {
+                        format!("cannot apply final block {}", block.header.height)
+                    })?;
+                    self.command(Command::Publish {
+                        topic: Topic::Blocks,
+                        data: block.encode(),
+                    })
+                    .await;
                 }
+                let count = self.ready_count()?;
+                return Ok(Some(Input::TransactionsAvailable { count }));
             }
             Action::Sync { peer, .. } => {
                 if let Some(Some(p)) = self.validator_peers.get(peer as usize).copied() {
@@ -562,28 +627,62 @@ impl Driver {
 
     /// Builds a block on `parent` (the last of `uncommitted`, or the head)
     /// from the mempool.
-    fn build(&self, parent: Hash, height: u64, engine_data: Vec<u8>, uncommitted: &[Block]) -> Result<Block> {
+    fn build(
+        &self,
+        parent: Hash,
+        height: u64,
+        engine_data: Vec<u8>,
+        uncommitted: &[Block],
+    ) -> Result<Block> {
         let store = &self.shared.store;
         let params = &self.shared.params;
         let mut overlay = Overlay::new(&**store);
         let mut parent_header = store.head()?;
         for b in uncommitted {
-            let ex = execute_block(&overlay, params, &parent_header, b, SignatureCheck::AlreadyVerified)?;
+            let ex = execute_block(
+                &overlay,
+                params,
+                &parent_header,
+                b,
+                SignatureCheck::AlreadyVerified,
+            )?;
             overlay.apply(&ex.changes);
             parent_header = b.header.clone();
         }
         if parent_header.hash() != parent || parent_header.height + 1 != height {
-            bail!("engine asked for a block on {parent} at {height}, the chain ends at {}", parent_header.height);
+            bail!(
+                "engine asked for a block on {parent} at {height}, the chain ends at {}",
+                parent_header.height
+            );
         }
         let candidates = {
-            let pool = self.shared.mempool.lock().map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            let pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
             pool.ready(MAX_BLOCK_TRANSACTIONS, |a| {
-                read_account(&overlay, a).ok().flatten().map_or(0, |x| x.nonce)
+                read_account(&overlay, a)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |x| x.nonce)
             })
         };
-        let proposer = self.key.as_ref().map(|k| k.address()).unwrap_or(cairn_chain::Address::ZERO);
+        let proposer = self
+            .key
+            .as_ref()
+            .map(|k| k.address())
+            .unwrap_or(cairn_chain::Address::ZERO);
         let timestamp = now_ms().max(parent_header.timestamp_ms);
-        let proposal = propose_block(&overlay, params, &parent_header, proposer, timestamp, candidates, engine_data)?;
+        let proposal = propose_block(
+            &overlay,
+            params,
+            &parent_header,
+            proposer,
+            timestamp,
+            candidates,
+            engine_data,
+        )?;
         Ok(proposal.block)
     }
 }

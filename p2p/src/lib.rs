@@ -22,8 +22,8 @@ use cairn_chain::{Hash, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES};
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    allow_block_list, gossipsub, identify, noise, request_response, tcp, yamux, Multiaddr,
-    PeerId, StreamProtocol, Swarm,
+    allow_block_list, gossipsub, identify, noise, request_response, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -77,11 +77,24 @@ pub enum Response {
 /// What the node asks of the network.
 #[derive(Debug)]
 pub enum Command {
-    Publish { topic: Topic, data: Vec<u8> },
-    SendConsensus { peer: PeerId, data: Vec<u8> },
-    GetBlocks { peer: PeerId, from: u64, max: u32 },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    SendConsensus {
+        peer: PeerId,
+        data: Vec<u8>,
+    },
+    GetBlocks {
+        peer: PeerId,
+        from: u64,
+        max: u32,
+    },
     /// The peer sent something invalid.
-    Penalize { peer: PeerId, reason: String },
+    Penalize {
+        peer: PeerId,
+        reason: String,
+    },
 }
 
 /// What the network tells the node.
@@ -101,7 +114,9 @@ pub enum Event {
         blocks: Vec<Vec<u8>>,
     },
     /// A sync request failed (peer gone, timeout, bad response).
-    SyncFailed { peer: PeerId },
+    SyncFailed {
+        peer: PeerId,
+    },
     PeerConnected(PeerId),
     PeerDisconnected(PeerId),
 }
@@ -208,8 +223,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
             let rr = request_response::Behaviour::with_codec(
                 codec,
                 [(rr_protocol, request_response::ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(20)),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
             );
             let identify = identify::Behaviour::new(
                 identify::Config::new(version.clone(), key.public()).with_agent_version(agent),
@@ -327,7 +341,8 @@ impl SwarmTask {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Publish { topic, data } => {
-                let t = gossipsub::IdentTopic::new(format!("/cairn/{}/{}", self.short, topic.name()));
+                let t =
+                    gossipsub::IdentTopic::new(format!("/cairn/{}/{}", self.short, topic.name()));
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, data) {
                     // No peers yet is normal on a lone or starting node.
                     tracing::debug!("gossip publish on {topic:?}: {e}");
@@ -351,7 +366,9 @@ impl SwarmTask {
                 );
                 self.pending_sync.insert(id, peer);
             }
-            Command::Penalize { peer, reason } => self.penalize(peer, INVALID_MESSAGE_PENALTY, &reason),
+            Command::Penalize { peer, reason } => {
+                self.penalize(peer, INVALID_MESSAGE_PENALTY, &reason)
+            }
         }
     }
 
@@ -393,15 +410,20 @@ impl SwarmTask {
         let _ = self.events.send(event).await;
     }
 
+    #[allow(clippy::collapsible_match)] // one arm per event reads better here
     async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!("p2p listening on {address}/p2p/{}", self.swarm.local_peer_id());
+                tracing::info!(
+                    "p2p listening on {address}/p2p/{}",
+                    self.swarm.local_peer_id()
+                );
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                if self.connected.len() >= self.max_peers && !self.connected.contains_key(&peer_id) {
+                if self.connected.len() >= self.max_peers && !self.connected.contains_key(&peer_id)
+                {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -457,7 +479,11 @@ impl SwarmTask {
                     _ => MAX_BLOCK_BYTES + 64 * 1024,
                 };
                 if message.data.len() > limit {
-                    self.penalize(propagation_source, INVALID_MESSAGE_PENALTY, "oversized gossip");
+                    self.penalize(
+                        propagation_source,
+                        INVALID_MESSAGE_PENALTY,
+                        "oversized gossip",
+                    );
                     return;
                 }
                 self.emit(Event::Gossip {
@@ -476,7 +502,11 @@ impl SwarmTask {
                     request, channel, ..
                 } => match request {
                     Request::Consensus(data) => {
-                        let _ = self.swarm.behaviour_mut().rr.send_response(channel, Response::Ack);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Response::Ack);
                         self.emit(Event::Consensus { from: peer, data }).await;
                     }
                     Request::GetBlocks { from, max } => {
@@ -505,22 +535,22 @@ impl SwarmTask {
                     }
                 }
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                },
+            )) => {
                 if self.pending_sync.remove(&request_id).is_some() {
                     tracing::debug!(%peer, "sync request failed: {error}");
                     self.emit(Event::SyncFailed { peer }).await;
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::InboundFailure {
-                peer,
-                error,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
                 // Undecodable or oversized requests land here.
                 if let request_response::InboundFailure::Io(e) = &error {
                     self.penalize(peer, INVALID_MESSAGE_PENALTY, &format!("bad request: {e}"));

@@ -87,7 +87,10 @@ impl Client {
         }
     }
 
-    fn handle(&self, resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<(u16, Value)> {
+    fn handle(
+        &self,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, Value)> {
         let mut resp = resp.map_err(|e| anyhow!("cannot reach the node at {}: {e}", self.base))?;
         let status = resp.status().as_u16();
         let body: Value = resp
@@ -103,7 +106,11 @@ impl Client {
     }
 
     fn post(&self, path: &str, json: &Value) -> Result<Value> {
-        let (status, body) = self.handle(self.agent.post(format!("{}{path}", self.base)).send_json(json))?;
+        let (status, body) = self.handle(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .send_json(json),
+        )?;
         check(status, body)
     }
 }
@@ -127,7 +134,10 @@ fn load_key(path: &PathBuf) -> Result<SecretKey> {
 
 fn print(json: bool, value: &Value, text: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", text());
     }
@@ -141,7 +151,9 @@ fn run(cli: Cli) -> Result<()> {
             let key = SecretKey::generate(&mut rand::rngs::OsRng);
             write_key_file(&out, &key).map_err(|e| anyhow!("{e}"))?;
             let v = serde_json::json!({"address": key.address(), "key": out});
-            print(json, &v, || format!("{}  (key written to {})", key.address(), out.display()));
+            print(json, &v, || {
+                format!("{}  (key written to {})", key.address(), out.display())
+            });
         }
         Cmd::Address { key } => {
             let key = load_key(&key)?;
@@ -151,7 +163,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Balance { address } => {
             let a = parse_address(&address)?;
             let v = client.get(&format!("/accounts/{a}"))?;
-            print(json, &v, || format!("{} (nonce {})", v["balance"], v["nonce"]));
+            print(json, &v, || {
+                format!("{} (nonce {})", v["balance"], v["nonce"])
+            });
         }
         Cmd::Transfer {
             key,
@@ -165,7 +179,9 @@ fn run(cli: Cli) -> Result<()> {
             let key = load_key(&key)?;
             let to = parse_address(&to)?;
             let status = client.get("/status")?;
-            let chain_id = status["chain_id"].as_str().context("the node did not say its chain id")?;
+            let chain_id = status["chain_id"]
+                .as_str()
+                .context("the node did not say its chain id")?;
             let nonce = match nonce {
                 Some(n) => n,
                 None => {
@@ -176,7 +192,10 @@ fn run(cli: Cli) -> Result<()> {
             let tx = Transaction::new_signed(&key, chain_id, to, amount, fee, nonce);
             let body = serde_json::to_value(&tx)?;
             let v = client.post("/transactions", &body)?;
-            let hash = v["hash"].as_str().context("the node sent no hash")?.to_owned();
+            let hash = v["hash"]
+                .as_str()
+                .context("the node sent no hash")?
+                .to_owned();
             if !wait {
                 print(json, &v, || format!("submitted {hash}"));
                 return Ok(());
@@ -186,7 +205,9 @@ fn run(cli: Cli) -> Result<()> {
                 let t = client.get(&format!("/transactions/{hash}"));
                 if let Ok(t) = &t {
                     if t["status"] == "committed" {
-                        print(json, t, || format!("committed {hash} at height {}", t["height"]));
+                        print(json, t, || {
+                            format!("committed {hash} at height {}", t["height"])
+                        });
                         return Ok(());
                     }
                 }
@@ -199,15 +220,24 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Tx { hash } => {
             let v = client.get(&format!("/transactions/{hash}"))?;
             print(json, &v, || match v["height"].as_u64() {
-                Some(h) => format!("{} committed at height {h}", v["hash"].as_str().unwrap_or("")),
-                None => format!("{} {}", v["hash"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or("")),
+                Some(h) => format!(
+                    "{} committed at height {h}",
+                    v["hash"].as_str().unwrap_or("")
+                ),
+                None => format!(
+                    "{} {}",
+                    v["hash"].as_str().unwrap_or(""),
+                    v["status"].as_str().unwrap_or("")
+                ),
             });
         }
         Cmd::Block { height } => {
             let path = if height == "latest" {
                 "/blocks/latest".to_owned()
             } else {
-                let h: u64 = height.parse().map_err(|_| anyhow!("{height:?} is not a block height"))?;
+                let h: u64 = height
+                    .parse()
+                    .map_err(|_| anyhow!("{height:?} is not a block height"))?;
                 format!("/blocks/{h}")
             };
             let v = client.get(&path)?;
