@@ -128,7 +128,7 @@ fn parse_address(text: &str) -> Result<Address> {
     Address::parse(text).map_err(|e| anyhow!("bad address {text:?}: {e}"))
 }
 
-fn load_key(path: &PathBuf) -> Result<SecretKey> {
+fn load_key(path: &std::path::Path) -> Result<SecretKey> {
     read_key_file(path).map_err(|e| anyhow!("{e}"))
 }
 
