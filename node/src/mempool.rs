@@ -107,7 +107,7 @@ impl Mempool {
                 got: tx.nonce,
             });
         }
-        if tx.nonce >= account.nonce + self.max_per_sender as u64 {
+        if tx.nonce >= account.nonce.saturating_add(self.max_per_sender as u64) {
             return Err(Rejection::NonceTooFar {
                 expected: account.nonce,
                 got: tx.nonce,

@@ -34,8 +34,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("cairn");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("cairn"),
             height: Gauge::default(),
             finalized: Gauge::default(),
             peers: Gauge::default(),
@@ -45,8 +45,8 @@ impl Metrics {
             term: Gauge::default(),
             role: Family::default(),
             last_role: Mutex::new(String::new()),
-            registry: Registry::default(),
         };
+        let registry = &mut m.registry;
         registry.register("height", "Height of the head block", m.height.clone());
         registry.register(
             "finalized_height",
@@ -79,7 +79,7 @@ impl Metrics {
             "1 for this node's current consensus role",
             m.role.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn set_engine(&self, status: &EngineStatus) {

@@ -47,10 +47,16 @@ struct StoreSource(Arc<Store>);
 impl BlockSource for StoreSource {
     fn blocks(&self, from: u64, max: u32) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
+        let mut bytes = 0;
         for h in from..from.saturating_add(u64::from(max)) {
-            match self.0.block_at(h) {
-                Ok(Some(b)) => out.push(b.encode()),
-                _ => break,
+            let Ok(Some(b)) = self.0.block_at(h) else {
+                break;
+            };
+            let encoded = b.encode();
+            bytes += encoded.len();
+            out.push(encoded);
+            if bytes >= cairn_p2p::SYNC_RESPONSE_BUDGET {
+                break;
             }
         }
         out
@@ -317,20 +323,7 @@ impl Driver {
     }
 
     async fn offer_transactions(&mut self) -> Result<()> {
-        let count = {
-            let store = &self.shared.store;
-            let pool = self
-                .shared
-                .mempool
-                .lock()
-                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-            pool.ready_count(|a| {
-                read_account(&**store, a)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |x| x.nonce)
-            })
-        };
+        let count = self.ready_count()?;
         if count > 0 {
             self.feed(Input::TransactionsAvailable { count }).await?;
         }
@@ -406,10 +399,8 @@ impl Driver {
                     self.syncing = None;
                 }
             }
-            Event::PeerConnected(_) | Event::PeerDisconnected(_) => {
-                let n = self.shared.peers.lock().map(|p| p.len()).unwrap_or(0);
-                self.shared.metrics.peers.set(n as i64);
-            }
+            // `/peers` and `/metrics` read the swarm task's peer list.
+            Event::PeerConnected(_) | Event::PeerDisconnected(_) => {}
         }
         Ok(())
     }
@@ -501,23 +492,43 @@ impl Driver {
     /// Executes and commits a block on `head` (validating it fully).
     fn commit(&self, head: &Header, block: &Block) -> Result<()> {
         let store = &self.shared.store;
+        // Mempool transactions were verified on entry; check the others in
+        // one batch, then execute without checking signatures again.
+        let unverified: Vec<Transaction> = {
+            let pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            block
+                .transactions
+                .iter()
+                .filter(|tx| !pool.contains(&tx.hash()))
+                .cloned()
+                .collect()
+        };
+        if let Err((i, e)) = cairn_chain::verify_transactions(&unverified) {
+            bail!(
+                "transaction {} has a bad signature: {e}",
+                unverified[i].hash()
+            );
+        }
         let executed = execute_block(
             &**store,
             &self.shared.params,
             head,
             block,
-            SignatureCheck::Verify,
+            SignatureCheck::AlreadyVerified,
         )?;
         store.commit_block(block, &executed.changes)?;
-        let mut senders = Vec::new();
-        for tx in &block.transactions {
-            let s = tx.sender();
-            let nonce = read_account(&**store, &s)?.map_or(0, |a| a.nonce);
-            senders.push((s, nonce));
+        let senders: std::collections::BTreeSet<_> =
+            block.transactions.iter().map(Transaction::sender).collect();
+        let mut next_nonces = Vec::with_capacity(senders.len());
+        for s in senders {
+            next_nonces.push((s, read_account(&**store, &s)?.map_or(0, |a| a.nonce)));
         }
         if let Ok(mut pool) = self.shared.mempool.lock() {
-            pool.prune(senders);
-            self.shared.metrics.mempool.set(pool.len() as i64);
+            pool.prune(next_nonces);
         }
         let m = &self.shared.metrics;
         m.height.set(block.header.height as i64);

@@ -33,6 +33,9 @@ pub use libp2p::{Multiaddr as Address, PeerId as Peer};
 
 /// Most blocks returned by one sync request.
 pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+/// A [`BlockSource`] stops adding blocks to a sync response past this many
+/// bytes (it always sends at least one block).
+pub const SYNC_RESPONSE_BUDGET: usize = 2 * MAX_BLOCK_BYTES;
 /// Penalty points after which a peer is disconnected and blocked.
 pub const BAN_THRESHOLD: u32 = 100;
 /// Points for one invalid message.
@@ -123,7 +126,8 @@ pub enum Event {
 
 /// Serves block sync requests from the node's store.
 pub trait BlockSource: Send + Sync + 'static {
-    /// Encoded final blocks from height `from`, at most `max`.
+    /// Encoded final blocks from height `from`: at most `max`, and no more
+    /// once [`SYNC_RESPONSE_BUDGET`] bytes are reached.
     fn blocks(&self, from: u64, max: u32) -> Vec<Vec<u8>>;
 }
 
@@ -182,13 +186,17 @@ fn protocol_version(genesis: &Hash) -> String {
 pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2pError> {
     let genesis = config.genesis_hash;
     let short = &genesis.to_hex()[..16];
-    let topics: HashMap<gossipsub::TopicHash, Topic> = Topic::ALL
+    let idents: Vec<(gossipsub::IdentTopic, Topic)> = Topic::ALL
         .iter()
         .map(|t| {
-            let topic = gossipsub::IdentTopic::new(format!("/cairn/{short}/{}", t.name()));
-            (topic.hash(), *t)
+            (
+                gossipsub::IdentTopic::new(format!("/cairn/{short}/{}", t.name())),
+                *t,
+            )
         })
         .collect();
+    let topics: HashMap<gossipsub::TopicHash, Topic> =
+        idents.iter().map(|(i, t)| (i.hash(), *t)).collect();
     let rr_protocol = StreamProtocol::try_from_owned(format!("/cairn/{short}/req/1"))
         .map_err(|e| P2pError::Setup(e.to_string()))?;
     let version = protocol_version(&genesis);
@@ -218,7 +226,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
                 // up to two bytes per byte.
                 .set_request_size_maximum(2 * (MAX_BLOCK_BYTES as u64) + 4 * 1024 * 1024)
                 .set_response_size_maximum(
-                    2 * (MAX_BLOCK_BYTES as u64) * u64::from(MAX_BLOCKS_PER_REQUEST) / 8,
+                    2 * (SYNC_RESPONSE_BUDGET + MAX_BLOCK_BYTES) as u64 + 1024 * 1024,
                 );
             let rr = request_response::Behaviour::with_codec(
                 codec,
@@ -239,16 +247,11 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
 
-    for (hash, _) in topics.iter() {
-        let topic = Topic::ALL
-            .iter()
-            .map(|t| gossipsub::IdentTopic::new(format!("/cairn/{short}/{}", t.name())))
-            .find(|t| &t.hash() == hash)
-            .ok_or_else(|| P2pError::Setup("topic".into()))?;
+    for (topic, _) in &idents {
         swarm
             .behaviour_mut()
             .gossipsub
-            .subscribe(&topic)
+            .subscribe(topic)
             .map_err(|e| P2pError::Setup(e.to_string()))?;
     }
     swarm
