@@ -24,14 +24,18 @@
 //!    validator key by the driver ([`SignedMessage::sign`]); every message fed
 //!    in has had its signature checked against the validator set
 //!    ([`SignedMessage::open`]), so [`Input::Message::from`] is authentic.
-//! 4. **Time.** [`Input::Tick`] carries a monotonic millisecond clock; the
-//!    driver ticks at least as early as the last [`Action::SetTimer`] asked.
+//! 4. **Time.** Every call carries the driver's clock in milliseconds (an
+//!    engine keeps the highest it has seen). An engine says when it next
+//!    needs to act with [`Action::SetTimer`], whenever that changes; the
+//!    latest one stands, and the driver feeds [`Input::Tick`] no later than
+//!    that time (it may tick earlier and more often).
 //! 5. **Blocks.** On [`Action::BuildBlock`] the driver builds a block from its
 //!    mempool on the given parent and answers with [`Input::BlockBuilt`] (or
 //!    nothing if it cannot, after logging why).
 
 pub mod message;
 pub mod raft;
+pub mod sim;
 
 use cairn_chain::{Block, Hash};
 
@@ -44,8 +48,8 @@ pub type ValidatorId = u32;
 /// What an engine is told.
 #[derive(Debug, Clone)]
 pub enum Input {
-    /// The clock, in monotonic milliseconds.
-    Tick { now_ms: u64 },
+    /// Time passed (the time itself comes with every call).
+    Tick,
     /// A message from validator `from`, its signature already verified.
     Message {
         from: ValidatorId,
@@ -93,7 +97,7 @@ pub enum Action {
     /// The node is behind `peer`, which has committed up to `height`:
     /// fetch the missing final blocks with block sync.
     Sync { peer: ValidatorId, height: u64 },
-    /// Tick no later than this time.
+    /// Tick no later than this time (replaces the previous timer).
     SetTimer { at_ms: u64 },
 }
 
@@ -116,8 +120,9 @@ pub struct EngineStatus {
 
 /// A consensus engine; see the crate docs for the driver's contract.
 pub trait ConsensusEngine: Send + std::fmt::Debug {
-    /// Feeds one input and returns the actions it causes, in order.
-    fn handle(&mut self, input: Input) -> Vec<Action>;
+    /// Feeds one input at the driver's time `now_ms` and returns the
+    /// actions it causes, in order.
+    fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action>;
     /// The engine's current role and view.
     fn status(&self) -> EngineStatus;
 }

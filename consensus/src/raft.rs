@@ -10,12 +10,20 @@
 //! AppendEntries: they are told to [`Action::Sync`] final blocks from the
 //! leader (like a snapshot install), and AppendEntries resumes from there.
 //!
-//! Block production: the leader asks for a block once every entry of its log
-//! is committed and either the block interval has passed with transactions
-//! waiting, or a full block's worth is waiting, or (if configured) the
-//! interval passed at all. A new leader whose log has uncommitted entries
-//! from earlier terms proposes a block at once, since Raft only commits an
-//! earlier term's entries through one of the current term.
+//! Block production: the leader asks for a block while fewer than
+//! `max_uncommitted` of its entries await commitment and either the block
+//! interval has passed with transactions waiting, or a full block's worth is
+//! waiting, or (if configured) the interval passed at all. A new leader whose
+//! log has uncommitted entries from earlier terms proposes a block at once,
+//! since Raft only commits an earlier term's entries through one of the
+//! current term (the paper's Figure 8).
+//!
+//! Beyond the paper: a rejected AppendEntries carries the follower's
+//! conflicting term so that the leader skips a whole term per round trip
+//! (fast backtracking, as in etcd's raft); a leader that has not heard from
+//! a majority for an election timeout steps down (check-quorum), so that a
+//! cut-off leader stops claiming to lead; and election timers start at the
+//! first tick, so that a restarted node does not campaign at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +54,9 @@ pub struct RaftConfig {
     pub empty_blocks: bool,
     /// Transactions that make a full block: propose without waiting.
     pub full_block: usize,
+    /// Most appended-but-uncommitted blocks of the leader's own term
+    /// (1: propose the next block when the last one is final).
+    pub max_uncommitted: usize,
     /// Seeds the election-timeout randomness.
     pub seed: u64,
 }
@@ -72,9 +83,12 @@ pub enum RaftMessage {
     AppendResponse {
         term: u64,
         success: bool,
-        /// On success the follower's last matching index; on failure its
-        /// last log index, a hint for the leader's next try.
+        /// On success the follower's last matching index. On failure the
+        /// highest index that may match: the follower's entry there has
+        /// term `hint_term`, so the leader can skip every entry of a later
+        /// term.
         index: u64,
+        hint_term: u64,
     },
 }
 
@@ -115,6 +129,18 @@ pub struct Raft {
     building: bool,
     next_block_at: u64,
     txs_available: usize,
+    /// The first tick has set the clock (timers start from it).
+    started: bool,
+    /// The last deadline returned with [`Action::SetTimer`].
+    timer: Option<u64>,
+    /// Peers heard from since the last quorum check (leader).
+    heard: BTreeSet<ValidatorId>,
+    quorum_check_at: u64,
+    /// Test-only fault injection: commit entries of earlier terms by
+    /// counting replicas (the bug of the paper's Figure 8), so that tests
+    /// can show the simulator catches it.
+    #[cfg(test)]
+    pub(crate) figure8_bug: bool,
 }
 
 /// The term written in a block's engine data (0 for genesis or garbage).
@@ -180,6 +206,12 @@ impl Raft {
             building: false,
             next_block_at: 0,
             txs_available: 0,
+            started: false,
+            timer: None,
+            heard: BTreeSet::new(),
+            quorum_check_at: 0,
+            #[cfg(test)]
+            figure8_bug: false,
             cfg,
         }
     }
@@ -213,6 +245,19 @@ impl Raft {
         self.tail
             .get((index - self.committed.index - 1) as usize)
             .map(|b| block_term(&b.header.engine_data))
+    }
+
+    /// The highest index at or below `index` whose entry's term is at most
+    /// `term`, and that entry's term (the commit index if none above it).
+    fn find_conflict(&self, index: u64, term: u64) -> (u64, u64) {
+        let mut i = index.min(self.last_index());
+        while i > self.committed.index {
+            match self.term_at(i) {
+                Some(t) if t <= term => return (i, t),
+                _ => i -= 1,
+            }
+        }
+        (self.committed.index, self.committed.term)
     }
 
     fn majority(&self) -> usize {
@@ -289,6 +334,8 @@ impl Raft {
         self.match_index.iter_mut().for_each(|m| *m = 0);
         self.match_index[self.cfg.me as usize] = self.last_index();
         self.building = false;
+        self.heard.clear();
+        self.quorum_check_at = self.now + self.cfg.election_timeout_ms;
         // Entries of earlier terms commit only through one of this term.
         self.next_block_at = if self.tail.is_empty() {
             self.now + self.cfg.block_interval_ms
@@ -354,8 +401,12 @@ impl Raft {
 
     fn leader_advance_commit(&mut self, out: &mut Vec<Action>) {
         let mut n = self.last_index();
+        #[cfg(test)]
+        let any_term = self.figure8_bug;
+        #[cfg(not(test))]
+        let any_term = false;
         while n > self.committed.index {
-            if self.term_at(n) == Some(self.term) {
+            if any_term || self.term_at(n) == Some(self.term) {
                 let acks = self.match_index.iter().filter(|&&m| m >= n).count();
                 if acks >= self.majority() {
                     self.commit_to(n, out);
@@ -378,9 +429,9 @@ impl Raft {
             .tail
             .last()
             .is_some_and(|b| block_term(&b.header.engine_data) < self.term);
-        let all_final = self.tail.is_empty();
+        let room = self.tail.len() < self.cfg.max_uncommitted.max(1);
         let wanted = earlier_terms_pending
-            || (all_final && (self.txs_available > 0 || self.cfg.empty_blocks));
+            || (room && (self.txs_available > 0 || self.cfg.empty_blocks));
         if !wanted {
             return;
         }
@@ -477,6 +528,7 @@ impl Raft {
                 term: self.term,
                 success: false,
                 index: self.last_index(),
+                hint_term: self.last_term(),
             };
             self.send(out, from, reply);
             return;
@@ -502,40 +554,39 @@ impl Raft {
             prev_index = self.committed.index;
             prev_term = self.committed.term;
         }
-        let reject = |s: &mut Self, out: &mut Vec<Action>| {
-            let reply = RaftMessage::AppendResponse {
-                term: s.term,
-                success: false,
-                index: s.last_index().min(prev_index.saturating_sub(1)),
-            };
-            s.send(out, from, reply);
-        };
-        if prev_index > self.last_index() {
-            if leader_commit > self.committed.index {
-                out.push(Action::Sync {
-                    peer: from,
-                    height: leader_commit,
-                });
-            }
+        if prev_index > self.last_index() && leader_commit > self.committed.index {
+            out.push(Action::Sync {
+                peer: from,
+                height: leader_commit,
+            });
+        }
+        if self.term_at(prev_index) != Some(prev_term) {
+            // Missing or conflicting: point the leader at the last entry
+            // that can match, skipping every entry of a term above its.
+            let (index, hint_term) = self.find_conflict(prev_index, prev_term);
             let reply = RaftMessage::AppendResponse {
                 term: self.term,
                 success: false,
-                index: self.last_index(),
+                index,
+                hint_term,
             };
             self.send(out, from, reply);
             return;
         }
-        if self.term_at(prev_index) != Some(prev_term) {
-            reject(self, out);
-            return;
-        }
         // Append, truncating the first conflict and everything after it.
+        // `matched` is the last index known to equal the leader's log: the
+        // last entry of this message, never our own entries beyond it
+        // (they may be from another leader and conflict further on).
+        let mut matched = prev_index;
         let mut writes = Vec::new();
         for (i, block) in entries.into_iter().enumerate() {
             let index = prev_index + 1 + i as u64;
             let t = block_term(&block.header.engine_data);
             match self.term_at(index) {
-                Some(existing) if existing == t => continue,
+                Some(existing) if existing == t => {
+                    matched = index;
+                    continue;
+                }
                 Some(_) => {
                     let keep = (index - self.committed.index - 1) as usize;
                     for dropped in self.tail.drain(keep..) {
@@ -550,8 +601,8 @@ impl Raft {
             }
             writes.push((log_key(index), Some(block.encode())));
             self.tail.push(block);
+            matched = index;
         }
-        let matched = self.last_index();
         if !writes.is_empty() {
             out.push(Action::Persist(writes));
         }
@@ -564,6 +615,7 @@ impl Raft {
                 term: self.term,
                 success: true,
                 index: matched,
+                hint_term: 0,
             },
         );
     }
@@ -574,12 +626,14 @@ impl Raft {
         term: u64,
         success: bool,
         index: u64,
+        hint_term: u64,
         out: &mut Vec<Action>,
     ) {
         self.observe_term(term, out);
         if self.role != Role::Leader || term != self.term {
             return;
         }
+        self.heard.insert(from);
         let p = from as usize;
         if success {
             let index = index.min(self.last_index());
@@ -593,7 +647,11 @@ impl Raft {
                 self.send(out, from, m);
             }
         } else {
-            let next = (index + 1)
+            // The follower's entry at `index` has `hint_term`: the last
+            // entry of ours that can match is the last one at or below it
+            // with a term no later than that.
+            let (probe, _) = self.find_conflict(index, hint_term);
+            let next = (probe + 1)
                 .min(self.next_index[p].saturating_sub(1))
                 .max(self.committed.index + 1);
             // Probe again at once only when we moved back; a follower behind
@@ -638,10 +696,19 @@ impl Raft {
         }
     }
 
-    fn on_tick(&mut self, now: u64, out: &mut Vec<Action>) {
-        self.now = self.now.max(now);
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
         match self.role {
             Role::Leader => {
+                if self.now >= self.quorum_check_at {
+                    if self.heard.len() + 1 < self.majority() {
+                        // Cut off from a majority: stop claiming to lead.
+                        self.become_follower(None);
+                        self.reset_election_timer();
+                        return;
+                    }
+                    self.heard.clear();
+                    self.quorum_check_at = self.now + self.cfg.election_timeout_ms;
+                }
                 if self.now >= self.heartbeat_due {
                     self.broadcast_append(out);
                 }
@@ -653,19 +720,37 @@ impl Raft {
                 }
             }
         }
-        let at_ms = match self.role {
-            Role::Leader => self.heartbeat_due.min(self.next_block_at.max(self.now + 1)),
+    }
+
+    /// When the engine next needs a tick.
+    fn next_deadline(&self) -> u64 {
+        match self.role {
+            Role::Leader => {
+                let build = if self.next_block_at > self.now {
+                    self.next_block_at
+                } else {
+                    u64::MAX
+                };
+                self.heartbeat_due.min(self.quorum_check_at).min(build)
+            }
             _ => self.election_deadline,
-        };
-        out.push(Action::SetTimer { at_ms });
+        }
     }
 }
 
 impl ConsensusEngine for Raft {
-    fn handle(&mut self, input: Input) -> Vec<Action> {
+    fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
+        self.now = self.now.max(now_ms);
+        if !self.started {
+            // The clock's origin is the driver's: time out from the first
+            // call, not from zero (a restarted node must not campaign at
+            // once).
+            self.started = true;
+            self.reset_election_timer();
+        }
         match input {
-            Input::Tick { now_ms } => self.on_tick(now_ms, &mut out),
+            Input::Tick => self.on_tick(&mut out),
             Input::Message { from, msg } => {
                 if from == self.cfg.me || from >= self.cfg.validators {
                     return out;
@@ -699,7 +784,8 @@ impl ConsensusEngine for Raft {
                         term,
                         success,
                         index,
-                    } => self.on_append_response(from, term, success, index, &mut out),
+                        hint_term,
+                    } => self.on_append_response(from, term, success, index, hint_term, &mut out),
                 }
             }
             Input::TransactionsAvailable { count } => {
@@ -718,6 +804,11 @@ impl ConsensusEngine for Raft {
                 hash,
                 engine_data,
             } => self.on_committed(height, hash, &engine_data, &mut out),
+        }
+        let at_ms = self.next_deadline();
+        if self.timer != Some(at_ms) {
+            self.timer = Some(at_ms);
+            out.push(Action::SetTimer { at_ms });
         }
         out
     }

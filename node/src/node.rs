@@ -158,6 +158,9 @@ pub async fn run(home: &Path) -> Result<()> {
                 block_interval_ms: p.block_interval_ms,
                 empty_blocks: p.empty_blocks,
                 full_block: MAX_BLOCK_TRANSACTIONS,
+                // The driver reports ready transactions after each commit,
+                // not after each block built: one block in flight.
+                max_uncommitted: 1,
                 // Differs per node and per start: a restarted node must not
                 // replay the same timeouts as before its crash.
                 seed: u64::from_le_bytes(seed) ^ now_ms(),
@@ -303,8 +306,7 @@ impl Driver {
                 self.syncing = None;
             }
         }
-        let now = self.started.elapsed().as_millis() as u64;
-        self.feed(Input::Tick { now_ms: now }).await
+        self.feed(Input::Tick).await
     }
 
     fn ready_count(&self) -> Result<usize> {
@@ -549,10 +551,11 @@ impl Driver {
     async fn feed(&mut self, input: Input) -> Result<()> {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
+            let now_ms = self.started.elapsed().as_millis() as u64;
             let Some(engine) = self.engine.as_mut() else {
                 return Ok(());
             };
-            let actions = engine.handle(input);
+            let actions = engine.handle(now_ms, input);
             for action in actions {
                 if let Some(next) = self.act(action).await? {
                     queue.push_back(next);

@@ -1,0 +1,112 @@
+//! Named scenarios: a fault schedule and the expectations around it, run
+//! for one seed and one network size. The test suite runs each over
+//! hundreds of seeds; `cairn-sim soak` over thousands; a failure prints the
+//! command that replays it.
+
+pub mod raft;
+
+use cairn_chain::Hash;
+
+use super::{Sim, Stats, Violation};
+
+/// One scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// `engine/what`, e.g. `raft/figure8`.
+    pub name: &'static str,
+    /// Network sizes it runs on.
+    pub sizes: &'static [u32],
+    /// Builds the simulation and runs the scenario on it. The simulation
+    /// is returned even when the run failed, for its report.
+    pub run: fn(seed: u64, nodes: u32, opts: Options) -> (Sim, Result<(), Violation>),
+}
+
+/// How to run a scenario (neither changes what happens in it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Record the trace (see [`Report::trace_digest`]).
+    pub trace: bool,
+    /// Print what happens to stderr.
+    pub log: bool,
+}
+
+/// What a passing run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub sim_ms: u64,
+    pub final_height: u64,
+    pub acked_transfers: usize,
+    pub stats: Stats,
+    /// Digest of the trace (zero when not traced).
+    pub trace_digest: Hash,
+}
+
+/// A failing run, with the way to replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub scenario: &'static str,
+    pub nodes: u32,
+    pub seed: u64,
+    pub at_ms: u64,
+    pub violation: Violation,
+    pub state: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {} nodes, seed {}: {} (at {} ms; {})\n  replay: {}",
+            self.scenario,
+            self.nodes,
+            self.seed,
+            self.violation,
+            self.at_ms,
+            self.state,
+            replay_command(self.scenario, self.nodes, self.seed)
+        )
+    }
+}
+
+/// The one-line command that replays a run.
+pub fn replay_command(scenario: &str, nodes: u32, seed: u64) -> String {
+    format!(
+        "cargo run --release -p cairn-consensus --bin cairn-sim -- run {scenario} --nodes {nodes} --seed {seed}"
+    )
+}
+
+/// Every scenario.
+pub fn all() -> Vec<Scenario> {
+    raft::scenarios()
+}
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+/// Runs `scenario` once.
+pub fn run(scenario: &Scenario, nodes: u32, seed: u64, opts: Options) -> Result<Report, Failure> {
+    let (sim, result) = (scenario.run)(seed, nodes, opts);
+    match result {
+        Ok(()) => Ok(Report {
+            sim_ms: sim.now(),
+            final_height: sim.final_height(),
+            acked_transfers: sim.acks().len(),
+            stats: sim.stats().clone(),
+            trace_digest: if opts.trace {
+                Hash::digest(sim.trace())
+            } else {
+                Hash::ZERO
+            },
+        }),
+        Err(violation) => Err(Failure {
+            scenario: scenario.name,
+            nodes,
+            seed,
+            at_ms: sim.violation().map_or(sim.now(), |(t, _)| *t),
+            violation,
+            state: sim.describe(),
+        }),
+    }
+}
