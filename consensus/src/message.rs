@@ -105,6 +105,7 @@ mod tests {
         ConsensusMessage::Raft(RaftMessage::VoteResponse {
             term: 7,
             granted: true,
+            pre: false,
         })
     }
 

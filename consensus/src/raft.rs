@@ -22,8 +22,13 @@
 //! conflicting term so that the leader skips a whole term per round trip
 //! (fast backtracking, as in etcd's raft); a leader that has not heard from
 //! a majority for an election timeout steps down (check-quorum), so that a
-//! cut-off leader stops claiming to lead; and election timers start at the
-//! first tick, so that a restarted node does not campaign at once.
+//! cut-off leader stops claiming to lead; a node whose election timer fires
+//! first asks for pre-votes (§9.6 of Ongaro's thesis) and only starts a
+//! real election, raising its term, when a majority would vote for it — and
+//! nodes that heard from a leader within the election timeout refuse, so a
+//! node that was cut off cannot depose a working leader when it returns;
+//! and election timers start at the first call, so that a restarted node
+//! does not campaign at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,14 +69,18 @@ pub struct RaftConfig {
 /// Raft's messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaftMessage {
+    /// A vote request; with `pre`, a pre-vote for `term` that changes no
+    /// one's term or vote.
     RequestVote {
         term: u64,
         last_index: u64,
         last_term: u64,
+        pre: bool,
     },
     VoteResponse {
         term: u64,
         granted: bool,
+        pre: bool,
     },
     AppendEntries {
         term: u64,
@@ -95,6 +104,7 @@ pub enum RaftMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Follower,
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -136,6 +146,8 @@ pub struct Raft {
     /// Peers heard from since the last quorum check (leader).
     heard: BTreeSet<ValidatorId>,
     quorum_check_at: u64,
+    /// When the current leader was last heard from.
+    leader_seen_at: u64,
     /// Test-only fault injection: commit entries of earlier terms by
     /// counting replicas (the bug of the paper's Figure 8), so that tests
     /// can show the simulator catches it.
@@ -210,6 +222,7 @@ impl Raft {
             timer: None,
             heard: BTreeSet::new(),
             quorum_check_at: 0,
+            leader_seen_at: 0,
             #[cfg(test)]
             figure8_bug: false,
             cfg,
@@ -304,6 +317,35 @@ impl Raft {
         self.votes.clear();
     }
 
+    /// Whether a leader is known to be alive: this node leads, or heard
+    /// from the leader within the (minimum) election timeout.
+    fn in_lease(&self) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some()
+                && self.now < self.leader_seen_at + self.cfg.election_timeout_ms)
+    }
+
+    /// Asks for pre-votes: would a majority vote for this node in the
+    /// next term? Nothing changes on any node until they would.
+    fn start_pre_vote(&mut self, out: &mut Vec<Action>) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes = BTreeSet::from([self.cfg.me]);
+        self.reset_election_timer();
+        let msg = RaftMessage::RequestVote {
+            term: self.term + 1,
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+            pre: true,
+        };
+        for p in self.peers().collect::<Vec<_>>() {
+            self.send(out, p, msg.clone());
+        }
+        if self.votes.len() >= self.majority() {
+            self.start_election(out);
+        }
+    }
+
     fn start_election(&mut self, out: &mut Vec<Action>) {
         self.term += 1;
         self.role = Role::Candidate;
@@ -316,6 +358,7 @@ impl Raft {
             term: self.term,
             last_index: self.last_index(),
             last_term: self.last_term(),
+            pre: false,
         };
         for p in self.peers().collect::<Vec<_>>() {
             self.send(out, p, msg.clone());
@@ -475,10 +518,25 @@ impl Raft {
         term: u64,
         last_index: u64,
         last_term: u64,
+        pre: bool,
         out: &mut Vec<Action>,
     ) {
-        self.observe_term(term, out);
         let up_to_date = (last_term, last_index) >= (self.last_term(), self.last_index());
+        if pre {
+            let granted = term > self.term && up_to_date && !self.in_lease();
+            let reply = RaftMessage::VoteResponse {
+                term: if granted { term } else { self.term },
+                granted,
+                pre: true,
+            };
+            self.send(out, from, reply);
+            return;
+        }
+        if term > self.term && self.in_lease() {
+            // A live leader: a node that missed it must not depose it.
+            return;
+        }
+        self.observe_term(term, out);
         let granted = term == self.term && self.voted_for.is_none_or(|v| v == from) && up_to_date;
         if granted {
             if self.voted_for != Some(from) {
@@ -493,6 +551,7 @@ impl Raft {
             RaftMessage::VoteResponse {
                 term: self.term,
                 granted,
+                pre: false,
             },
         );
     }
@@ -502,8 +561,20 @@ impl Raft {
         from: ValidatorId,
         term: u64,
         granted: bool,
+        pre: bool,
         out: &mut Vec<Action>,
     ) {
+        if pre {
+            if granted && self.role == Role::PreCandidate && term == self.term + 1 {
+                self.votes.insert(from);
+                if self.votes.len() >= self.majority() {
+                    self.start_election(out);
+                }
+            } else if !granted {
+                self.observe_term(term, out);
+            }
+            return;
+        }
         self.observe_term(term, out);
         if self.role == Role::Candidate && term == self.term && granted {
             self.votes.insert(from);
@@ -537,6 +608,7 @@ impl Raft {
         if self.role != Role::Follower || self.leader != Some(from) {
             self.become_follower(Some(from));
         }
+        self.leader_seen_at = self.now;
         self.reset_election_timer();
 
         // Entries at or below our commit index are final and so equal to the
@@ -714,9 +786,9 @@ impl Raft {
                 }
                 self.maybe_build(out);
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if self.now >= self.election_deadline {
-                    self.start_election(out);
+                    self.start_pre_vote(out);
                 }
             }
         }
@@ -761,9 +833,10 @@ impl ConsensusEngine for Raft {
                         term,
                         last_index,
                         last_term,
-                    } => self.on_request_vote(from, term, last_index, last_term, &mut out),
-                    RaftMessage::VoteResponse { term, granted } => {
-                        self.on_vote_response(from, term, granted, &mut out)
+                        pre,
+                    } => self.on_request_vote(from, term, last_index, last_term, pre, &mut out),
+                    RaftMessage::VoteResponse { term, granted, pre } => {
+                        self.on_vote_response(from, term, granted, pre, &mut out)
                     }
                     RaftMessage::AppendEntries {
                         term,
@@ -818,6 +891,7 @@ impl ConsensusEngine for Raft {
             engine: "raft",
             role: match self.role {
                 Role::Follower => "follower",
+                Role::PreCandidate => "pre-candidate",
                 Role::Candidate => "candidate",
                 Role::Leader => "leader",
             },

@@ -96,6 +96,7 @@ fn vote_is_persisted_before_it_is_sent() {
             term: 1,
             last_index: 0,
             last_term: 0,
+            pre: false,
         }),
     });
     let persist = acts
@@ -111,7 +112,8 @@ fn vote_is_persisted_before_it_is_sent() {
                     to: 0,
                     msg: ConsensusMessage::Raft(RaftMessage::VoteResponse {
                         term: 1,
-                        granted: true
+                        granted: true,
+                        pre: false,
                     })
                 }
             )
@@ -140,13 +142,15 @@ fn refuses_a_vote_for_a_stale_log_and_a_second_candidate() {
             leader_commit: 0,
         }),
     });
+    // Long after the leader of term 1 was last heard from.
     let vote = |r: &mut Raft, from, term, last_index, last_term| {
-        r.handle(0, Input::Message {
+        r.handle(1_000, Input::Message {
             from,
             msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
                 term,
                 last_index,
                 last_term,
+                pre: false,
             }),
         })
         .into_iter()
@@ -239,4 +243,67 @@ fn a_follower_acknowledges_only_what_the_leader_sent_not_its_own_longer_log() {
     // Sending b1 again: still 1.
     let acts = r.handle(2, append(2, 0, 0, vec![b1], 0));
     assert_eq!(append_response(&acts), Some((true, 1, 0)));
+}
+
+fn request_vote(from: u32, term: u64, last_index: u64, last_term: u64, pre: bool) -> Input {
+    Input::Message {
+        from,
+        msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
+            term,
+            last_index,
+            last_term,
+            pre,
+        }),
+    }
+}
+
+fn vote_response(actions: &[Action]) -> Option<(u64, bool, bool)> {
+    actions.iter().find_map(|a| match a {
+        Action::Send {
+            msg: ConsensusMessage::Raft(RaftMessage::VoteResponse { term, granted, pre }),
+            ..
+        } => Some((*term, *granted, *pre)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_node_that_hears_its_leader_refuses_pre_votes_and_ignores_higher_terms() {
+    let mut r = Raft::new(cfg(2, 3), genesis(), &BTreeMap::new());
+    r.handle(0, append(1, 0, 0, Vec::new(), 0));
+    // Within the election timeout (100 ms) of the leader's message.
+    let acts = r.handle(50, request_vote(1, 2, 0, 0, true));
+    assert_eq!(vote_response(&acts), Some((1, false, true)));
+    let acts = r.handle(60, request_vote(1, 5, 0, 0, false));
+    assert_eq!(vote_response(&acts), None, "ignored");
+    assert_eq!(r.status().term, 1, "a deposing vote request changes nothing");
+    // The leader fell silent: a pre-vote is granted, still without any
+    // change of term or vote.
+    let acts = r.handle(500, request_vote(1, 2, 0, 0, true));
+    assert_eq!(vote_response(&acts), Some((2, true, true)));
+    assert_eq!((r.status().term, r.voted_for), (1, None));
+}
+
+#[test]
+fn an_election_starts_with_pre_votes_and_raises_the_term_only_when_they_win() {
+    let mut r = Raft::new(cfg(0, 3), genesis(), &BTreeMap::new());
+    r.handle(0, Input::Tick);
+    let acts = r.handle(1_000, Input::Tick);
+    assert_eq!(r.status().role, "pre-candidate");
+    assert_eq!(r.status().term, 0);
+    assert!(acts.iter().all(|a| !matches!(a, Action::Persist(_))));
+    let acts = r.handle(
+        1_001,
+        Input::Message {
+            from: 1,
+            msg: ConsensusMessage::Raft(RaftMessage::VoteResponse {
+                term: 1,
+                granted: true,
+                pre: true,
+            }),
+        },
+    );
+    assert_eq!(r.status().role, "candidate");
+    assert_eq!(r.status().term, 1);
+    assert!(acts.iter().any(|a| matches!(a, Action::Persist(_))));
 }
