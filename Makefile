@@ -9,7 +9,8 @@ DEVNET_DIR ?= devnet
 ENGINE ?= raft
 VALIDATORS ?= 3
 
-.PHONY: deps build test devnet bench lint fmt
+.PHONY: deps build test devnet bench soak lint fmt
+SEEDS ?= 10000
 
 deps:
 	@scripts/install-deps.sh
@@ -26,6 +27,11 @@ devnet: build
 
 bench: deps
 	cargo bench -p cairn-chain
+
+# The consensus simulator over many seeds per scenario (SCENARIOS=raft/figure8
+# for one; see `cairn-sim list`).
+soak: deps
+	cargo run --release -p cairn-consensus --bin cairn-sim -- soak --seeds $(SEEDS) $(SCENARIOS)
 
 lint: deps
 	cargo fmt --all -- --check

@@ -156,6 +156,52 @@ fn test_chain() -> &'static TestChain {
     CHAIN.get_or_init(|| TestChain::new("cairn-sim", CLIENT_ACCOUNTS + BURST_ACCOUNTS, 1 << 40))
 }
 
+/// Executes blocks for every simulated node, remembering results: a block's
+/// hash commits to its parent, and so to the state it runs on, so the first
+/// node to execute a block validates it fully (signatures, nonces,
+/// balances, state root) and the others reuse the outcome after checking
+/// that it extends their chain.
+#[derive(Debug, Default)]
+struct Executor {
+    results: BTreeMap<Hash, Executed>,
+    /// Transactions whose signature is known good (signed by the clients
+    /// or verified once): the hash covers the signature.
+    verified: BTreeSet<Hash>,
+}
+
+impl Executor {
+    fn signature_check(&self, txs: &[Transaction]) -> SignatureCheck {
+        if txs.iter().all(|t| self.verified.contains(&t.hash())) {
+            SignatureCheck::AlreadyVerified
+        } else {
+            SignatureCheck::Verify
+        }
+    }
+
+    fn execute(
+        &mut self,
+        state: &impl cairn_chain::StateReader,
+        parent: &Header,
+        block: &Block,
+    ) -> Result<Executed, String> {
+        let hash = block.hash();
+        if let Some(done) = self.results.get(&hash) {
+            if block.header.parent == parent.hash() && block.header.height == parent.height + 1 {
+                return Ok(done.clone());
+            }
+        }
+        let check = self.signature_check(&block.transactions);
+        let executed = execute_block(state, &test_chain().params, parent, block, check)
+            .map_err(|e| e.to_string())?;
+        if check == SignatureCheck::Verify {
+            self.verified
+                .extend(block.transactions.iter().map(Transaction::hash));
+        }
+        self.results.insert(hash, executed.clone());
+        Ok(executed)
+    }
+}
+
 /// Observes every consensus message delivered: `(from, to, message)`.
 pub type Observer = Box<dyn FnMut(ValidatorId, ValidatorId, &ConsensusMessage)>;
 
@@ -178,9 +224,7 @@ pub struct Sim {
     /// Last delivery time per FIFO link.
     fifo: BTreeMap<(ValidatorId, ValidatorId), u64>,
     proposers: Vec<Address>,
-    /// Transactions whose signature is known good (signed by the clients
-    /// or verified once): hashing covers the signature.
-    verified: BTreeSet<Hash>,
+    exec: Executor,
     checker: Checker,
     client: Client,
     client_on: bool,
@@ -250,7 +294,7 @@ impl Sim {
             blocked: BTreeSet::new(),
             fifo: BTreeMap::new(),
             proposers,
-            verified: BTreeSet::new(),
+            exec: Executor::default(),
             checker: Checker::default(),
             client,
             client_on: true,
@@ -636,7 +680,7 @@ impl Sim {
             self.burst_next += 1;
             let to = chain.keys[self.rng.gen_range(0..CLIENT_ACCOUNTS)].address();
             let tx = Transaction::new_signed(key, &chain.params.chain_id, to, 1, 1, nonce);
-            self.verified.insert(tx.hash());
+            self.exec.verified.insert(tx.hash());
             self.submit(node, tx, false);
             self.run_for(spacing_ms)?;
         }
@@ -657,7 +701,7 @@ impl Sim {
         let Some(sub) = self.client.turn(&mut self.rng, self.now, resubmit) else {
             return;
         };
-        self.verified.insert(sub.hash);
+        self.exec.verified.insert(sub.hash);
         let node = up[self.rng.gen_range(0..up.len())];
         self.submit(node, sub.tx, true);
     }
@@ -895,25 +939,6 @@ impl Sim {
         }
     }
 
-    /// Whether `txs` need their signatures checked.
-    fn signature_check(&self, txs: &[Transaction]) -> SignatureCheck {
-        if txs.iter().all(|t| self.verified.contains(&t.hash())) {
-            SignatureCheck::AlreadyVerified
-        } else {
-            SignatureCheck::Verify
-        }
-    }
-
-    fn execute(&mut self, state: &impl cairn_chain::StateReader, parent: &Header, block: &Block) -> Result<Executed, String> {
-        let params = &test_chain().params;
-        let check = self.signature_check(&block.transactions);
-        let executed = execute_block(state, params, parent, block, check).map_err(|e| e.to_string())?;
-        if check == SignatureCheck::Verify {
-            self.verified.extend(block.transactions.iter().map(Transaction::hash));
-        }
-        Ok(executed)
-    }
-
     /// What the node's driver does on `BuildBlock`.
     fn build(
         &mut self,
@@ -927,14 +952,10 @@ impl Sim {
         let mut overlay = Overlay::new(&n.state);
         let mut parent_header = n.head().header.clone();
         for b in uncommitted {
-            let ex = execute_block(
-                &overlay,
-                &test_chain().params,
-                &parent_header,
-                b,
-                self.signature_check(&b.transactions),
-            )
-            .map_err(|e| format!("uncommitted block {}: {e}", b.header.height))?;
+            let ex = self
+                .exec
+                .execute(&overlay, &parent_header, b)
+                .map_err(|e| format!("uncommitted block {}: {e}", b.header.height))?;
             overlay.apply(&ex.changes);
             parent_header = b.header.clone();
         }
@@ -999,12 +1020,8 @@ impl Sim {
     /// Executes `block` on the node's head and appends it. Returns false
     /// (after recording a validity violation) when it does not apply.
     fn append_final(&mut self, node: ValidatorId, block: Block) -> bool {
-        let n = &self.nodes[node as usize];
-        let head = n.head().header.clone();
-        let state = std::mem::take(&mut self.nodes[node as usize].state);
-        let result = self.execute(&state, &head, &block);
         let n = &mut self.nodes[node as usize];
-        n.state = state;
+        let result = self.exec.execute(&n.state, &n.head().header, &block);
         match result {
             Ok(executed) => {
                 n.state.apply(&executed.changes);

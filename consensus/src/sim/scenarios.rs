@@ -87,7 +87,9 @@ pub fn find(name: &str) -> Option<Scenario> {
 
 /// Runs `scenario` once.
 pub fn run(scenario: &Scenario, nodes: u32, seed: u64, opts: Options) -> Result<Report, Failure> {
-    let (sim, result) = (scenario.run)(seed, nodes, opts);
+    let (mut sim, result) = (scenario.run)(seed, nodes, opts);
+    // Every run ends with the final checks, whatever the scenario did.
+    let result = result.and_then(|()| sim.finish());
     match result {
         Ok(()) => Ok(Report {
             sim_ms: sim.now(),
