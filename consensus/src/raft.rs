@@ -473,8 +473,8 @@ impl Raft {
             .last()
             .is_some_and(|b| block_term(&b.header.engine_data) < self.term);
         let room = self.tail.len() < self.cfg.max_uncommitted.max(1);
-        let wanted = earlier_terms_pending
-            || (room && (self.txs_available > 0 || self.cfg.empty_blocks));
+        let wanted =
+            earlier_terms_pending || (room && (self.txs_available > 0 || self.cfg.empty_blocks));
         if !wanted {
             return;
         }

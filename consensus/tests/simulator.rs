@@ -72,7 +72,10 @@ fn the_same_seed_replays_the_same_run_byte_for_byte() {
         assert_eq!(ra, Ok(()));
         assert_eq!(rb, Ok(()));
         assert!(a.trace().len() > 10_000, "{name}: trace too short");
-        assert!(a.trace() == b.trace(), "{name}: seed 7 ran differently twice");
+        assert!(
+            a.trace() == b.trace(),
+            "{name}: seed 7 ran differently twice"
+        );
         assert!(a.trace() != c.trace(), "{name}: seeds 7 and 8 ran alike");
         for v in 0..5 {
             assert_eq!(a.chain(v), b.chain(v));

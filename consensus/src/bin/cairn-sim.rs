@@ -10,7 +10,10 @@ use cairn_consensus::sim::scenarios::{self, Failure, Options, Scenario};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairn-sim", about = "Cairn's deterministic consensus simulator")]
+#[command(
+    name = "cairn-sim",
+    about = "Cairn's deterministic consensus simulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +112,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn soak(names: &[String], seeds: u64, first: u64, nodes: Option<u32>, jobs: Option<usize>) -> ExitCode {
+fn soak(
+    names: &[String],
+    seeds: u64,
+    first: u64,
+    nodes: Option<u32>,
+    jobs: Option<usize>,
+) -> ExitCode {
     let chosen: Vec<Scenario> = scenarios::all()
         .into_iter()
         .filter(|s| names.is_empty() || names.iter().any(|n| s.name.starts_with(n.as_str())))
@@ -143,7 +152,7 @@ fn soak(names: &[String], seeds: u64, first: u64, nodes: Option<u32>, jobs: Opti
                             Err(f) => {
                                 eprintln!("FAILED: {f}");
                                 if let Ok(mut v) = failures.lock() {
-                                    v.push(f);
+                                    v.push(*f);
                                 }
                             }
                         }

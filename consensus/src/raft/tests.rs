@@ -58,7 +58,13 @@ fn persist_into(disk: &mut BTreeMap<Vec<u8>, Vec<u8>>, actions: &[Action]) {
     }
 }
 
-fn append(term: u64, prev_index: u64, prev_term: u64, entries: Vec<Block>, leader_commit: u64) -> Input {
+fn append(
+    term: u64,
+    prev_index: u64,
+    prev_term: u64,
+    entries: Vec<Block>,
+    leader_commit: u64,
+) -> Input {
     Input::Message {
         from: 0,
         msg: ConsensusMessage::Raft(RaftMessage::AppendEntries {
@@ -90,15 +96,18 @@ fn append_response(actions: &[Action]) -> Option<(bool, u64, u64)> {
 #[test]
 fn vote_is_persisted_before_it_is_sent() {
     let mut r = Raft::new(cfg(1, 3), genesis(), &BTreeMap::new());
-    let acts = r.handle(0, Input::Message {
-        from: 0,
-        msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
-            term: 1,
-            last_index: 0,
-            last_term: 0,
-            pre: false,
-        }),
-    });
+    let acts = r.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
+                term: 1,
+                last_index: 0,
+                last_term: 0,
+                pre: false,
+            }),
+        },
+    );
     let persist = acts
         .iter()
         .rposition(|a| matches!(a, Action::Persist(_)))
@@ -132,27 +141,33 @@ fn refuses_a_vote_for_a_stale_log_and_a_second_candidate() {
     let mut r = Raft::new(cfg(2, 3), genesis(), &BTreeMap::new());
     // Give node 2 an entry of term 1.
     let b = block_on(genesis().hash, 1, 1, 9);
-    r.handle(0, Input::Message {
-        from: 0,
-        msg: ConsensusMessage::Raft(RaftMessage::AppendEntries {
-            term: 1,
-            prev_index: 0,
-            prev_term: 0,
-            entries: vec![b],
-            leader_commit: 0,
-        }),
-    });
+    r.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Raft(RaftMessage::AppendEntries {
+                term: 1,
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![b],
+                leader_commit: 0,
+            }),
+        },
+    );
     // Long after the leader of term 1 was last heard from.
     let vote = |r: &mut Raft, from, term, last_index, last_term| {
-        r.handle(1_000, Input::Message {
-            from,
-            msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
-                term,
-                last_index,
-                last_term,
-                pre: false,
-            }),
-        })
+        r.handle(
+            1_000,
+            Input::Message {
+                from,
+                msg: ConsensusMessage::Raft(RaftMessage::RequestVote {
+                    term,
+                    last_index,
+                    last_term,
+                    pre: false,
+                }),
+            },
+        )
         .into_iter()
         .find_map(|a| match a {
             Action::Send {
@@ -276,7 +291,11 @@ fn a_node_that_hears_its_leader_refuses_pre_votes_and_ignores_higher_terms() {
     assert_eq!(vote_response(&acts), Some((1, false, true)));
     let acts = r.handle(60, request_vote(1, 5, 0, 0, false));
     assert_eq!(vote_response(&acts), None, "ignored");
-    assert_eq!(r.status().term, 1, "a deposing vote request changes nothing");
+    assert_eq!(
+        r.status().term,
+        1,
+        "a deposing vote request changes nothing"
+    );
     // The leader fell silent: a pre-vote is granted, still without any
     // change of term or vote.
     let acts = r.handle(500, request_vote(1, 2, 0, 0, true));

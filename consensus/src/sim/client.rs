@@ -100,7 +100,12 @@ impl Client {
 
     /// One client turn at `now`: a new transfer from an idle account, or a
     /// resubmission of a late one.
-    pub(crate) fn turn(&mut self, rng: &mut ChaCha8Rng, now: u64, resubmit_ms: u64) -> Option<Submission> {
+    pub(crate) fn turn(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: u64,
+        resubmit_ms: u64,
+    ) -> Option<Submission> {
         if self.accounts.is_empty() {
             return None;
         }
@@ -152,7 +157,10 @@ impl Client {
             if tx.nonce >= a.next_nonce {
                 a.next_nonce = tx.nonce + 1;
             }
-            if a.outstanding.as_ref().is_some_and(|o| o.tx.nonce <= tx.nonce) {
+            if a.outstanding
+                .as_ref()
+                .is_some_and(|o| o.tx.nonce <= tx.nonce)
+            {
                 let o = a.outstanding.take();
                 if let Some(o) = o.filter(|o| o.tx.nonce == tx.nonce) {
                     self.acks.push(Ack {

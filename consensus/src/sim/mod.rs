@@ -33,8 +33,8 @@ use std::sync::OnceLock;
 use cairn_chain::state::read_account;
 use cairn_chain::testkit::TestChain;
 use cairn_chain::{
-    codec, execute_block, propose_block, Address, Block, Executed, Hash, Header, MemState,
-    Overlay, SecretKey, SignatureCheck, Transaction,
+    codec, execute_block, propose_block, Address, Block, Executed, Hash, Header, MemState, Overlay,
+    SecretKey, SignatureCheck, Transaction,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -513,7 +513,12 @@ impl Sim {
         });
         n.engine = Some(engine);
         self.record(b's', id, &[]);
-        self.log(|| format!("n{id} starts at height {}", self.nodes[id as usize].height()));
+        self.log(|| {
+            format!(
+                "n{id} starts at height {}",
+                self.nodes[id as usize].height()
+            )
+        });
         self.feed(id, Input::Tick);
     }
 
@@ -538,7 +543,10 @@ impl Sim {
 
     /// The engine's status, if the node is up.
     pub fn status(&self, node: ValidatorId) -> Option<EngineStatus> {
-        self.nodes[node as usize].engine.as_ref().map(|e| e.status())
+        self.nodes[node as usize]
+            .engine
+            .as_ref()
+            .map(|e| e.status())
     }
 
     /// Height of the node's final chain.
@@ -623,14 +631,18 @@ impl Sim {
 
     /// Liveness: every up node in `nodes` makes a block final above the
     /// highest final anywhere now, within `bound_ms`.
-    pub fn expect_progress(&mut self, nodes: &[ValidatorId], bound_ms: u64) -> Result<(), Violation> {
+    pub fn expect_progress(
+        &mut self,
+        nodes: &[ValidatorId],
+        bound_ms: u64,
+    ) -> Result<(), Violation> {
         let target = self.final_height() + 1;
         let nodes = nodes.to_vec();
-        self.within(bound_ms, &format!("height {target} on nodes {nodes:?}"), |s| {
-            nodes
-                .iter()
-                .all(|&n| !s.is_up(n) || s.height(n) >= target)
-        })
+        self.within(
+            bound_ms,
+            &format!("height {target} on nodes {nodes:?}"),
+            |s| nodes.iter().all(|&n| !s.is_up(n) || s.height(n) >= target),
+        )
     }
 
     /// The end of a run: every final chain agrees with the others and holds
@@ -654,7 +666,8 @@ impl Sim {
                 let Some(b) = node.chain.get(ack.height as usize) else {
                     continue;
                 };
-                let found = b.hash() == ack.block && b.transactions.iter().any(|t| t.hash() == ack.tx);
+                let found =
+                    b.hash() == ack.block && b.transactions.iter().any(|t| t.hash() == ack.tx);
                 if !found {
                     return Err(Violation::LostTransaction {
                         tx: ack.tx,
@@ -672,7 +685,12 @@ impl Sim {
     /// Sends `count` fresh transfers straight to `node`, one every
     /// `spacing_ms` (from accounts of their own: the clients' accounting
     /// is not disturbed, and they may be lost).
-    pub fn burst(&mut self, node: ValidatorId, count: usize, spacing_ms: u64) -> Result<(), Violation> {
+    pub fn burst(
+        &mut self,
+        node: ValidatorId,
+        count: usize,
+        spacing_ms: u64,
+    ) -> Result<(), Violation> {
         let chain = test_chain();
         for _ in 0..count {
             let key = &chain.keys[CLIENT_ACCOUNTS + self.burst_next % BURST_ACCOUNTS];
@@ -727,7 +745,10 @@ impl Sim {
     // ----- the network -----
 
     fn link(&self, from: ValidatorId, to: ValidatorId) -> LinkConfig {
-        self.links.get(&(from, to)).copied().unwrap_or(self.cfg.link)
+        self.links
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.cfg.link)
     }
 
     fn send(&mut self, from: ValidatorId, to: ValidatorId, wire: Wire) {
@@ -740,7 +761,8 @@ impl Sim {
             self.stats.dropped += 1;
             return;
         }
-        let copies = if link.duplicate_rate > 0.0 && self.rng.gen_bool(link.duplicate_rate.min(1.0)) {
+        let copies = if link.duplicate_rate > 0.0 && self.rng.gen_bool(link.duplicate_rate.min(1.0))
+        {
             self.stats.duplicated += 1;
             2
         } else {
@@ -863,7 +885,12 @@ impl Sim {
                     let shown = (status.role, status.term, status.leader);
                     if self.nodes[node as usize].shown != Some(shown) {
                         self.nodes[node as usize].shown = Some(shown);
-                        self.log(|| format!("n{node} {} of term {} (leader {:?})", shown.0, shown.1, shown.2));
+                        self.log(|| {
+                            format!(
+                                "n{node} {} of term {} (leader {:?})",
+                                shown.0, shown.1, shown.2
+                            )
+                        });
                     }
                 }
             }

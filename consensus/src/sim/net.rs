@@ -56,8 +56,12 @@ pub(crate) enum Wire {
     /// Gossip of a client's transaction.
     Tx(Transaction),
     /// Block sync: final blocks from this height on.
-    SyncRequest { from_height: u64 },
-    SyncResponse { blocks: Vec<Block> },
+    SyncRequest {
+        from_height: u64,
+    },
+    SyncResponse {
+        blocks: Vec<Block>,
+    },
 }
 
 impl Wire {

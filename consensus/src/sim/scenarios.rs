@@ -18,8 +18,15 @@ pub struct Scenario {
     pub sizes: &'static [u32],
     /// Builds the simulation and runs the scenario on it. The simulation
     /// is returned even when the run failed, for its report.
-    pub run: fn(seed: u64, nodes: u32, opts: Options) -> (Sim, Result<(), Violation>),
+    pub run: ScenarioFn,
 }
+
+/// A scenario's body: `(seed, nodes, options)` to the simulation it ran
+/// and how the run went.
+pub type ScenarioFn = fn(u64, u32, Options) -> Outcome;
+
+/// The simulation a scenario ran, and its verdict.
+pub type Outcome = (Sim, Result<(), Violation>);
 
 /// How to run a scenario (neither changes what happens in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,7 +93,12 @@ pub fn find(name: &str) -> Option<Scenario> {
 }
 
 /// Runs `scenario` once.
-pub fn run(scenario: &Scenario, nodes: u32, seed: u64, opts: Options) -> Result<Report, Failure> {
+pub fn run(
+    scenario: &Scenario,
+    nodes: u32,
+    seed: u64,
+    opts: Options,
+) -> Result<Report, Box<Failure>> {
     let (mut sim, result) = (scenario.run)(seed, nodes, opts);
     // Every run ends with the final checks, whatever the scenario did.
     let result = result.and_then(|()| sim.finish());
@@ -102,13 +114,13 @@ pub fn run(scenario: &Scenario, nodes: u32, seed: u64, opts: Options) -> Result<
                 Hash::ZERO
             },
         }),
-        Err(violation) => Err(Failure {
+        Err(violation) => Err(Box::new(Failure {
             scenario: scenario.name,
             nodes,
             seed,
             at_ms: sim.violation().map_or(sim.now(), |(t, _)| *t),
             violation,
             state: sim.describe(),
-        }),
+        })),
     }
 }

@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Options, Scenario};
+use super::{Options, Outcome, Scenario};
 use crate::raft::{block_term, CommittedHead, Raft, RaftConfig, RaftMessage};
 use crate::sim::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
 use crate::{Action, ConsensusMessage, ValidatorId};
@@ -91,7 +91,11 @@ fn all(sim: &Sim) -> Vec<ValidatorId> {
 }
 
 fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
-    nodes.iter().copied().filter(|n| !gone.contains(n)).collect()
+    nodes
+        .iter()
+        .copied()
+        .filter(|n| !gone.contains(n))
+        .collect()
 }
 
 /// Waits for a leader that every node of `nodes` follows in one term.
@@ -109,7 +113,11 @@ fn leader_of(sim: &mut Sim, nodes: &[ValidatorId]) -> Result<ValidatorId, Violat
 }
 
 /// Waits for `nodes` to follow one leader other than `old`.
-fn new_leader_of(sim: &mut Sim, nodes: &[ValidatorId], old: ValidatorId) -> Result<ValidatorId, Violation> {
+fn new_leader_of(
+    sim: &mut Sim,
+    nodes: &[ValidatorId],
+    old: ValidatorId,
+) -> Result<ValidatorId, Violation> {
     let group = nodes.to_vec();
     sim.within(
         LIVENESS_MS,
@@ -131,7 +139,7 @@ fn uncommitted(sim: &Sim, node: ValidatorId) -> u64 {
 }
 
 /// A leader elected, and the term stays put while nothing fails.
-fn election(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn election(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
         let everyone = all(&sim);
@@ -152,7 +160,7 @@ fn election(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
 
 /// The leader is cut off: the others elect another and go on; the old one
 /// makes nothing final; once it rejoins there is one leader.
-fn leader_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn leader_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
         let everyone = all(&sim);
@@ -176,7 +184,10 @@ fn leader_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violatio
         sim.heal();
         leader_of(&mut sim, &everyone)?;
         if sim.leaders().len() != 1 {
-            return fail(format!("several leaders after rejoining: {}", sim.describe()));
+            return fail(format!(
+                "several leaders after rejoining: {}",
+                sim.describe()
+            ));
         }
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         sim.finish()
@@ -185,7 +196,7 @@ fn leader_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violatio
 }
 
 /// A follower is cut off: the rest go on; it catches up when it returns.
-fn follower_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn follower_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
@@ -207,7 +218,7 @@ fn follower_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violat
 
 /// No group holds a majority: nothing becomes final; once healed, blocks
 /// do again.
-fn majority_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn majority_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
@@ -249,7 +260,7 @@ fn majority_cut_off(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violat
 }
 
 /// A cut-off leader's uncommitted block is overwritten once it rejoins.
-fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
         let everyone = all(&sim);
@@ -261,9 +272,11 @@ fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), 
         sim.isolate(old);
         let since = sim.now();
         sim.burst(old, 3, 5)?;
-        sim.within(NODE.election_timeout_ms, "the cut-off leader builds a block", |s| {
-            !s.built_by(old, since).is_empty()
-        })?;
+        sim.within(
+            NODE.election_timeout_ms,
+            "the cut-off leader builds a block",
+            |s| !s.built_by(old, since).is_empty(),
+        )?;
         let doomed = sim.built_by(old, since);
         sim.set_clients(true);
         let others = without(&everyone, &[old]);
@@ -273,9 +286,7 @@ fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), 
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         for (height, hash) in doomed {
             if sim.final_at(height) == Some(hash) {
-                return fail(format!(
-                    "the cut-off leader's block {height} became final"
-                ));
+                return fail(format!("the cut-off leader's block {height} became final"));
             }
         }
         sim.finish()
@@ -286,7 +297,7 @@ fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), 
 /// Two cut-off leaders of different terms each append 60 blocks at the
 /// same heights; the later one wins and the other backtracks over its 60
 /// conflicting entries in a few round trips, not 60.
-fn backtracking(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn backtracking(seed: u64, n: u32, opts: Options) -> Outcome {
     const ENTRIES: usize = 60;
     let p = Params {
         election_timeout_ms: 300,
@@ -343,8 +354,9 @@ fn backtracking(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>
         let counter = rejections.clone();
         sim.observe(Box::new(move |from, _, msg| {
             if from == a {
-                if let ConsensusMessage::Raft(RaftMessage::AppendResponse { success: false, .. }) =
-                    msg
+                if let ConsensusMessage::Raft(RaftMessage::AppendResponse {
+                    success: false, ..
+                }) = msg
                 {
                     counter.set(counter.get() + 1);
                 }
@@ -374,7 +386,7 @@ enum Crash {
 }
 
 /// Final blocks and the clients' transfers survive crashes.
-fn crash(seed: u64, n: u32, opts: Options, which: Crash) -> (Sim, Result<(), Violation>) {
+fn crash(seed: u64, n: u32, opts: Options, which: Crash) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
@@ -417,18 +429,12 @@ fn crash(seed: u64, n: u32, opts: Options, which: Crash) -> (Sim, Result<(), Vio
 /// Agreement is checked at every commit, so an entry of an earlier term
 /// committed by counting replicas and later overwritten is caught when it
 /// happens.
-fn figure8(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn figure8(seed: u64, n: u32, opts: Options) -> Outcome {
     figure8_with(seed, n, opts, FIGURE8_ROUNDS, false)
 }
 
 /// [`figure8`] with `rounds` leader crashes, and the bug if asked.
-fn figure8_with(
-    seed: u64,
-    n: u32,
-    opts: Options,
-    rounds: usize,
-    figure8_bug: bool,
-) -> (Sim, Result<(), Violation>) {
+fn figure8_with(seed: u64, n: u32, opts: Options, rounds: usize, figure8_bug: bool) -> Outcome {
     let p = Params {
         election_timeout_ms: 100,
         heartbeat_ms: 20,
@@ -453,7 +459,9 @@ fn figure8_with(
     // its own term (earlier terms' entries commit only beneath one).
     sim.check_actions(Box::new(|_, status, action| match action {
         Action::Commit { blocks } if status.role == "leader" => {
-            let last = blocks.last().map_or(0, |b| block_term(&b.header.engine_data));
+            let last = blocks
+                .last()
+                .map_or(0, |b| block_term(&b.header.engine_data));
             if last == status.term {
                 Ok(())
             } else {
@@ -496,7 +504,7 @@ fn figure8_with(
 
 /// A leader that can send but not hear: it must not hold the cluster
 /// hostage (check-quorum), and must not disrupt it once the others moved on.
-fn one_way(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn one_way(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
         let everyone = all(&sim);
@@ -518,7 +526,7 @@ fn one_way(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
 /// are cut one way and both ways, at random. Then the faults heal: blocks
 /// become final again and every transfer a client saw committed is in
 /// every final chain.
-fn chaos(seed: u64, n: u32, opts: Options) -> (Sim, Result<(), Violation>) {
+fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::lossy());
     let mut rng = rng(seed);
     let r = (|| {
