@@ -31,15 +31,25 @@
 //!    that time (it may tick earlier and more often).
 //! 5. **Blocks.** On [`Action::BuildBlock`] the driver builds a block from its
 //!    mempool on the given parent and answers with [`Input::BlockBuilt`] (or
-//!    nothing if it cannot, after logging why).
+//!    nothing if it cannot, after logging why). On [`Action::ValidateBlock`]
+//!    it executes the block on its parent (the store's head) without storing
+//!    it and answers with [`Input::BlockValidated`].
+//! 6. **Sync.** A block that arrives by block sync is imported only if
+//!    [`ConsensusEngine::verify_final`] accepts it (a PBFT block must carry
+//!    a valid commit certificate in its seal).
+//! 7. **Misbehaviour.** [`Action::Penalize`] names a validator that sent
+//!    something provably wrong (a bad inner signature, conflicting votes, an
+//!    invalid certificate); the driver counts it and penalises the peer.
 
 pub mod message;
+pub mod pbft;
 pub mod raft;
 pub mod sim;
 
 use cairn_chain::{Block, Hash};
 
 pub use message::{ConsensusMessage, MessageError, SignedMessage, MAX_MESSAGE_BYTES};
+pub use pbft::{Pbft, PbftConfig, PbftMessage};
 pub use raft::{Raft, RaftConfig, RaftMessage};
 
 /// A validator's position in the genesis validator list.
@@ -99,6 +109,11 @@ pub enum Action {
     Sync { peer: ValidatorId, height: u64 },
     /// Tick no later than this time (replaces the previous timer).
     SetTimer { at_ms: u64 },
+    /// Execute this proposed block on the store's head, without storing
+    /// it, and answer with [`Input::BlockValidated`].
+    ValidateBlock { block: Block },
+    /// Validator `peer` sent something provably invalid.
+    Penalize { peer: ValidatorId, reason: String },
 }
 
 /// The engine's view of itself, for the API and metrics.
@@ -116,6 +131,11 @@ pub struct EngineStatus {
     pub committed_height: u64,
     /// Blocks in the engine's log beyond the final ones.
     pub uncommitted: u64,
+    /// View changes so far (PBFT; 0 for other engines).
+    pub view_changes: u64,
+    /// Messages dropped as stale or duplicate, and refused as invalid.
+    pub dropped_messages: u64,
+    pub rejected_messages: u64,
 }
 
 /// A consensus engine; see the crate docs for the driver's contract.
@@ -125,4 +145,11 @@ pub trait ConsensusEngine: Send + std::fmt::Debug {
     fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action>;
     /// The engine's current role and view.
     fn status(&self) -> EngineStatus;
+    /// Whether `block`, received by block sync, proves its own finality
+    /// (its seal). Engines that trust their peers' final blocks (Raft's
+    /// crash-fault model) accept every block.
+    fn verify_final(&self, block: &Block) -> Result<(), String> {
+        let _ = block;
+        Ok(())
+    }
 }

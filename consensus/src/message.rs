@@ -3,7 +3,7 @@
 use cairn_chain::{codec, Hash, PublicKey, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
 
-use crate::{RaftMessage, ValidatorId};
+use crate::{PbftMessage, RaftMessage, ValidatorId};
 
 /// The largest encoded signed message accepted: one full block plus room
 /// for the envelope.
@@ -17,6 +17,7 @@ const DOMAIN: &[u8] = b"cairn-consensus-v1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsensusMessage {
     Raft(RaftMessage),
+    Pbft(PbftMessage),
 }
 
 /// A consensus message signed by a validator. The signature covers the

@@ -827,7 +827,9 @@ impl ConsensusEngine for Raft {
                 if from == self.cfg.me || from >= self.cfg.validators {
                     return out;
                 }
-                let ConsensusMessage::Raft(msg) = msg;
+                let ConsensusMessage::Raft(msg) = msg else {
+                    return out;
+                };
                 match msg {
                     RaftMessage::RequestVote {
                         term,
@@ -899,6 +901,9 @@ impl ConsensusEngine for Raft {
             leader: self.leader,
             committed_height: self.committed.index,
             uncommitted: self.tail.len() as u64,
+            view_changes: 0,
+            dropped_messages: 0,
+            rejected_messages: 0,
         }
     }
 }

@@ -186,6 +186,9 @@ pub async fn run(home: &Path) -> Result<()> {
         leader: None,
         committed_height: store.head()?.height,
         uncommitted: 0,
+        view_changes: 0,
+        dropped_messages: 0,
+        rejected_messages: 0,
     });
     let shared = Arc::new(Shared {
         name: config.name.clone(),
@@ -465,6 +468,11 @@ impl Driver {
             if block.header.height <= head.height {
                 continue;
             }
+            if let Some(Err(e)) = self.engine.as_ref().map(|e| e.verify_final(&block)) {
+                self.penalize(from, format!("synced block without proof of finality: {e}"))
+                    .await;
+                return Ok(());
+            }
             if let Err(e) = self.commit(&head, &block) {
                 self.penalize(from, format!("invalid synced block: {e}"))
                     .await;
@@ -488,6 +496,20 @@ impl Driver {
         if full && imported > 0 {
             self.start_sync(from).await;
         }
+        Ok(())
+    }
+
+    /// Executes a proposed block on the head's state without storing it.
+    fn validate(&self, block: &Block) -> Result<()> {
+        let store = &self.shared.store;
+        let head = store.head()?;
+        execute_block(
+            &**store,
+            &self.shared.params,
+            &head,
+            block,
+            SignatureCheck::Verify,
+        )?;
         Ok(())
     }
 
@@ -635,6 +657,23 @@ impl Driver {
                 }
             }
             Action::SetTimer { .. } => {} // the driver ticks every 20 ms
+            Action::ValidateBlock { block } => {
+                let hash = block.hash();
+                let valid = match self.validate(&block) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(height = block.header.height, %hash, "invalid proposal: {e:#}");
+                        false
+                    }
+                };
+                return Ok(Some(Input::BlockValidated { hash, valid }));
+            }
+            Action::Penalize { peer, reason } => {
+                tracing::warn!(validator = peer, "misbehaving validator: {reason}");
+                if let Some(Some(p)) = self.validator_peers.get(peer as usize).copied() {
+                    self.penalize(p, reason).await;
+                }
+            }
         }
         Ok(None)
     }

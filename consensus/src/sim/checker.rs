@@ -212,6 +212,9 @@ mod tests {
             leader: None,
             committed_height,
             uncommitted: 0,
+            view_changes: 0,
+            dropped_messages: 0,
+            rejected_messages: 0,
         }
     }
 

@@ -108,6 +108,10 @@ pub struct Stats {
     pub duplicated: u64,
     pub crashes: u64,
     pub blocks_built: u64,
+    /// Penalties engines asked for (misbehaving validators).
+    pub penalties: u64,
+    /// Synced blocks refused by `verify_final`.
+    pub unproven_blocks: u64,
 }
 
 #[derive(Debug)]
@@ -949,6 +953,22 @@ impl Sim {
                 let from_height = n.height() + 1;
                 self.send(node, peer, Wire::SyncRequest { from_height });
             }
+            Action::ValidateBlock { block } => {
+                let n = &self.nodes[node as usize];
+                let valid = self
+                    .exec
+                    .execute(&n.state, &n.head().header, &block)
+                    .is_ok();
+                inputs.push_back(Input::BlockValidated {
+                    hash: block.hash(),
+                    valid,
+                });
+            }
+            Action::Penalize { peer, reason } => {
+                self.stats.penalties += 1;
+                self.record(b'p', node, reason.as_bytes());
+                self.log(|| format!("n{node} penalises n{peer}: {reason}"));
+            }
             Action::SetTimer { at_ms } => {
                 let n = &mut self.nodes[node as usize];
                 n.timer = Some(at_ms);
@@ -1095,6 +1115,12 @@ impl Sim {
                 continue;
             }
             if block.header.height != n.height() + 1 || block.header.parent != n.head().hash() {
+                break;
+            }
+            let proof = n.engine.as_ref().map(|e| e.verify_final(&block));
+            if let Some(Err(e)) = proof {
+                self.stats.unproven_blocks += 1;
+                self.log(|| format!("n{node} refuses synced block {}: {e}", block.header.height));
                 break;
             }
             let (height, hash, engine_data) = (

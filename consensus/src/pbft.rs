@@ -1,0 +1,858 @@
+//! PBFT (Castro & Liskov, 1999) deciding one block per height.
+//!
+//! `n = 3f + 1` validators tolerate `f` Byzantine ones. The primary of view
+//! `v` is validator `v mod n`; it stays primary from height to height until
+//! a view change replaces it. At each height:
+//!
+//! 1. the primary proposes a block in a **pre-prepare**;
+//! 2. a validator that finds the block valid (the driver executes it)
+//!    broadcasts a signed **prepare**; 2f+1 matching prepares make the block
+//!    *prepared* at this validator, which keeps them as a certificate;
+//! 3. it then broadcasts a signed **commit**; 2f+1 matching commits make the
+//!    block final. They are stored with it (the block's seal) as its
+//!    **commit certificate**, which block sync checks instead of trusting
+//!    the peer that sent the block.
+//!
+//! **View change.** A validator that waits too long for a height to finish
+//! while there is work to do (transactions pending or a proposal in
+//! flight), sees the primary propose two blocks for one height, or gets an
+//! invalid proposal, asks for view `v + 1` with a signed view change that
+//! carries its prepared certificate for the height, if any. Timeouts double
+//! with each failed view. f+1 view changes for a higher view make a
+//! validator join (so one slow timer does not hold back a view change).
+//! The new primary, with 2f+1 view changes, proposes; its pre-prepares in
+//! that view carry the 2f+1 view changes, and the first must re-propose the
+//! block of the highest prepared certificate among them, if any — so a
+//! block that may have become final in an older view is never replaced.
+//!
+//! **Crashes.** Before a validator sends a prepare or commit it persists
+//! it, with its prepared certificate and view, so that after a restart it
+//! neither votes twice in one view nor forgets what it saw prepared.
+//!
+//! **Catch-up.** A message for a later height means this validator is
+//! behind: it syncs final blocks (certificates checked) from the sender.
+//! Messages for the next few heights are kept and replayed when this
+//! validator gets there.
+
+pub mod message;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_chain::{codec, Block, Hash, PublicKey, SecretKey};
+
+pub use message::{Certificate, PbftMessage, Phase, Prepared, ProofError, ViewChange, Vote};
+
+use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
+
+const VIEW_KEY: &[u8] = b"pbft/view";
+const VOTES_KEY: &[u8] = b"pbft/votes";
+/// Messages kept for heights this far ahead.
+const LOOKAHEAD: u64 = 4;
+/// Messages kept per sender for future heights.
+const MAX_FUTURE_PER_SENDER: usize = 16;
+/// Highest timeout multiplier (2^6 = 64 × the base timeout).
+const MAX_BACKOFF: u32 = 6;
+
+/// PBFT's settings.
+#[derive(Debug, Clone)]
+pub struct PbftConfig {
+    pub me: ValidatorId,
+    /// The validator set, in genesis order.
+    pub validators: Vec<PublicKey>,
+    /// This validator's key: it signs votes and view changes.
+    pub key: SecretKey,
+    /// The network's genesis hash (signatures cover it).
+    pub network: Hash,
+    pub block_interval_ms: u64,
+    /// Base view-change timeout, doubled with each failed view.
+    pub view_timeout_ms: u64,
+    pub empty_blocks: bool,
+    /// Transactions that make a full block: propose without waiting.
+    pub full_block: usize,
+}
+
+/// What a validator persists about its own votes at the current height.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct VoteState {
+    height: u64,
+    /// (view, digest) of the last prepare and commit sent at `height`.
+    prepared_vote: Option<(u64, Hash)>,
+    commit_vote: Option<(u64, Hash)>,
+    /// The highest prepared certificate at `height`.
+    prepared: Option<Prepared>,
+}
+
+/// The engine data of a block proposed in `view`.
+pub fn view_data(view: u64) -> Vec<u8> {
+    codec::encode(&view)
+}
+
+/// The view written in a block's engine data (0 if none).
+pub fn block_view(engine_data: &[u8]) -> u64 {
+    codec::decode::<u64>(engine_data, 8).unwrap_or(0)
+}
+
+/// The PBFT engine. See the module docs.
+#[derive(Debug)]
+pub struct Pbft {
+    cfg: PbftConfig,
+    f: usize,
+    now: u64,
+    view: u64,
+    /// The store's head.
+    head_height: u64,
+    head_hash: Hash,
+    votes: VoteState,
+    /// The proposal accepted for (view, height) and whether it validated.
+    proposal: Option<Block>,
+    validated: Option<bool>,
+    /// First pre-prepare digest seen per view at this height (equivocation).
+    proposed: BTreeMap<u64, Hash>,
+    prepares: BTreeMap<(u64, Hash), BTreeMap<ValidatorId, Vote>>,
+    commits: BTreeMap<(u64, Hash), BTreeMap<ValidatorId, Vote>>,
+    /// Blocks seen in pre-prepares at this height, by hash.
+    blocks: BTreeMap<Hash, Block>,
+    /// View changes received, by target view, at this height.
+    view_changes: BTreeMap<u64, BTreeMap<ValidatorId, ViewChange>>,
+    /// The view this validator asked to move to, while waiting for it.
+    changing_to: Option<u64>,
+    /// Views whose justification was checked: the view's first height and
+    /// the block it must re-propose there.
+    justified: BTreeMap<u64, (u64, Option<Hash>)>,
+    /// The justification of the current view (sent with pre-prepares).
+    justification: Vec<ViewChange>,
+    /// A block the primary must re-propose at this height.
+    must_propose: Option<Block>,
+    building: bool,
+    next_block_at: u64,
+    txs_available: usize,
+    /// When this height (or the current view change) times out.
+    deadline: Option<u64>,
+    failed_views: u32,
+    timer: Option<u64>,
+    started: bool,
+    /// Messages for later heights, replayed when this validator gets there.
+    future: BTreeMap<u64, Vec<(ValidatorId, PbftMessage)>>,
+    /// Counters for the API and metrics.
+    view_change_count: u64,
+    dropped: u64,
+    rejected: u64,
+}
+
+impl Pbft {
+    /// Restores the engine from the store's head (height, hash, engine data)
+    /// and its persisted keys.
+    pub fn new(cfg: PbftConfig, head: &Block, persisted: &BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+        let n = cfg.validators.len();
+        let view = persisted
+            .get(VIEW_KEY)
+            .and_then(|v| codec::decode::<u64>(v, 8).ok())
+            .unwrap_or(0)
+            .max(block_view(&head.header.engine_data));
+        let head_height = head.header.height;
+        let votes = persisted
+            .get(VOTES_KEY)
+            .and_then(|v| codec::decode::<VoteState>(v, cairn_chain::MAX_BLOCK_BYTES * 2).ok())
+            .filter(|v| v.height == head_height + 1)
+            .unwrap_or(VoteState {
+                height: head_height + 1,
+                ..VoteState::default()
+            });
+        Self {
+            f: n.saturating_sub(1) / 3,
+            now: 0,
+            view,
+            head_height,
+            head_hash: head.hash(),
+            votes,
+            proposal: None,
+            validated: None,
+            proposed: BTreeMap::new(),
+            prepares: BTreeMap::new(),
+            commits: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            changing_to: None,
+            justified: BTreeMap::new(),
+            justification: Vec::new(),
+            must_propose: None,
+            building: false,
+            next_block_at: 0,
+            txs_available: 0,
+            deadline: None,
+            failed_views: 0,
+            timer: None,
+            started: false,
+            future: BTreeMap::new(),
+            view_change_count: 0,
+            dropped: 0,
+            rejected: 0,
+            cfg,
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.cfg.validators.len()
+    }
+
+    /// 2f+1.
+    fn quorum(&self) -> usize {
+        2 * self.f + 1
+    }
+
+    fn height(&self) -> u64 {
+        self.head_height + 1
+    }
+
+    fn primary_of(&self, view: u64) -> ValidatorId {
+        (view % self.n().max(1) as u64) as ValidatorId
+    }
+
+    fn is_primary(&self) -> bool {
+        self.primary_of(self.view) == self.cfg.me && self.changing_to.is_none()
+    }
+
+    /// Messages refused since start (bad signatures, conflicting votes,
+    /// invalid certificates, …).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// View changes this validator went through since start.
+    pub fn view_changes(&self) -> u64 {
+        self.view_change_count
+    }
+
+    fn persist_votes(&self, out: &mut Vec<Action>) {
+        out.push(Action::Persist(vec![
+            (VOTES_KEY.to_vec(), Some(codec::encode(&self.votes))),
+            (VIEW_KEY.to_vec(), Some(codec::encode(&self.view))),
+        ]));
+    }
+
+    fn broadcast(&self, out: &mut Vec<Action>, msg: PbftMessage) {
+        out.push(Action::Broadcast {
+            msg: ConsensusMessage::Pbft(msg),
+        });
+    }
+
+    fn timeout(&self) -> u64 {
+        self.cfg.view_timeout_ms << self.failed_views.min(MAX_BACKOFF)
+    }
+
+    /// Starts the view-change timer if there is work and none runs.
+    fn arm_timer(&mut self) {
+        let work = self.proposal.is_some() || self.txs_available > 0 || self.changing_to.is_some();
+        if work && self.deadline.is_none() {
+            self.deadline = Some(self.now + self.timeout());
+        }
+    }
+
+    /// Verifies and counts a message; `Err` means the sender misbehaved.
+    fn on_message(
+        &mut self,
+        from: ValidatorId,
+        msg: PbftMessage,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        let height = match &msg {
+            PbftMessage::PrePrepare { height, .. } => *height,
+            PbftMessage::Prepare(v) | PbftMessage::Commit(v) => v.height,
+            PbftMessage::ViewChange(vc) => vc.height,
+        };
+        if height <= self.head_height {
+            self.dropped += 1; // stale: already final here
+            return Ok(());
+        }
+        if height > self.height() {
+            // Behind: fetch final blocks from the sender, keep the message.
+            out.push(Action::Sync {
+                peer: from,
+                height: height - 1,
+            });
+            if height <= self.height() + LOOKAHEAD {
+                let queue = self.future.entry(height).or_default();
+                if queue.iter().filter(|(s, _)| *s == from).count() < MAX_FUTURE_PER_SENDER {
+                    queue.push((from, msg));
+                }
+            }
+            return Ok(());
+        }
+        match msg {
+            PbftMessage::PrePrepare {
+                view,
+                height,
+                block,
+                justification,
+            } => self.on_pre_prepare(from, view, height, block, justification, out),
+            PbftMessage::Prepare(vote) => self.on_vote(from, vote, Phase::Prepare, out),
+            PbftMessage::Commit(vote) => self.on_vote(from, vote, Phase::Commit, out),
+            PbftMessage::ViewChange(vc) => self.on_view_change(from, vc, out),
+        }
+    }
+
+    /// Checks a view's justification once and enters the view.
+    fn justify(&mut self, view: u64, justification: &[ViewChange]) -> Result<(), String> {
+        if view == 0 || self.justified.contains_key(&view) {
+            return Ok(());
+        }
+        let (height, block) = message::new_view_constraint(
+            &self.cfg.network,
+            &self.cfg.validators,
+            self.quorum(),
+            view,
+            justification,
+        )
+        .map_err(|e| format!("new view {view}: {e}"))?;
+        self.justified
+            .insert(view, (height, block.as_ref().map(Block::hash)));
+        if view > self.view {
+            self.enter_view(view, justification.to_vec());
+        }
+        Ok(())
+    }
+
+    fn enter_view(&mut self, view: u64, justification: Vec<ViewChange>) {
+        self.view = view;
+        self.changing_to = None;
+        self.justification = justification;
+        self.proposal = None;
+        self.validated = None;
+        self.building = false;
+        self.deadline = None;
+        self.next_block_at = self.now;
+        self.view_change_count += 1;
+        self.view_changes.retain(|v, _| *v > view);
+        self.must_propose = None;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_pre_prepare(
+        &mut self,
+        from: ValidatorId,
+        view: u64,
+        height: u64,
+        block: Block,
+        justification: Vec<ViewChange>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if from != self.primary_of(view) {
+            return Err(format!(
+                "pre-prepare for view {view} from non-primary {from}"
+            ));
+        }
+        if view < self.view {
+            return Ok(());
+        }
+        self.justify(view, &justification)?;
+        if view != self.view {
+            return Ok(()); // a view this validator already moved past
+        }
+        let hash = block.hash();
+        if block.header.height != height || block.header.parent != self.head_hash {
+            return Err(format!(
+                "pre-prepare of a block that is not a child of {}",
+                self.head_hash
+            ));
+        }
+        if let Some(first) = self.proposed.get(&view) {
+            if *first != hash {
+                // Two proposals for one height: the primary is faulty.
+                self.start_view_change(view + 1, out);
+                return Err(format!(
+                    "primary {from} equivocated at height {height} in view {view}"
+                ));
+            }
+            return Ok(()); // duplicate
+        }
+        if let Some(&(first_height, required)) = self.justified.get(&view) {
+            if first_height == height && required.is_some_and(|r| r != hash) {
+                self.start_view_change(view + 1, out);
+                return Err(format!(
+                    "primary {from} replaced the block prepared before view {view}"
+                ));
+            }
+        }
+        self.proposed.insert(view, hash);
+        self.blocks.insert(hash, block.clone());
+        if self.changing_to.is_some() {
+            return Ok(());
+        }
+        // A validator that prepared another block in this view (before a
+        // restart) does not vote again.
+        if self
+            .votes
+            .prepared_vote
+            .is_some_and(|(v, d)| v == view && d != hash)
+        {
+            return Ok(());
+        }
+        self.proposal = Some(block.clone());
+        self.validated = None;
+        self.arm_timer();
+        if from == self.cfg.me {
+            self.on_validated(hash, true, out);
+        } else {
+            out.push(Action::ValidateBlock { block });
+        }
+        Ok(())
+    }
+
+    fn on_validated(&mut self, hash: Hash, valid: bool, out: &mut Vec<Action>) {
+        if self.proposal.as_ref().map(Block::hash) != Some(hash) || self.validated.is_some() {
+            return;
+        }
+        self.validated = Some(valid);
+        if !valid {
+            self.start_view_change(self.view + 1, out);
+            return;
+        }
+        if self.votes.prepared_vote != Some((self.view, hash)) {
+            self.votes.prepared_vote = Some((self.view, hash));
+            self.persist_votes(out);
+        }
+        let vote = Vote::sign(
+            &self.cfg.network,
+            &self.cfg.key,
+            Phase::Prepare,
+            self.view,
+            self.height(),
+            hash,
+            self.cfg.me,
+        );
+        self.broadcast(out, PbftMessage::Prepare(vote.clone()));
+        // Our own vote: the persisted vote state keeps it unique.
+        let _ = self.count_vote(vote, out);
+    }
+
+    fn on_vote(
+        &mut self,
+        from: ValidatorId,
+        vote: Vote,
+        phase: Phase,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if vote.voter != from || vote.phase != phase {
+            return Err(format!("vote by {} relayed by {from}", vote.voter));
+        }
+        vote.verify(&self.cfg.network, &self.cfg.validators)
+            .map_err(|e| e.to_string())?;
+        if vote.view < self.view {
+            self.dropped += 1;
+            return Ok(());
+        }
+        self.count_vote(vote, out)
+    }
+
+    /// Records a vote; acts when a quorum forms.
+    fn count_vote(&mut self, vote: Vote, out: &mut Vec<Action>) -> Result<(), String> {
+        let book = match vote.phase {
+            Phase::Prepare => &mut self.prepares,
+            Phase::Commit => &mut self.commits,
+        };
+        // One vote per voter, phase and view at this height.
+        let conflicting = book.iter().any(|((v, d), votes)| {
+            *v == vote.view && *d != vote.digest && votes.contains_key(&vote.voter)
+        });
+        if conflicting {
+            return Err(format!(
+                "validator {} voted for two blocks in view {}",
+                vote.voter, vote.view
+            ));
+        }
+        let key = (vote.view, vote.digest);
+        let (view, digest, phase) = (vote.view, vote.digest, vote.phase);
+        let entry = book.entry(key).or_default();
+        if entry.contains_key(&vote.voter) {
+            self.dropped += 1; // duplicate
+            return Ok(());
+        }
+        entry.insert(vote.voter, vote);
+        let count = entry.len();
+        if count < self.quorum() || view != self.view {
+            return Ok(());
+        }
+        match phase {
+            Phase::Prepare => self.on_prepared(view, digest, out),
+            Phase::Commit => self.on_committed_quorum(view, digest, out),
+        }
+        Ok(())
+    }
+
+    /// 2f+1 prepares for `digest`: keep the certificate and commit.
+    fn on_prepared(&mut self, view: u64, digest: Hash, out: &mut Vec<Action>) {
+        if self.validated != Some(true) || self.proposal.as_ref().map(Block::hash) != Some(digest) {
+            return;
+        }
+        if self.votes.commit_vote.is_some_and(|(v, _)| v == view) {
+            return;
+        }
+        let Some(block) = self.proposal.clone() else {
+            return;
+        };
+        let prepares: Vec<Vote> = self
+            .prepares
+            .get(&(view, digest))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        self.votes.prepared = Some(Prepared {
+            view,
+            block,
+            prepares,
+        });
+        self.votes.commit_vote = Some((view, digest));
+        self.persist_votes(out);
+        let vote = Vote::sign(
+            &self.cfg.network,
+            &self.cfg.key,
+            Phase::Commit,
+            view,
+            self.height(),
+            digest,
+            self.cfg.me,
+        );
+        self.broadcast(out, PbftMessage::Commit(vote.clone()));
+        // Our own commit cannot conflict with itself.
+        let _ = self.count_vote(vote, out);
+    }
+
+    /// 2f+1 commits for `digest`: the block is final.
+    fn on_committed_quorum(&mut self, view: u64, digest: Hash, out: &mut Vec<Action>) {
+        let Some(block) = self.blocks.get(&digest).cloned() else {
+            // Final elsewhere; this validator missed the proposal.
+            if let Some(peer) = self
+                .commits
+                .get(&(view, digest))
+                .and_then(|m| m.keys().copied().find(|&v| v != self.cfg.me))
+            {
+                out.push(Action::Sync {
+                    peer,
+                    height: self.height(),
+                });
+            }
+            return;
+        };
+        let commits: Vec<Vote> = self
+            .commits
+            .get(&(view, digest))
+            .map(|m| m.values().take(self.quorum()).cloned().collect())
+            .unwrap_or_default();
+        let mut block = block;
+        block.seal = Certificate { view, commits }.encode();
+        out.push(Action::Commit {
+            blocks: vec![block.clone()],
+        });
+        self.advance(block.header.height, digest, out);
+    }
+
+    /// The head moved to `height`/`hash`: start the next height.
+    fn advance(&mut self, height: u64, hash: Hash, out: &mut Vec<Action>) {
+        self.head_height = height;
+        self.head_hash = hash;
+        self.votes = VoteState {
+            height: height + 1,
+            ..VoteState::default()
+        };
+        self.persist_votes(out);
+        self.proposal = None;
+        self.validated = None;
+        self.proposed.clear();
+        self.prepares.clear();
+        self.commits.clear();
+        self.blocks.clear();
+        self.view_changes.clear();
+        self.changing_to = None;
+        self.must_propose = None;
+        self.building = false;
+        self.deadline = None;
+        self.failed_views = 0;
+        self.next_block_at = self.now + self.cfg.block_interval_ms;
+        self.arm_timer();
+        // Replay what arrived early for this height.
+        self.future.retain(|h, _| *h > height);
+        if let Some(queued) = self.future.remove(&(height + 1)) {
+            for (from, msg) in queued {
+                if self.on_message(from, msg, out).is_err() {
+                    self.rejected += 1;
+                }
+            }
+        }
+    }
+
+    fn start_view_change(&mut self, view: u64, out: &mut Vec<Action>) {
+        if self.changing_to.is_some_and(|v| v >= view) || view <= self.view {
+            return;
+        }
+        self.changing_to = Some(view);
+        self.failed_views = self.failed_views.saturating_add(1);
+        self.proposal = None;
+        self.validated = None;
+        self.building = false;
+        self.deadline = Some(self.now + self.timeout());
+        self.persist_votes(out);
+        let vc = ViewChange::sign(
+            &self.cfg.network,
+            &self.cfg.key,
+            view,
+            self.height(),
+            self.votes.prepared.clone(),
+            self.cfg.me,
+        );
+        self.broadcast(out, PbftMessage::ViewChange(vc.clone()));
+        self.record_view_change(vc, out);
+    }
+
+    fn on_view_change(
+        &mut self,
+        from: ValidatorId,
+        vc: ViewChange,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if vc.voter != from {
+            return Err(format!("view change by {} relayed by {from}", vc.voter));
+        }
+        if vc.view <= self.view {
+            return Ok(());
+        }
+        vc.verify(&self.cfg.network, &self.cfg.validators, self.quorum())
+            .map_err(|e| e.to_string())?;
+        self.record_view_change(vc, out);
+        Ok(())
+    }
+
+    fn record_view_change(&mut self, vc: ViewChange, out: &mut Vec<Action>) {
+        let view = vc.view;
+        self.view_changes
+            .entry(view)
+            .or_default()
+            .insert(vc.voter, vc);
+        // f+1 validators want a view above ours: at least one is honest, so
+        // join the lowest such view.
+        let mut voters: BTreeSet<ValidatorId> = BTreeSet::new();
+        let mut lowest = None;
+        for (&v, vcs) in self.view_changes.range(self.view + 1..).rev() {
+            voters.extend(vcs.keys());
+            if voters.len() > self.f {
+                lowest = Some(v);
+                break;
+            }
+        }
+        if let Some(v) = lowest {
+            if self.changing_to.is_none_or(|c| c < v) {
+                self.start_view_change(v, out);
+            }
+        }
+        // The new primary with 2f+1 view changes starts the view.
+        let Some(target) = self.changing_to else {
+            return;
+        };
+        if self.primary_of(target) != self.cfg.me {
+            return;
+        }
+        let Some(vcs) = self.view_changes.get(&target) else {
+            return;
+        };
+        if vcs.len() < self.quorum() {
+            return;
+        }
+        let justification: Vec<ViewChange> = vcs.values().take(self.quorum()).cloned().collect();
+        let required = message::new_view_constraint(
+            &self.cfg.network,
+            &self.cfg.validators,
+            self.quorum(),
+            target,
+            &justification,
+        );
+        let Ok((height, block)) = required else {
+            return;
+        };
+        self.justified
+            .insert(target, (height, block.as_ref().map(Block::hash)));
+        self.enter_view(target, justification);
+        self.persist_votes(out);
+        self.must_propose = block;
+        self.maybe_propose(out);
+    }
+
+    fn maybe_propose(&mut self, out: &mut Vec<Action>) {
+        if !self.is_primary() || self.building || self.proposed.contains_key(&self.view) {
+            return;
+        }
+        if let Some(block) = self.must_propose.take() {
+            self.send_pre_prepare(block, out);
+            return;
+        }
+        if self.now < self.next_block_at && self.txs_available < self.cfg.full_block.max(1) {
+            return;
+        }
+        if self.txs_available == 0 && !self.cfg.empty_blocks {
+            return;
+        }
+        self.building = true;
+        self.txs_available = 0;
+        out.push(Action::BuildBlock {
+            parent: self.head_hash,
+            height: self.height(),
+            engine_data: view_data(self.view),
+            uncommitted: Vec::new(),
+        });
+    }
+
+    fn send_pre_prepare(&mut self, block: Block, out: &mut Vec<Action>) {
+        let msg = PbftMessage::PrePrepare {
+            view: self.view,
+            height: self.height(),
+            block: block.clone(),
+            justification: self.justification.clone(),
+        };
+        self.broadcast(out, msg);
+        let me = self.cfg.me;
+        let (view, height, justification) = (self.view, self.height(), self.justification.clone());
+        if self
+            .on_pre_prepare(me, view, height, block, justification, out)
+            .is_err()
+        {
+            self.rejected += 1;
+        }
+    }
+
+    fn on_block_built(&mut self, block: Block, out: &mut Vec<Action>) {
+        if !self.building {
+            return;
+        }
+        self.building = false;
+        if !self.is_primary()
+            || block.header.parent != self.head_hash
+            || block.header.height != self.height()
+        {
+            return;
+        }
+        self.send_pre_prepare(block, out);
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if let Some(d) = self.deadline {
+            if self.now >= d {
+                self.deadline = None;
+                let next = self.changing_to.unwrap_or(self.view) + 1;
+                self.start_view_change(next, out);
+            }
+        }
+        self.maybe_propose(out);
+    }
+
+    fn on_sync_committed(
+        &mut self,
+        height: u64,
+        hash: Hash,
+        engine_data: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        if height <= self.head_height {
+            return;
+        }
+        let view = block_view(engine_data);
+        if view > self.view {
+            self.view = view;
+            self.changing_to = None;
+            self.justification = Vec::new();
+        }
+        self.advance(height, hash, out);
+    }
+
+    fn next_deadline(&self) -> u64 {
+        let mut at = self.deadline.unwrap_or(u64::MAX);
+        if self.is_primary()
+            && !self.building
+            && !self.proposed.contains_key(&self.view)
+            && self.next_block_at > self.now
+        {
+            at = at.min(self.next_block_at);
+        }
+        at
+    }
+
+    /// Checks that `block` is final: its seal is a valid commit certificate.
+    pub fn verify_final_block(&self, block: &Block) -> Result<(), String> {
+        let cert = Certificate::decode(&block.seal).map_err(|e| e.to_string())?;
+        cert.verify(
+            &self.cfg.network,
+            &self.cfg.validators,
+            self.quorum(),
+            block,
+        )
+        .map_err(|e| format!("commit certificate: {e}"))
+    }
+}
+
+impl ConsensusEngine for Pbft {
+    fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.now = self.now.max(now_ms);
+        if !self.started {
+            self.started = true;
+            self.next_block_at = self.now + self.cfg.block_interval_ms;
+        }
+        match input {
+            Input::Tick => self.on_tick(&mut out),
+            Input::Message { from, msg } => {
+                if from == self.cfg.me || from as usize >= self.n() {
+                    return out;
+                }
+                let ConsensusMessage::Pbft(msg) = msg else {
+                    self.rejected += 1;
+                    return out;
+                };
+                if let Err(reason) = self.on_message(from, msg, &mut out) {
+                    self.rejected += 1;
+                    out.push(Action::Penalize { peer: from, reason });
+                }
+            }
+            Input::TransactionsAvailable { count } => {
+                self.txs_available = count;
+                self.arm_timer();
+                self.maybe_propose(&mut out);
+            }
+            Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
+            Input::BlockValidated { hash, valid } => self.on_validated(hash, valid, &mut out),
+            Input::Committed {
+                height,
+                hash,
+                engine_data,
+            } => self.on_sync_committed(height, hash, &engine_data, &mut out),
+        }
+        let at_ms = self.next_deadline();
+        if at_ms != u64::MAX && self.timer != Some(at_ms) {
+            self.timer = Some(at_ms);
+            out.push(Action::SetTimer { at_ms });
+        }
+        out
+    }
+
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            engine: "pbft",
+            role: if self.changing_to.is_some() {
+                "view-change"
+            } else if self.primary_of(self.view) == self.cfg.me {
+                "primary"
+            } else {
+                "backup"
+            },
+            term: self.view,
+            leader: Some(self.primary_of(self.view)),
+            committed_height: self.head_height,
+            uncommitted: u64::from(self.proposal.is_some()),
+            view_changes: self.view_change_count,
+            dropped_messages: self.dropped,
+            rejected_messages: self.rejected,
+        }
+    }
+
+    fn verify_final(&self, block: &Block) -> Result<(), String> {
+        self.verify_final_block(block)
+    }
+}
+
+#[cfg(test)]
+mod tests;
