@@ -48,6 +48,11 @@ const TESTED: &[&str] = &[
     "raft/figure8",
     "raft/one-way",
     "raft/chaos",
+    "pbft/normal",
+    "pbft/primary-crash",
+    "pbft/too-many-down",
+    "pbft/partitions",
+    "pbft/chaos",
 ];
 
 #[test]
@@ -164,4 +169,29 @@ fn raft_one_way() {
 #[test]
 fn raft_chaos() {
     check("raft/chaos");
+}
+
+#[test]
+fn pbft_normal() {
+    check("pbft/normal");
+}
+
+#[test]
+fn pbft_primary_crash() {
+    check("pbft/primary-crash");
+}
+
+#[test]
+fn pbft_too_many_down() {
+    check("pbft/too-many-down");
+}
+
+#[test]
+fn pbft_partitions() {
+    check("pbft/partitions");
+}
+
+#[test]
+fn pbft_chaos() {
+    check("pbft/chaos");
 }

@@ -153,6 +153,16 @@ impl Ord for Scheduled {
     }
 }
 
+/// The key of simulated validator `i` (it also receives the block rewards).
+pub fn validator_key(i: ValidatorId) -> SecretKey {
+    SecretKey::from_label(&format!("cairn-sim/validator/{i}"))
+}
+
+/// The simulated network's genesis hash (what signatures cover).
+pub fn network_hash() -> Hash {
+    test_chain().genesis.hash()
+}
+
 /// The funded accounts and genesis every simulation shares (building the
 /// keys takes a few milliseconds, so it is done once per process).
 fn test_chain() -> &'static TestChain {
@@ -277,7 +287,7 @@ impl Sim {
             })
             .collect();
         let proposers = (0..cfg.validators)
-            .map(|i| SecretKey::from_label(&format!("cairn-sim/validator/{i}")).address())
+            .map(|i| validator_key(i).address())
             .collect();
         let recipients = chain.keys.iter().map(SecretKey::address).collect();
         let client_cfg = cfg.client;

@@ -3,6 +3,7 @@
 //! hundreds of seeds; `cairn-sim soak` over thousands; a failure prints the
 //! command that replays it.
 
+pub mod pbft;
 pub mod raft;
 
 use cairn_chain::Hash;
@@ -84,7 +85,9 @@ pub fn replay_command(scenario: &str, nodes: u32, seed: u64) -> String {
 
 /// Every scenario.
 pub fn all() -> Vec<Scenario> {
-    raft::scenarios()
+    let mut all = raft::scenarios();
+    all.extend(pbft::scenarios());
+    all
 }
 
 /// The scenario called `name`.

@@ -1,0 +1,292 @@
+//! PBFT under crashes, partitions and lossy networks, on 4 (f = 1) and 7
+//! (f = 2) validators. Timings: block interval 50 ms, view timeout 300 ms.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Options, Outcome, Scenario};
+use crate::pbft::{Certificate, Pbft, PbftConfig};
+use crate::sim::{
+    network_hash, validator_key, EngineFactory, LinkConfig, Sim, SimConfig, Violation,
+};
+use crate::ValidatorId;
+
+/// Bound on progress once faults are healed.
+const LIVENESS_MS: u64 = 20_000;
+const VIEW_TIMEOUT_MS: u64 = 300;
+
+fn factory() -> EngineFactory {
+    Box::new(|s| {
+        let cfg = PbftConfig {
+            me: s.me,
+            validators: (0..s.validators)
+                .map(|i| validator_key(i).public_key())
+                .collect(),
+            key: validator_key(s.me),
+            network: network_hash(),
+            block_interval_ms: 50,
+            view_timeout_ms: VIEW_TIMEOUT_MS,
+            empty_blocks: false,
+            full_block: 1_000,
+        };
+        Box::new(Pbft::new(cfg, s.head, s.persisted))
+    })
+}
+
+fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
+    let mut cfg = SimConfig::new(seed, nodes);
+    cfg.trace = opts.trace;
+    cfg.log = opts.log;
+    cfg.link = link;
+    Sim::new(cfg, factory())
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x9bf7_0001)
+}
+
+fn fail<T>(msg: String) -> Result<T, Violation> {
+    Err(Violation::Scenario(msg))
+}
+
+fn all(sim: &Sim) -> Vec<ValidatorId> {
+    (0..sim.validators()).collect()
+}
+
+fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|n| !gone.contains(n))
+        .collect()
+}
+
+fn f_of(n: u32) -> usize {
+    (n as usize - 1) / 3
+}
+
+fn view(sim: &Sim, node: ValidatorId) -> u64 {
+    sim.status(node).map_or(0, |s| s.term)
+}
+
+fn primary(sim: &Sim, node: ValidatorId) -> ValidatorId {
+    sim.status(node).and_then(|s| s.leader).unwrap_or(0)
+}
+
+/// Every final block on every node carries a valid commit certificate.
+fn check_certificates(sim: &Sim) -> Result<(), Violation> {
+    let keys: Vec<_> = all(sim)
+        .iter()
+        .map(|&i| validator_key(i).public_key())
+        .collect();
+    let quorum = 2 * f_of(sim.validators()) + 1;
+    for node in all(sim) {
+        for b in sim.chain(node).iter().skip(1) {
+            let ok = Certificate::decode(&b.seal)
+                .and_then(|c| c.verify(&network_hash(), &keys, quorum, b));
+            if let Err(e) = ok {
+                return Err(Violation::Validity {
+                    node,
+                    height: b.header.height,
+                    error: format!("commit certificate: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No faults: blocks become final with certificates, in view 0.
+fn normal(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let r = (|| {
+        let everyone = all(&sim);
+        for _ in 0..5 {
+            sim.expect_progress(&everyone, LIVENESS_MS)?;
+        }
+        if everyone.iter().any(|&v| view(&sim, v) != 0) {
+            return fail(format!("a view change without a fault: {}", sim.describe()));
+        }
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// The primary crashes: a view change, progress; it restarts, catches up
+/// and votes again (the others need it when a second one crashes).
+fn primary_crash(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = all(&sim);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        sim.run_for(rng.gen_range(0..200))?;
+        let old = primary(&sim, 0);
+        sim.crash(old);
+        let rest = without(&everyone, &[old]);
+        // A block the primary proposed before it crashed may still become
+        // final; the one after needs a new primary.
+        sim.expect_progress(&rest, LIVENESS_MS)?;
+        sim.expect_progress(&rest, LIVENESS_MS)?;
+        let v = view(&sim, rest[0]);
+        if v == 0 {
+            return fail("progress without a view change after the primary crashed".into());
+        }
+        sim.restart(old);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        // With f others down, progress needs the restarted one's votes.
+        let f = f_of(n);
+        let mut others = rest.clone();
+        others.shuffle(&mut rng);
+        let down: Vec<ValidatorId> = others.into_iter().take(f).collect();
+        for &d in &down {
+            sim.crash(d);
+        }
+        let up = without(&everyone, &down);
+        sim.expect_progress(&up, LIVENESS_MS)?;
+        for &d in &down {
+            sim.restart(d);
+        }
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// f+1 validators down: nothing becomes final and nothing diverges; back
+/// up, progress resumes.
+fn too_many_down(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let mut everyone = all(&sim);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        everyone.shuffle(&mut rng);
+        let down: Vec<ValidatorId> = everyone.iter().copied().take(f_of(n) + 1).collect();
+        for &d in &down {
+            sim.crash(d);
+        }
+        sim.run_for(500)?;
+        let height = sim.final_height();
+        sim.run_for(3_000)?;
+        if sim.final_height() != height {
+            return fail(format!(
+                "height {} became final with {} of {n} validators down",
+                sim.final_height(),
+                down.len()
+            ));
+        }
+        for &d in &down {
+            sim.restart(d);
+            sim.run_for(rng.gen_range(0..300))?;
+        }
+        let everyone = all(&sim);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// The primary is cut off, then a random f validators are, both ways and
+/// one way; the rest go on; healed, everyone does.
+fn partitions(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = all(&sim);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        let p = primary(&sim, 0);
+        sim.isolate(p);
+        sim.expect_progress(&without(&everyone, &[p]), LIVENESS_MS)?;
+        sim.heal();
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        let mut shuffled = everyone.clone();
+        shuffled.shuffle(&mut rng);
+        let cut: Vec<ValidatorId> = shuffled.into_iter().take(f_of(n)).collect();
+        for &c in &cut {
+            if rng.gen_bool(0.5) {
+                sim.isolate(c);
+            } else {
+                for o in without(&everyone, &[c]) {
+                    sim.cut(o, c);
+                }
+            }
+        }
+        sim.expect_progress(&without(&everyone, &cut), LIVENESS_MS)?;
+        sim.heal();
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// A lossy, duplicating, reordering network with crashes and cuts at
+/// random (any number of nodes); then everything heals and blocks become
+/// final again; acknowledged transfers are in every chain.
+fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::lossy());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = all(&sim);
+        let end = sim.now() + 20_000;
+        while sim.now() < end {
+            sim.run_for(rng.gen_range(20..500))?;
+            let node = rng.gen_range(0..n);
+            match rng.gen_range(0..10) {
+                0..=2 => sim.crash(node),
+                3..=5 => sim.restart(node),
+                6 | 7 => {
+                    let other = (node + rng.gen_range(1..n)) % n;
+                    sim.cut(node, other);
+                }
+                8 => sim.isolate(node),
+                _ => sim.heal(),
+            }
+        }
+        sim.heal();
+        sim.set_all_links(LinkConfig::reliable());
+        for v in everyone.clone() {
+            sim.restart(v);
+        }
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    const SIZES: &[u32] = &[4, 7];
+    vec![
+        Scenario {
+            name: "pbft/normal",
+            sizes: SIZES,
+            run: normal,
+        },
+        Scenario {
+            name: "pbft/primary-crash",
+            sizes: SIZES,
+            run: primary_crash,
+        },
+        Scenario {
+            name: "pbft/too-many-down",
+            sizes: SIZES,
+            run: too_many_down,
+        },
+        Scenario {
+            name: "pbft/partitions",
+            sizes: SIZES,
+            run: partitions,
+        },
+        Scenario {
+            name: "pbft/chaos",
+            sizes: SIZES,
+            run: chaos,
+        },
+    ]
+}
