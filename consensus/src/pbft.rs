@@ -38,7 +38,7 @@ pub mod message;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_chain::{codec, Block, Hash, PublicKey, SecretKey};
+use cairn_chain::{codec, Block, Hash, Header, PublicKey, SecretKey};
 
 pub use message::{Certificate, PbftMessage, Phase, Prepared, ProofError, ViewChange, Vote};
 
@@ -50,8 +50,10 @@ const VOTES_KEY: &[u8] = b"pbft/votes";
 const LOOKAHEAD: u64 = 4;
 /// Messages kept per sender for future heights.
 const MAX_FUTURE_PER_SENDER: usize = 16;
-/// Highest timeout multiplier (2^6 = 64 × the base timeout).
-const MAX_BACKOFF: u32 = 6;
+/// Highest timeout multiplier (2^3 = 8 × the base timeout): enough to
+/// outgrow message delays, short enough that a run of views whose primary
+/// has nothing to propose rotates on quickly.
+const MAX_BACKOFF: u32 = 3;
 
 /// PBFT's settings.
 #[derive(Debug, Clone)]
@@ -142,14 +144,14 @@ pub struct Pbft {
 impl Pbft {
     /// Restores the engine from the store's head (height, hash, engine data)
     /// and its persisted keys.
-    pub fn new(cfg: PbftConfig, head: &Block, persisted: &BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
+    pub fn new(cfg: PbftConfig, head: &Header, persisted: &BTreeMap<Vec<u8>, Vec<u8>>) -> Self {
         let n = cfg.validators.len();
         let view = persisted
             .get(VIEW_KEY)
             .and_then(|v| codec::decode::<u64>(v, 8).ok())
             .unwrap_or(0)
-            .max(block_view(&head.header.engine_data));
-        let head_height = head.header.height;
+            .max(block_view(&head.engine_data));
+        let head_height = head.height;
         let votes = persisted
             .get(VOTES_KEY)
             .and_then(|v| codec::decode::<VoteState>(v, cairn_chain::MAX_BLOCK_BYTES * 2).ok())

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub blocks: Counter,
     pub transactions: Counter,
     pub term: Gauge,
+    view_changes: Gauge,
+    /// Consensus messages from non-validators or with a bad signature.
+    pub unauthenticated: Counter,
+    messages_dropped: Gauge,
+    messages_rejected: Gauge,
     role: Family<RoleLabels, Gauge>,
     last_role: Mutex<String>,
 }
@@ -43,6 +48,10 @@ impl Metrics {
             blocks: Counter::default(),
             transactions: Counter::default(),
             term: Gauge::default(),
+            view_changes: Gauge::default(),
+            unauthenticated: Counter::default(),
+            messages_dropped: Gauge::default(),
+            messages_rejected: Gauge::default(),
             role: Family::default(),
             last_role: Mutex::new(String::new()),
         };
@@ -75,6 +84,26 @@ impl Metrics {
             m.term.clone(),
         );
         registry.register(
+            "consensus_view_changes",
+            "View changes since the node started (PBFT)",
+            m.view_changes.clone(),
+        );
+        registry.register(
+            "consensus_messages_unauthenticated",
+            "Consensus messages from non-validators or with a bad signature",
+            m.unauthenticated.clone(),
+        );
+        registry.register(
+            "consensus_messages_dropped",
+            "Consensus messages dropped as stale or duplicate since start",
+            m.messages_dropped.clone(),
+        );
+        registry.register(
+            "consensus_messages_rejected",
+            "Consensus messages refused as invalid (sender penalised) since start",
+            m.messages_rejected.clone(),
+        );
+        registry.register(
             "consensus_role",
             "1 for this node's current consensus role",
             m.role.clone(),
@@ -84,6 +113,9 @@ impl Metrics {
 
     pub fn set_engine(&self, status: &EngineStatus) {
         self.term.set(status.term as i64);
+        self.view_changes.set(status.view_changes as i64);
+        self.messages_dropped.set(status.dropped_messages as i64);
+        self.messages_rejected.set(status.rejected_messages as i64);
         if let Ok(mut last) = self.last_role.lock() {
             if *last != status.role {
                 if !last.is_empty() {

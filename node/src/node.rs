@@ -14,7 +14,8 @@ use cairn_chain::{
 };
 use cairn_consensus::raft::{block_term, CommittedHead};
 use cairn_consensus::{
-    Action, ConsensusEngine, EngineStatus, Input, Raft, RaftConfig, SignedMessage, ValidatorId,
+    Action, ConsensusEngine, EngineStatus, Input, Pbft, PbftConfig, Raft, RaftConfig,
+    SignedMessage, ValidatorId,
 };
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
 use cairn_p2p::{BlockSource, Command, Event, PeerInfo, Topic};
@@ -172,8 +173,27 @@ pub async fn run(home: &Path) -> Result<()> {
             };
             Some(Box::new(Raft::new(cfg, committed, &persisted)))
         }
+        (ConsensusConfig::Pbft(p), Some(me)) => {
+            let head = store.head()?;
+            let persisted: BTreeMap<Vec<u8>, Vec<u8>> =
+                store.engine_entries()?.into_iter().collect();
+            let Some(key) = validator_key.clone() else {
+                bail!("a PBFT validator needs its validator key");
+            };
+            let cfg = PbftConfig {
+                me,
+                validators: validator_keys.clone(),
+                key,
+                network: genesis_hash,
+                block_interval_ms: p.block_interval_ms,
+                view_timeout_ms: p.view_timeout_ms,
+                empty_blocks: p.empty_blocks,
+                full_block: MAX_BLOCK_TRANSACTIONS,
+            };
+            Some(Box::new(Pbft::new(cfg, &head, &persisted)))
+        }
         (other, Some(_)) => bail!(
-            "consensus engine {:?} is not available in this build yet; use raft",
+            "consensus engine {:?} is not available in this build yet; use raft or pbft",
             other.kind().as_str()
         ),
     };
@@ -420,6 +440,7 @@ impl Driver {
                 }
             }
             Err(e) => {
+                self.shared.metrics.unauthenticated.inc();
                 self.penalize(from, format!("invalid consensus message: {e}"))
                     .await
             }

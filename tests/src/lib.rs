@@ -1,5 +1,7 @@
 //! Helpers shared by Cairn's end-to-end tests, which run real processes.
 
+pub mod e2e;
+
 use std::path::PathBuf;
 
 use cairn_chain::testkit::TestChain;

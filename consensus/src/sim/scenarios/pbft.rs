@@ -30,7 +30,7 @@ fn factory() -> EngineFactory {
             empty_blocks: false,
             full_block: 1_000,
         };
-        Box::new(Pbft::new(cfg, s.head, s.persisted))
+        Box::new(Pbft::new(cfg, &s.head.header, s.persisted))
     })
 }
 

@@ -1,0 +1,150 @@
+//! Helpers for tests that run `cairn-node` processes and the wallet.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::workspace_bin;
+
+/// A guard: the node process dies with the test, pass or fail.
+#[derive(Debug)]
+pub struct NodeProc {
+    pub home: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    /// Starts `cairn-node run --home <home>`, logging to `home/node.log`.
+    pub fn start(home: &Path) -> Self {
+        let log = std::fs::File::create(home.join("node.log")).expect("log file");
+        let child = Command::new(workspace_bin("cairn-node"))
+            .args(["run", "--home"])
+            .arg(home)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn-node");
+        NodeProc {
+            home: home.to_owned(),
+            child: Some(child),
+        }
+    }
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn http_get(url: &str) -> Option<Value> {
+    let mut r = ureq::get(url).call().ok()?;
+    r.body_mut().read_json().ok()
+}
+
+pub fn post_raw(url: &str, body: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .expect("node answers");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().expect("json body"))
+}
+
+/// Polls until `f` holds; fails the test (with `what`) after a generous
+/// bound. The bound guards against hangs, it is not a performance claim.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("gave up waiting: {what}");
+}
+
+pub fn wallet(node: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(workspace_bin("cairn-wallet"))
+        .args(["--node", node])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cairn-wallet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn status(url: &str) -> Option<Value> {
+    http_get(&format!("{url}/status"))
+}
+
+pub fn leader(urls: &[&str]) -> Option<usize> {
+    urls.iter()
+        .position(|u| status(u).is_some_and(|s| s["role"] == "leader"))
+}
+
+pub fn balance(url: &str, addr: &str) -> Option<u64> {
+    http_get(&format!("{url}/accounts/{addr}"))?["balance"].as_u64()
+}
+
+pub fn transfer(url: &str, faucet: &Path, to: &str, amount: u64) {
+    let (ok, out, err) = wallet(
+        url,
+        &[
+            "transfer",
+            "--key",
+            faucet.to_str().expect("utf-8 path"),
+            "--to",
+            to,
+            "--amount",
+            &amount.to_string(),
+            "--wait",
+            "--timeout",
+            "120",
+        ],
+    );
+    assert!(ok, "transfer failed: {out} {err}");
+    assert!(out.contains("committed"), "{out}");
+}
+
+/// Whether every node in `urls` answers with the same head.
+pub fn same_head(urls: &[&str]) -> bool {
+    let heads: Vec<Option<String>> = urls
+        .iter()
+        .map(|u| status(u).and_then(|s| s["head_hash"].as_str().map(str::to_owned)))
+        .collect();
+    heads[0].is_some() && heads.iter().all(|h| *h == heads[0])
+}
+
+/// `GET /consensus`.
+pub fn consensus(url: &str) -> Option<Value> {
+    http_get(&format!("{url}/consensus"))
+}
+
+/// The new address of a fresh key written to `path`.
+pub fn keygen(url: &str, path: &Path) -> String {
+    let (ok, out, err) = wallet(
+        url,
+        &["keygen", "--out", path.to_str().expect("utf-8 path")],
+    );
+    assert!(ok, "keygen failed: {err}");
+    out.split_whitespace().next().expect("address").to_owned()
+}
