@@ -14,6 +14,9 @@ const DOMAIN: &[u8] = b"cairn-consensus-v1";
 
 /// A message of any engine. One enum, so that the trait stays object-safe
 /// and the wire format is shared.
+// PBFT's pre-prepare carries a block inline; messages are built once and
+// moved, so the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsensusMessage {
     Raft(RaftMessage),

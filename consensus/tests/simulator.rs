@@ -53,6 +53,11 @@ const TESTED: &[&str] = &[
     "pbft/too-many-down",
     "pbft/partitions",
     "pbft/chaos",
+    "pbft/byzantine-silent",
+    "pbft/byzantine-equivocating-primary",
+    "pbft/byzantine-conflicting-votes",
+    "pbft/byzantine-forged-signatures",
+    "pbft/byzantine-replay",
 ];
 
 #[test]
@@ -194,4 +199,29 @@ fn pbft_partitions() {
 #[test]
 fn pbft_chaos() {
     check("pbft/chaos");
+}
+
+#[test]
+fn pbft_byzantine_silent() {
+    check("pbft/byzantine-silent");
+}
+
+#[test]
+fn pbft_byzantine_equivocating_primary() {
+    check("pbft/byzantine-equivocating-primary");
+}
+
+#[test]
+fn pbft_byzantine_conflicting_votes() {
+    check("pbft/byzantine-conflicting-votes");
+}
+
+#[test]
+fn pbft_byzantine_forged_signatures() {
+    check("pbft/byzantine-forged-signatures");
+}
+
+#[test]
+fn pbft_byzantine_replay() {
+    check("pbft/byzantine-replay");
 }

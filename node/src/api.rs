@@ -260,8 +260,27 @@ async fn transaction(
     )))
 }
 
-async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<cairn_consensus::EngineStatus> {
-    Ok(Json(s.engine.lock().map_err(ApiError::internal)?.clone()))
+/// The engine's state, in its own words: Raft's term and leader, PBFT's
+/// view, primary and view changes.
+async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+    let st = s.engine.lock().map_err(ApiError::internal)?.clone();
+    let mut v = serde_json::json!({
+        "engine": st.engine,
+        "role": st.role,
+        "height": st.committed_height,
+        "uncommitted": st.uncommitted,
+        "messages_dropped": st.dropped_messages,
+        "messages_rejected": st.rejected_messages,
+    });
+    if st.engine == "pbft" {
+        v["view"] = st.term.into();
+        v["primary"] = st.leader.into();
+        v["view_changes"] = st.view_changes.into();
+    } else {
+        v["term"] = st.term.into();
+        v["leader"] = st.leader.into();
+    }
+    Ok(Json(v))
 }
 
 async fn peers(State(s): State<Arc<Shared>>) -> ApiResult<Vec<cairn_p2p::PeerInfo>> {

@@ -59,9 +59,10 @@ fn pbft_network_survives_a_primary_crash_and_stops_safely_without_a_quorum() {
     eventually("survivors agree", || same_head(&survivors));
     for u in &survivors {
         let c = consensus(u).expect("consensus status");
-        assert!(c["term"].as_u64() >= Some(1), "view changed on {u}: {c}");
+        assert!(c["view"].as_u64() >= Some(1), "view changed on {u}: {c}");
         assert!(c["view_changes"].as_u64() >= Some(1), "{c}");
-        assert_ne!(c["leader"].as_u64(), Some(old as u64), "{c}");
+        assert_ne!(c["primary"].as_u64(), Some(old as u64), "{c}");
+        assert!(c["height"].as_u64() >= Some(2), "{c}");
     }
 
     // 3. Restart it: it catches up (blocks checked by their certificates)

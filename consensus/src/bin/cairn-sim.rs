@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             match scenarios::run(&s, nodes, seed, Options { trace, log }) {
                 Ok(r) => {
                     println!(
-                        "ok: {} on {nodes} nodes, seed {seed}: {} simulated ms, height {}, {} transfers acknowledged, {} events, {} messages delivered, {} dropped, {} crashes ({:.2} s)",
+                        "ok: {} on {nodes} nodes, seed {seed}: {} simulated ms, height {}, {} transfers acknowledged, {} events, {} messages delivered, {} dropped, {} crashes, {} penalties ({:.2} s)",
                         s.name,
                         r.sim_ms,
                         r.final_height,
@@ -89,6 +89,7 @@ fn main() -> ExitCode {
                         r.stats.delivered,
                         r.stats.dropped,
                         r.stats.crashes,
+                        r.stats.penalties,
                         started.elapsed().as_secs_f64()
                     );
                     if trace {

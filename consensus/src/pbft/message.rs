@@ -180,6 +180,7 @@ impl Vote {
 
 /// Checks that `votes` hold `quorum` valid votes by distinct validators,
 /// all of `phase`, `view`, `height` and `digest`.
+#[allow(clippy::too_many_arguments)] // what a vote is about, spelt out
 pub fn verify_quorum(
     network: &Hash,
     validators: &[PublicKey],

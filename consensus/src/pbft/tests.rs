@@ -1,2 +1,298 @@
-//! PBFT unit tests: single steps with exact actions. Runs of whole
-//! networks under faults are the simulator's (`crate::sim::scenarios::pbft`).
+//! PBFT unit tests: certificates and single steps with exact actions. Runs
+//! of whole networks under faults (and Byzantine validators) are the
+//! simulator's (`crate::sim::scenarios::pbft`).
+
+use std::collections::BTreeMap;
+
+use cairn_chain::{Address, Block, Hash, Header, PublicKey, SecretKey};
+
+use super::message::new_view_constraint;
+use super::*;
+
+fn keys(n: u32) -> Vec<SecretKey> {
+    (0..n)
+        .map(|i| SecretKey::from_label(&format!("pbft-test/{i}")))
+        .collect()
+}
+
+fn publics(keys: &[SecretKey]) -> Vec<PublicKey> {
+    keys.iter().map(SecretKey::public_key).collect()
+}
+
+fn net() -> Hash {
+    Hash::digest(b"pbft-test-network")
+}
+
+fn genesis() -> Header {
+    Header {
+        parent: Hash::ZERO,
+        height: 0,
+        timestamp_ms: 0,
+        tx_root: Hash::ZERO,
+        state_root: Hash::ZERO,
+        proposer: Address::ZERO,
+        engine_data: Vec::new(),
+    }
+}
+
+fn block(height: u64, parent: Hash, tag: u8) -> Block {
+    Block {
+        header: Header {
+            parent,
+            height,
+            timestamp_ms: u64::from(tag),
+            tx_root: Hash::digest(&[tag]),
+            state_root: Hash::ZERO,
+            proposer: Address::ZERO,
+            engine_data: view_data(0),
+        },
+        transactions: Vec::new(),
+        seal: Vec::new(),
+    }
+}
+
+fn engine(me: u32, keys: &[SecretKey]) -> Pbft {
+    let cfg = PbftConfig {
+        me,
+        validators: publics(keys),
+        key: keys[me as usize].clone(),
+        network: net(),
+        block_interval_ms: 10,
+        view_timeout_ms: 100,
+        empty_blocks: false,
+        full_block: 100,
+    };
+    Pbft::new(cfg, &genesis(), &BTreeMap::new())
+}
+
+fn votes(
+    keys: &[SecretKey],
+    phase: Phase,
+    view: u64,
+    height: u64,
+    digest: Hash,
+    who: &[u32],
+) -> Vec<Vote> {
+    who.iter()
+        .map(|&i| Vote::sign(&net(), &keys[i as usize], phase, view, height, digest, i))
+        .collect()
+}
+
+#[test]
+fn a_commit_certificate_needs_2f_plus_1_valid_distinct_commits_for_the_block() {
+    let k = keys(4);
+    let pks = publics(&k);
+    let b = block(1, genesis().hash(), 1);
+    let good = Certificate {
+        view: 0,
+        commits: votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 1, 2]),
+    };
+    assert_eq!(good.verify(&net(), &pks, 3, &b), Ok(()));
+    let decoded = Certificate::decode(&good.encode()).expect("decode");
+    assert_eq!(decoded, good);
+
+    let too_few = Certificate {
+        view: 0,
+        commits: votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 1]),
+    };
+    assert!(too_few.verify(&net(), &pks, 3, &b).is_err());
+    let repeated = Certificate {
+        view: 0,
+        commits: votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 1, 1]),
+    };
+    assert!(repeated.verify(&net(), &pks, 3, &b).is_err());
+    let mut forged = good.clone();
+    forged.commits[2].voter = 3; // signed by 2, claims 3
+    assert_eq!(
+        forged.verify(&net(), &pks, 3, &b),
+        Err(ProofError::BadSignature(3))
+    );
+    let prepares = Certificate {
+        view: 0,
+        commits: votes(&k, Phase::Prepare, 0, 1, b.hash(), &[0, 1, 2]),
+    };
+    assert!(prepares.verify(&net(), &pks, 3, &b).is_err());
+    let other = block(1, genesis().hash(), 2);
+    assert!(
+        good.verify(&net(), &pks, 3, &other).is_err(),
+        "another block"
+    );
+    assert!(Certificate::decode(&[1, 2, 3]).is_err());
+}
+
+#[test]
+fn a_new_view_must_re_propose_the_highest_prepared_block() {
+    let k = keys(4);
+    let pks = publics(&k);
+    let g = genesis().hash();
+    let (b1, b2) = (block(1, g, 1), block(1, g, 2));
+    let prepared = |view: u64, b: &Block| Prepared {
+        view,
+        block: b.clone(),
+        prepares: votes(&k, Phase::Prepare, view, 1, b.hash(), &[0, 1, 2]),
+    };
+    let vcs = vec![
+        ViewChange::sign(&net(), &k[0], 3, 1, Some(prepared(0, &b1)), 0),
+        ViewChange::sign(&net(), &k[1], 3, 1, Some(prepared(2, &b2)), 1),
+        ViewChange::sign(&net(), &k[2], 3, 1, None, 2),
+    ];
+    let (height, required) = new_view_constraint(&net(), &pks, 3, 3, &vcs).expect("valid");
+    assert_eq!(height, 1);
+    assert_eq!(required.map(|b| b.hash()), Some(b2.hash()));
+    // Two view changes are not enough; a bad prepared certificate spoils one.
+    assert!(new_view_constraint(&net(), &pks, 3, 3, &vcs[..2]).is_err());
+    let mut bad = prepared(1, &b1);
+    bad.prepares.truncate(2);
+    let spoiled = vec![
+        vcs[0].clone(),
+        vcs[2].clone(),
+        ViewChange::sign(&net(), &k[3], 3, 1, Some(bad), 3),
+    ];
+    assert!(new_view_constraint(&net(), &pks, 3, 3, &spoiled).is_err());
+}
+
+#[test]
+fn a_backup_validates_then_persists_and_broadcasts_its_prepare() {
+    let k = keys(4);
+    let mut e = engine(1, &k);
+    let b = block(1, genesis().hash(), 1);
+    let acts = e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+                view: 0,
+                height: 1,
+                block: b.clone(),
+                justification: Vec::new(),
+            }),
+        },
+    );
+    assert!(acts.contains(&Action::ValidateBlock { block: b.clone() }));
+    assert!(!acts.iter().any(|a| matches!(a, Action::Broadcast { .. })));
+    let acts = e.handle(
+        1,
+        Input::BlockValidated {
+            hash: b.hash(),
+            valid: true,
+        },
+    );
+    let persist = acts
+        .iter()
+        .position(|a| matches!(a, Action::Persist(_)))
+        .expect("persists its vote");
+    let prepare = acts
+        .iter()
+        .position(|a| {
+            matches!(a, Action::Broadcast { msg: ConsensusMessage::Pbft(PbftMessage::Prepare(v)) } if v.digest == b.hash() && v.voter == 1)
+        })
+        .expect("broadcasts a prepare");
+    assert!(persist < prepare);
+}
+
+#[test]
+fn a_pre_prepare_from_a_non_primary_or_a_second_one_is_refused() {
+    let k = keys(4);
+    let mut e = engine(1, &k);
+    let g = genesis().hash();
+    let pp = |b: &Block| {
+        ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+            view: 0,
+            height: 1,
+            block: b.clone(),
+            justification: Vec::new(),
+        })
+    };
+    let acts = e.handle(
+        0,
+        Input::Message {
+            from: 2,
+            msg: pp(&block(1, g, 1)),
+        },
+    );
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Penalize { peer: 2, .. })));
+    e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: pp(&block(1, g, 1)),
+        },
+    );
+    // The primary equivocates: penalised, and a view change starts.
+    let acts = e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: pp(&block(1, g, 2)),
+        },
+    );
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Penalize { peer: 0, .. })));
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::Broadcast { msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)) } if vc.view == 1
+    )));
+    assert_eq!(e.status().role, "view-change");
+}
+
+#[test]
+fn a_quorum_of_commits_makes_the_block_final_with_its_certificate() {
+    let k = keys(4);
+    let mut e = engine(1, &k);
+    let b = block(1, genesis().hash(), 1);
+    e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+                view: 0,
+                height: 1,
+                block: b.clone(),
+                justification: Vec::new(),
+            }),
+        },
+    );
+    e.handle(
+        1,
+        Input::BlockValidated {
+            hash: b.hash(),
+            valid: true,
+        },
+    );
+    let mut committed = None;
+    for v in votes(&k, Phase::Prepare, 0, 1, b.hash(), &[0, 2])
+        .into_iter()
+        .map(PbftMessage::Prepare)
+        .chain(
+            votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 2])
+                .into_iter()
+                .map(PbftMessage::Commit),
+        )
+    {
+        let from = match &v {
+            PbftMessage::Prepare(x) | PbftMessage::Commit(x) => x.voter,
+            _ => unreachable!(),
+        };
+        for a in e.handle(
+            2,
+            Input::Message {
+                from,
+                msg: ConsensusMessage::Pbft(v),
+            },
+        ) {
+            if let Action::Commit { blocks } = a {
+                committed = Some(blocks);
+            }
+        }
+    }
+    let blocks = committed.expect("final");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].hash(), b.hash());
+    assert_eq!(e.verify_final(&blocks[0]), Ok(()));
+    assert_eq!(e.status().committed_height, 1);
+    // Without its seal the block proves nothing.
+    assert!(e.verify_final(&b).is_err());
+}

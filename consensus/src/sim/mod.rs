@@ -20,6 +20,7 @@
 //! The scenarios live in [`scenarios`]; the `cairn-sim` binary replays one
 //! seed or soaks thousands.
 
+pub mod byzantine;
 mod checker;
 mod client;
 mod net;
@@ -114,6 +115,8 @@ pub struct Stats {
     pub unproven_blocks: u64,
 }
 
+// Deliveries dominate the queue; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Event {
     Deliver {
