@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
 DEVNET_DIR ?= devnet
 ENGINE ?= raft
-VALIDATORS ?= 3
+VALIDATORS ?=
 
 .PHONY: deps build test devnet bench soak lint fmt
 SEEDS ?= 10000

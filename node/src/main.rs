@@ -28,8 +28,10 @@ enum Cmd {
     Devnet {
         #[arg(long, default_value = "raft")]
         engine: EngineKind,
-        #[arg(long, default_value_t = 3)]
-        validators: usize,
+        /// Validators (default: 3 for Raft, 4 for PBFT and proof-of-work,
+        /// the fewest that tolerate one fault).
+        #[arg(long)]
+        validators: Option<usize>,
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
         /// Delete the network in DIR first and generate a new one.
@@ -67,7 +69,13 @@ fn main() -> ExitCode {
             dir,
             fresh,
             base_port,
-        } => cairn_node::devnet::run(engine, validators, &dir, fresh, base_port),
+        } => {
+            let validators = validators.unwrap_or(match engine {
+                EngineKind::Raft => 3,
+                EngineKind::Pbft | EngineKind::Pow => 4,
+            });
+            cairn_node::devnet::run(engine, validators, &dir, fresh, base_port)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
