@@ -50,6 +50,8 @@ const VOTES_KEY: &[u8] = b"pbft/votes";
 const LOOKAHEAD: u64 = 4;
 /// Messages kept per sender for future heights.
 const MAX_FUTURE_PER_SENDER: usize = 16;
+/// Votes are kept for views this far beyond the current one.
+const FUTURE_VIEWS: u64 = 2;
 /// Highest timeout multiplier (2^3 = 8 × the base timeout): enough to
 /// outgrow message delays, short enough that a run of views whose primary
 /// has nothing to propose rotates on quickly.
@@ -439,7 +441,9 @@ impl Pbft {
         }
         vote.verify(&self.cfg.network, &self.cfg.validators)
             .map_err(|e| e.to_string())?;
-        if vote.view < self.view {
+        // Votes of old views are stale; votes of views far ahead cannot
+        // count yet and would let a faulty voter fill memory.
+        if vote.view < self.view || vote.view > self.view + FUTURE_VIEWS {
             self.dropped += 1;
             return Ok(());
         }
@@ -624,6 +628,19 @@ impl Pbft {
 
     fn record_view_change(&mut self, vc: ViewChange, out: &mut Vec<Action>) {
         let view = vc.view;
+        // One view change per validator, its latest: memory stays bounded
+        // however many views a faulty validator asks for.
+        let newer = self
+            .view_changes
+            .range(view..)
+            .any(|(_, vcs)| vcs.contains_key(&vc.voter));
+        if newer {
+            return;
+        }
+        for vcs in self.view_changes.values_mut() {
+            vcs.remove(&vc.voter);
+        }
+        self.view_changes.retain(|_, vcs| !vcs.is_empty());
         self.view_changes
             .entry(view)
             .or_default()

@@ -46,9 +46,11 @@ fn pbft_network_survives_a_primary_crash_and_stops_safely_without_a_quorum() {
         assert_eq!(balance(u, &alice), Some(1_000), "balance on {u}");
         let c = consensus(u).expect("consensus status");
         assert_eq!(
-            (c["engine"].as_str(), c["term"].as_u64()),
-            (Some("pbft"), Some(0))
+            (c["engine"].as_str(), c["view"].as_u64()),
+            (Some("pbft"), Some(0)),
+            "{c}"
         );
+        assert_eq!(c["primary"].as_u64(), Some(0), "{c}");
     }
 
     // 2. Kill -9 the primary: a view change, and transfers keep committing.

@@ -313,12 +313,22 @@ fn byzantine(seed: u64, n: u32, opts: Options, behaviour: Behaviour, count: usiz
         }
         let provable = matches!(
             behaviour,
-            Behaviour::ConflictingVotes | Behaviour::ForgedSignatures | Behaviour::Replay
+            Behaviour::ConflictingVotes | Behaviour::ForgedSignatures
         );
         if provable && sim.stats().penalties == 0 {
             return fail(format!(
                 "no honest validator penalised the {behaviour:?} ones"
             ));
+        }
+        // Replays are dropped as stale (or, when they relay someone else's
+        // vote as the sender's own, refused and penalised).
+        let discarded: u64 = honest
+            .iter()
+            .filter_map(|&v| sim.status(v))
+            .map(|s| s.dropped_messages + s.rejected_messages)
+            .sum();
+        if behaviour == Behaviour::Replay && discarded == 0 {
+            return fail("no honest validator discarded a replayed message".into());
         }
         check_certificates(&sim)?;
         sim.finish()
