@@ -7,8 +7,11 @@ pub mod pbft;
 pub mod raft;
 
 use cairn_chain::Hash;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
-use super::{Sim, Stats, Violation};
+use super::{LinkConfig, Sim, Stats, Violation};
+use crate::ValidatorId;
 
 /// One scenario.
 #[derive(Debug, Clone, Copy)]
@@ -126,4 +129,48 @@ pub fn run(
             state: sim.describe(),
         })),
     }
+}
+
+fn fail<T>(msg: String) -> Result<T, Violation> {
+    Err(Violation::Scenario(msg))
+}
+
+fn nodes_of(sim: &Sim) -> Vec<ValidatorId> {
+    (0..sim.validators()).collect()
+}
+
+fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|n| !gone.contains(n))
+        .collect()
+}
+
+/// `ms` of random faults — crashes and restarts of any node, one-way and
+/// two-way cuts, heals — every 20–500 ms; then every fault heals: links
+/// reliable and whole, every node up.
+fn random_faults(sim: &mut Sim, rng: &mut ChaCha8Rng, ms: u64) -> Result<(), Violation> {
+    let n = sim.validators();
+    let end = sim.now() + ms;
+    while sim.now() < end {
+        sim.run_for(rng.gen_range(20..500))?;
+        let node = rng.gen_range(0..n);
+        match rng.gen_range(0..10) {
+            0..=2 => sim.crash(node),
+            3..=5 => sim.restart(node),
+            6 | 7 => {
+                let other = (node + rng.gen_range(1..n)) % n;
+                sim.cut(node, other);
+            }
+            8 => sim.isolate(node),
+            _ => sim.heal(),
+        }
+    }
+    sim.heal();
+    sim.set_all_links(LinkConfig::reliable());
+    for v in 0..n {
+        sim.restart(v);
+    }
+    Ok(())
 }

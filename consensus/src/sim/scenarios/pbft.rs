@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Options, Outcome, Scenario};
+use super::{fail, nodes_of, random_faults, without, Options, Outcome, Scenario};
 use crate::pbft::{Certificate, Pbft, PbftConfig};
 use crate::sim::byzantine::{Behaviour, Byzantine, Collusion};
 use crate::sim::{
@@ -74,22 +74,6 @@ fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ 0x9bf7_0001)
 }
 
-fn fail<T>(msg: String) -> Result<T, Violation> {
-    Err(Violation::Scenario(msg))
-}
-
-fn all(sim: &Sim) -> Vec<ValidatorId> {
-    (0..sim.validators()).collect()
-}
-
-fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
-    nodes
-        .iter()
-        .copied()
-        .filter(|n| !gone.contains(n))
-        .collect()
-}
-
 fn f_of(n: u32) -> usize {
     (n as usize - 1) / 3
 }
@@ -104,13 +88,13 @@ fn primary(sim: &Sim, node: ValidatorId) -> ValidatorId {
 
 /// Every final block on every node carries a valid commit certificate.
 fn check_certificates(sim: &Sim) -> Result<(), Violation> {
-    let keys: Vec<_> = all(sim)
+    let keys: Vec<_> = nodes_of(sim)
         .iter()
         .map(|&i| validator_key(i).public_key())
         .collect();
     let quorum = 2 * f_of(sim.validators()) + 1;
     let mut checked = BTreeSet::new();
-    for node in all(sim) {
+    for node in nodes_of(sim) {
         for b in sim.chain(node).iter().skip(1) {
             if !checked.insert((b.hash(), b.seal.clone())) {
                 continue;
@@ -133,7 +117,7 @@ fn check_certificates(sim: &Sim) -> Result<(), Violation> {
 fn normal(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         for _ in 0..5 {
             sim.expect_progress(&everyone, LIVENESS_MS)?;
         }
@@ -152,7 +136,7 @@ fn primary_crash(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         sim.run_for(rng.gen_range(0..200))?;
         let old = primary(&sim, 0);
@@ -194,7 +178,7 @@ fn too_many_down(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let mut everyone = all(&sim);
+        let mut everyone = nodes_of(&sim);
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         everyone.shuffle(&mut rng);
         let down: Vec<ValidatorId> = everyone.iter().copied().take(f_of(n) + 1).collect();
@@ -215,7 +199,7 @@ fn too_many_down(seed: u64, n: u32, opts: Options) -> Outcome {
             sim.restart(d);
             sim.run_for(rng.gen_range(0..300))?;
         }
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         check_certificates(&sim)?;
         sim.finish()
@@ -229,7 +213,7 @@ fn partitions(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         let p = primary(&sim, 0);
         sim.isolate(p);
@@ -264,27 +248,8 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::lossy());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
-        let end = sim.now() + 20_000;
-        while sim.now() < end {
-            sim.run_for(rng.gen_range(20..500))?;
-            let node = rng.gen_range(0..n);
-            match rng.gen_range(0..10) {
-                0..=2 => sim.crash(node),
-                3..=5 => sim.restart(node),
-                6 | 7 => {
-                    let other = (node + rng.gen_range(1..n)) % n;
-                    sim.cut(node, other);
-                }
-                8 => sim.isolate(node),
-                _ => sim.heal(),
-            }
-        }
-        sim.heal();
-        sim.set_all_links(LinkConfig::reliable());
-        for v in everyone.clone() {
-            sim.restart(v);
-        }
+        let everyone = nodes_of(&sim);
+        random_faults(&mut sim, &mut rng, 20_000)?;
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         check_certificates(&sim)?;
         sim.finish()

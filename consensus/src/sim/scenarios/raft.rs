@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Options, Outcome, Scenario};
+use super::{fail, nodes_of, random_faults, without, Options, Outcome, Scenario};
 use crate::raft::{block_term, CommittedHead, Raft, RaftConfig, RaftMessage};
 use crate::sim::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
 use crate::{Action, ConsensusMessage, ValidatorId};
@@ -82,22 +82,6 @@ fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ 0x5ce7_a410)
 }
 
-fn fail<T>(msg: String) -> Result<T, Violation> {
-    Err(Violation::Scenario(msg))
-}
-
-fn all(sim: &Sim) -> Vec<ValidatorId> {
-    (0..sim.validators()).collect()
-}
-
-fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
-    nodes
-        .iter()
-        .copied()
-        .filter(|n| !gone.contains(n))
-        .collect()
-}
-
 /// Waits for a leader that every node of `nodes` follows in one term.
 fn leader_of(sim: &mut Sim, nodes: &[ValidatorId]) -> Result<ValidatorId, Violation> {
     let group = nodes.to_vec();
@@ -142,7 +126,7 @@ fn uncommitted(sim: &Sim, node: ValidatorId) -> u64 {
 fn election(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let leader = leader_of(&mut sim, &everyone)?;
         let t = term(&sim, leader);
         sim.run_for(3_000)?;
@@ -163,7 +147,7 @@ fn election(seed: u64, n: u32, opts: Options) -> Outcome {
 fn leader_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let old = leader_of(&mut sim, &everyone)?;
         let old_term = term(&sim, old);
         let old_height = sim.height(old);
@@ -200,7 +184,7 @@ fn follower_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let leader = leader_of(&mut sim, &everyone)?;
         let followers = without(&everyone, &[leader]);
         let cut = followers[rng.gen_range(0..followers.len())];
@@ -222,7 +206,7 @@ fn majority_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let mut everyone = all(&sim);
+        let mut everyone = nodes_of(&sim);
         leader_of(&mut sim, &everyone)?;
         sim.run_for(rng.gen_range(0..300))?;
         let f = ((n - 1) / 2) as usize;
@@ -242,7 +226,7 @@ fn majority_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
                 sim.final_height()
             ));
         }
-        for node in all(&sim) {
+        for node in nodes_of(&sim) {
             for (h, hash) in sim.built_by(node, cut_at) {
                 if sim.final_at(h) == Some(hash) {
                     return fail(format!(
@@ -252,7 +236,7 @@ fn majority_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
             }
         }
         sim.heal();
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         sim.finish()
     })();
@@ -263,7 +247,7 @@ fn majority_cut_off(seed: u64, n: u32, opts: Options) -> Outcome {
 fn old_leader_overwritten(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let old = leader_of(&mut sim, &everyone)?;
         sim.set_clients(false);
         sim.within(LIVENESS_MS, "the leader's log all final", |s| {
@@ -308,7 +292,7 @@ fn backtracking(seed: u64, n: u32, opts: Options) -> Outcome {
     };
     let mut sim = sim(seed, n, opts, p, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let a = leader_of(&mut sim, &everyone)?;
         sim.set_clients(false);
         sim.within(LIVENESS_MS, "the leader's log all final", |s| {
@@ -390,7 +374,7 @@ fn crash(seed: u64, n: u32, opts: Options, which: Crash) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let leader = leader_of(&mut sim, &everyone)?;
         sim.run_for(rng.gen_range(300..1_500))?;
         let leader = sim.agreed_leader(&everyone).unwrap_or(leader);
@@ -475,7 +459,7 @@ fn figure8_with(seed: u64, n: u32, opts: Options, rounds: usize, figure8_bug: bo
     }));
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let f = ((n - 1) / 2) as usize;
         for _ in 0..rounds {
             sim.within(LIVENESS_MS, "a leader with at most f nodes down", |s| {
@@ -507,7 +491,7 @@ fn figure8_with(seed: u64, n: u32, opts: Options, rounds: usize, figure8_bug: bo
 fn one_way(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
     let r = (|| {
-        let everyone = all(&sim);
+        let everyone = nodes_of(&sim);
         let old = leader_of(&mut sim, &everyone)?;
         for o in without(&everyone, &[old]) {
             sim.cut(o, old);
@@ -530,27 +514,8 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, NODE, LinkConfig::lossy());
     let mut rng = rng(seed);
     let r = (|| {
-        let everyone = all(&sim);
-        let end = sim.now() + 20_000;
-        while sim.now() < end {
-            sim.run_for(rng.gen_range(20..500))?;
-            let node = rng.gen_range(0..n);
-            match rng.gen_range(0..10) {
-                0..=2 => sim.crash(node),
-                3..=5 => sim.restart(node),
-                6 | 7 => {
-                    let other = (node + rng.gen_range(1..n)) % n;
-                    sim.cut(node, other);
-                }
-                8 => sim.isolate(node),
-                _ => sim.heal(),
-            }
-        }
-        sim.heal();
-        sim.set_all_links(LinkConfig::reliable());
-        for v in everyone.clone() {
-            sim.restart(v);
-        }
+        let everyone = nodes_of(&sim);
+        random_faults(&mut sim, &mut rng, 20_000)?;
         sim.expect_progress(&everyone, LIVENESS_MS)?;
         sim.finish()
     })();
