@@ -85,6 +85,16 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
+    /// Up to `max` pending transactions, each sender's in nonce order.
+    pub fn pending(&self, max: usize) -> Vec<Transaction> {
+        self.by_sender
+            .values()
+            .flat_map(|txs| txs.values())
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
     /// Adds a transaction whose signature the caller verified. `account` is
     /// the sender's committed account (`None`: it does not exist yet).
     pub fn insert(&mut self, tx: Transaction, account: Option<Account>) -> Result<Hash, Rejection> {

@@ -424,8 +424,25 @@ impl Driver {
                     self.syncing = None;
                 }
             }
+            // A peer that (re)connects may have missed the gossip of what
+            // is pending here — a restarted primary would have nothing to
+            // propose: push it.
+            Event::PeerConnected(peer) => {
+                let txs: Vec<Vec<u8>> = self
+                    .shared
+                    .mempool
+                    .lock()
+                    .map(|p| p.pending(cairn_p2p::MAX_PUSHED_TRANSACTIONS))
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Transaction::encode)
+                    .collect();
+                if !txs.is_empty() {
+                    self.command(Command::SendTransactions { peer, txs }).await;
+                }
+            }
             // `/peers` and `/metrics` read the swarm task's peer list.
-            Event::PeerConnected(_) | Event::PeerDisconnected(_) => {}
+            Event::PeerDisconnected(_) => {}
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub use libp2p::{Multiaddr as Address, PeerId as Peer};
 
 /// Most blocks returned by one sync request.
 pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+/// Most transactions pushed to a peer in one request (well within the
+/// request size limit).
+pub const MAX_PUSHED_TRANSACTIONS: usize = 1_000;
 /// A [`BlockSource`] stops adding blocks to a sync response past this many
 /// bytes (it always sends at least one block).
 pub const SYNC_RESPONSE_BUDGET: usize = 2 * MAX_BLOCK_BYTES;
@@ -67,6 +70,9 @@ pub enum Request {
     Consensus(Vec<u8>),
     /// Final blocks from height `from`, at most `max`.
     GetBlocks { from: u64, max: u32 },
+    /// Pending transactions (encoded), pushed to a peer that just
+    /// connected: it may have missed their gossip while it was away.
+    Transactions(Vec<Vec<u8>>),
 }
 
 /// The answer to a [`Request`].
@@ -87,6 +93,12 @@ pub enum Command {
     SendConsensus {
         peer: PeerId,
         data: Vec<u8>,
+    },
+    /// Push pending transactions to one peer (at most
+    /// [`MAX_PUSHED_TRANSACTIONS`]).
+    SendTransactions {
+        peer: PeerId,
+        txs: Vec<Vec<u8>>,
     },
     GetBlocks {
         peer: PeerId,
@@ -359,6 +371,15 @@ impl SwarmTask {
                         .send_request(&peer, Request::Consensus(data));
                 }
             }
+            Command::SendTransactions { peer, mut txs } => {
+                if self.swarm.is_connected(&peer) && !txs.is_empty() {
+                    txs.truncate(MAX_PUSHED_TRANSACTIONS);
+                    self.swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_request(&peer, Request::Transactions(txs));
+                }
+            }
             Command::GetBlocks { peer, from, max } => {
                 let id = self.swarm.behaviour_mut().rr.send_request(
                     &peer,
@@ -511,6 +532,32 @@ impl SwarmTask {
                             .rr
                             .send_response(channel, Response::Ack);
                         self.emit(Event::Consensus { from: peer, data }).await;
+                    }
+                    Request::Transactions(txs) => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Response::Ack);
+                        if txs.len() > MAX_PUSHED_TRANSACTIONS
+                            || txs.iter().any(|t| t.len() > MAX_TRANSACTION_BYTES)
+                        {
+                            self.penalize(
+                                peer,
+                                INVALID_MESSAGE_PENALTY,
+                                "oversized transaction push",
+                            );
+                        } else {
+                            // Handled like gossip: checked, penalised if bad.
+                            for data in txs {
+                                self.emit(Event::Gossip {
+                                    topic: Topic::Transactions,
+                                    from: peer,
+                                    data,
+                                })
+                                .await;
+                            }
+                        }
                     }
                     Request::GetBlocks { from, max } => {
                         let blocks = self.source.blocks(from, max.min(MAX_BLOCKS_PER_REQUEST));
