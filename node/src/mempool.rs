@@ -278,6 +278,13 @@ mod tests {
             m.insert(tx(9, 1), acct(100, 0)).map_err(|e| e.code()),
             Err("bad_nonce")
         );
+        // What a (re)connecting peer is pushed: everything, in nonce order.
+        let pending = m.pending(10);
+        assert_eq!(
+            pending.iter().map(|t| t.nonce).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(m.pending(1).len(), 1);
         m.prune([(k.address(), 1)]);
         assert_eq!(m.len(), 1);
         assert_eq!(
