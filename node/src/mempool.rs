@@ -177,18 +177,48 @@ impl Mempool {
         }
     }
 
-    /// Drops what the committed state made stale: nonces below each touched
-    /// sender's account nonce.
-    pub fn prune(&mut self, senders: impl IntoIterator<Item = (Address, u64)>) {
-        for (sender, next_nonce) in senders {
-            let stale: Vec<u64> = match self.by_sender.get(&sender) {
-                Some(q) => q.range(..next_nonce).map(|(n, _)| *n).collect(),
-                None => continue,
+    /// Drops what the committed state made stale for each touched sender
+    /// (its committed account nonce and balance): nonces below the account
+    /// nonce, and from the first transaction the balance can no longer pay
+    /// for (counting the ones before it) on, since none of those can be
+    /// included any more. Left in, they would count as ready for ever.
+    pub fn prune(&mut self, senders: impl IntoIterator<Item = (Address, u64, u64)>) {
+        for (sender, next_nonce, balance) in senders {
+            let Some(q) = self.by_sender.get(&sender) else {
+                continue;
             };
-            for n in stale {
+            let mut drop: Vec<u64> = q.range(..next_nonce).map(|(n, _)| *n).collect();
+            let mut spent: u64 = 0;
+            let mut expected = next_nonce;
+            let mut broke = false;
+            for (&n, tx) in q.range(next_nonce..) {
+                if broke || n != expected {
+                    // A gap: what follows waits for the missing nonce.
+                    if broke {
+                        drop.push(n);
+                    }
+                    continue;
+                }
+                match tx.total_cost().and_then(|c| spent.checked_add(c)) {
+                    Some(total) if total <= balance => {
+                        spent = total;
+                        expected += 1;
+                    }
+                    _ => {
+                        broke = true;
+                        drop.push(n);
+                    }
+                }
+            }
+            for n in drop {
                 self.remove(&sender, n);
             }
         }
+    }
+
+    /// Drops one transaction (a block builder found it invalid).
+    pub fn discard(&mut self, tx: &Transaction) {
+        self.remove(&tx.sender(), tx.nonce);
     }
 
     /// Transactions ready for a block, at most `max`: per sender the run of
@@ -285,12 +315,40 @@ mod tests {
             vec![0, 1]
         );
         assert_eq!(m.pending(1).len(), 1);
-        m.prune([(k.address(), 1)]);
+        m.prune([(k.address(), 1, 100)]);
         assert_eq!(m.len(), 1);
         assert_eq!(
             m.insert(tx(0, 9), acct(100, 1)).map_err(|e| e.code()),
             Err("bad_nonce")
         );
+    }
+
+    #[test]
+    fn transactions_the_balance_can_no_longer_pay_for_are_pruned() {
+        // Each costs 6; the balance pays for one. Left in, the second would
+        // count as ready for ever and keep the engine proposing blocks.
+        let k = SecretKey::from_label("spender");
+        let to = SecretKey::from_label("to").address();
+        let mut m = Mempool::new("c".into(), 10, 5);
+        for nonce in 0..3 {
+            m.insert(
+                Transaction::new_signed(&k, "c", to, 5, 1, nonce),
+                acct(12, 0),
+            )
+            .expect("each affordable alone");
+        }
+        m.insert(Transaction::new_signed(&k, "c", to, 5, 1, 4), acct(12, 0))
+            .expect("a gap is held");
+        m.prune([(k.address(), 0, 10)]);
+        assert_eq!(m.ready_count(|_| 0), 1);
+        assert_eq!(
+            m.len(),
+            1,
+            "the unaffordable run and what waits on it are gone"
+        );
+        let tx = Transaction::new_signed(&k, "c", to, 5, 1, 0);
+        m.discard(&tx);
+        assert!(m.is_empty());
     }
 
     #[test]

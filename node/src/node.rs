@@ -587,7 +587,8 @@ impl Driver {
             block.transactions.iter().map(Transaction::sender).collect();
         let mut next_nonces = Vec::with_capacity(senders.len());
         for s in senders {
-            next_nonces.push((s, read_account(&**store, &s)?.map_or(0, |a| a.nonce)));
+            let account = read_account(&**store, &s)?.unwrap_or_default();
+            next_nonces.push((s, account.nonce, account.balance));
         }
         if let Ok(mut pool) = self.shared.mempool.lock() {
             pool.prune(next_nonces);
@@ -774,6 +775,16 @@ impl Driver {
             candidates,
             engine_data,
         )?;
+        if !proposal.rejected.is_empty() {
+            // They no longer apply; kept, they would count as ready (and
+            // keep the engine proposing) for ever.
+            if let Ok(mut pool) = self.shared.mempool.lock() {
+                for (tx, rule) in &proposal.rejected {
+                    tracing::info!(hash = %tx.hash(), "dropping a transaction that no longer applies: {rule}");
+                    pool.discard(tx);
+                }
+            }
+        }
         Ok(proposal.block)
     }
 }
