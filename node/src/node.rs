@@ -539,23 +539,15 @@ impl Driver {
 
     /// Executes a proposed block on the head's state without storing it.
     fn validate(&self, block: &Block) -> Result<()> {
-        let store = &self.shared.store;
-        let head = store.head()?;
-        execute_block(
-            &**store,
-            &self.shared.params,
-            &head,
-            block,
-            SignatureCheck::Verify,
-        )?;
+        let head = self.shared.store.head()?;
+        self.execute(&head, block)?;
         Ok(())
     }
 
-    /// Executes and commits a block on `head` (validating it fully).
-    fn commit(&self, head: &Header, block: &Block) -> Result<()> {
-        let store = &self.shared.store;
-        // Mempool transactions were verified on entry; check the others in
-        // one batch, then execute without checking signatures again.
+    /// Executes `block` on `head`'s state. Mempool transactions were
+    /// verified on entry; the others are checked in one batch, then the
+    /// block executes without checking signatures again.
+    fn execute(&self, head: &Header, block: &Block) -> Result<cairn_chain::Executed> {
         let unverified: Vec<Transaction> = {
             let pool = self
                 .shared
@@ -575,13 +567,19 @@ impl Driver {
                 unverified[i].hash()
             );
         }
-        let executed = execute_block(
-            &**store,
+        Ok(execute_block(
+            &*self.shared.store,
             &self.shared.params,
             head,
             block,
             SignatureCheck::AlreadyVerified,
-        )?;
+        )?)
+    }
+
+    /// Executes and commits a block on `head` (validating it fully).
+    fn commit(&self, head: &Header, block: &Block) -> Result<()> {
+        let store = &self.shared.store;
+        let executed = self.execute(head, block)?;
         store.commit_block(block, &executed.changes)?;
         let senders: std::collections::BTreeSet<_> =
             block.transactions.iter().map(Transaction::sender).collect();
