@@ -43,6 +43,7 @@
 
 pub mod message;
 pub mod pbft;
+pub mod pow;
 pub mod raft;
 pub mod sim;
 
@@ -50,6 +51,7 @@ use cairn_chain::{Block, Hash};
 
 pub use message::{ConsensusMessage, MessageError, SignedMessage, MAX_MESSAGE_BYTES};
 pub use pbft::{Pbft, PbftConfig, PbftMessage};
+pub use pow::{Pow, PowConfig};
 pub use raft::{Raft, RaftConfig, RaftMessage};
 
 /// A validator's position in the genesis validator list.
@@ -78,6 +80,17 @@ pub enum Input {
         hash: Hash,
         engine_data: Vec<u8>,
     },
+    /// A block from a peer or from this node's miners (proof-of-work).
+    Block { block: Block },
+    /// [`Action::SetHead`] stopped at block `hash`, which does not execute
+    /// (`reason`); the store's head is now `head`.
+    BlockRejected {
+        hash: Hash,
+        reason: String,
+        head: Hash,
+    },
+    /// The blocks [`Action::SetHead`] reverted (the old head first).
+    Reverted { blocks: Vec<Block> },
 }
 
 /// What an engine asks the driver to do. See the crate docs for the order
@@ -114,6 +127,23 @@ pub enum Action {
     ValidateBlock { block: Block },
     /// Validator `peer` sent something provably invalid.
     Penalize { peer: ValidatorId, reason: String },
+    /// Move the store's head: revert `revert` blocks, then execute and
+    /// append `apply` in order (proof-of-work reorganisations). If a block
+    /// does not execute, stop there and answer [`Input::BlockRejected`];
+    /// answer [`Input::Reverted`] with the reverted blocks. Transactions of
+    /// reverted blocks that are not in the new branch go back to the
+    /// mempool if still valid.
+    SetHead { revert: u64, apply: Vec<Block> },
+    /// Search a nonce for this block template (replaces the current job);
+    /// a block found comes back as [`Input::Block`].
+    Mine { block: Block },
+    /// Stop the miners (the head moved; a new template follows).
+    StopMining,
+    /// Ask the peer that sent block `hash` for the blocks of its chain that
+    /// follow the first hash of `locator` it has on its chain.
+    FetchBlocks { hash: Hash, locator: Vec<Hash> },
+    /// Block `hash` is invalid: penalise the peer that sent it.
+    RejectBlock { hash: Hash, reason: String },
 }
 
 /// The engine's view of itself, for the API and metrics.
@@ -136,6 +166,31 @@ pub struct EngineStatus {
     /// Messages dropped as stale or duplicate, and refused as invalid.
     pub dropped_messages: u64,
     pub rejected_messages: u64,
+    /// Proof-of-work only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow: Option<PowStatus>,
+}
+
+/// A proof-of-work engine's state, for `GET /consensus`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PowStatus {
+    /// The difficulty the next block needs (expected hashes).
+    pub difficulty: u64,
+    /// Its target, big-endian hex.
+    pub target: String,
+    /// Cumulative work of the head (expected hashes since genesis).
+    pub tip_work: u128,
+    /// Estimated network hash rate over the last retarget window (hashes/s).
+    pub hash_rate: u64,
+    pub head: String,
+    /// Reorganisations followed and the deepest one (blocks reverted).
+    pub reorgs: u64,
+    pub max_reorg_depth: u64,
+    /// Blocks waiting for their parent; blocks in the fork tree; blocks
+    /// accepted into it since start.
+    pub orphans: u64,
+    pub known_blocks: u64,
+    pub accepted_blocks: u64,
 }
 
 /// A consensus engine; see the crate docs for the driver's contract.

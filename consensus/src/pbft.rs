@@ -833,6 +833,8 @@ impl ConsensusEngine for Pbft {
                 self.maybe_propose(&mut out);
             }
             Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
+            // Proof-of-work inputs.
+            Input::Block { .. } | Input::BlockRejected { .. } | Input::Reverted { .. } => {}
             Input::BlockValidated { hash, valid } => self.on_validated(hash, valid, &mut out),
             Input::Committed {
                 height,
@@ -865,6 +867,7 @@ impl ConsensusEngine for Pbft {
             view_changes: self.view_change_count,
             dropped_messages: self.dropped,
             rejected_messages: self.rejected,
+            pow: None,
         }
     }
 

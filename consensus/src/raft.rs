@@ -871,6 +871,8 @@ impl ConsensusEngine for Raft {
                 self.maybe_build(&mut out);
             }
             Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
+            // Proof-of-work inputs.
+            Input::Block { .. } | Input::BlockRejected { .. } | Input::Reverted { .. } => {}
             // Under Raft's crash-fault model followers accept the leader's
             // blocks; they are executed and checked when committed.
             Input::BlockValidated { .. } => {}
@@ -904,6 +906,7 @@ impl ConsensusEngine for Raft {
             view_changes: 0,
             dropped_messages: 0,
             rejected_messages: 0,
+            pow: None,
         }
     }
 }

@@ -209,6 +209,7 @@ pub async fn run(home: &Path) -> Result<()> {
         view_changes: 0,
         dropped_messages: 0,
         rejected_messages: 0,
+        pow: None,
     });
     let shared = Arc::new(Shared {
         name: config.name.clone(),

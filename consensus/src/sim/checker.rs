@@ -215,6 +215,7 @@ mod tests {
             view_changes: 0,
             dropped_messages: 0,
             rejected_messages: 0,
+            pow: None,
         }
     }
 

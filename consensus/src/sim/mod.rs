@@ -25,6 +25,7 @@ mod checker;
 mod client;
 mod net;
 mod node;
+mod pow_driver;
 pub mod scenarios;
 
 use std::cmp::Reverse;
@@ -43,6 +44,7 @@ use rand_chacha::ChaCha8Rng;
 pub use checker::Violation;
 pub use client::{Ack, ClientConfig};
 pub use net::LinkConfig;
+pub use pow_driver::PowSim;
 
 use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
 use checker::Checker;
@@ -65,6 +67,8 @@ pub struct EngineSetup<'a> {
     pub me: ValidatorId,
     pub validators: u32,
     pub head: &'a Block,
+    /// The node's chain, genesis first (`head` is its last block).
+    pub chain: &'a [Block],
     pub persisted: &'a BTreeMap<Vec<u8>, Vec<u8>>,
     pub seed: u64,
 }
@@ -85,6 +89,8 @@ pub struct SimConfig {
     /// Print what happens (roles, final blocks, faults) to stderr, for
     /// reading a replayed failure.
     pub log: bool,
+    /// Proof-of-work mode: simulated miners, no finality.
+    pub pow: Option<PowSim>,
 }
 
 impl SimConfig {
@@ -96,6 +102,7 @@ impl SimConfig {
             client: ClientConfig::default(),
             trace: false,
             log: false,
+            pow: None,
         }
     }
 }
@@ -113,6 +120,12 @@ pub struct Stats {
     pub penalties: u64,
     /// Synced blocks refused by `verify_final`.
     pub unproven_blocks: u64,
+    /// Proof-of-work: blocks mined, blocks engines rejected, head moves
+    /// that reverted blocks, and the most blocks one reverted.
+    pub blocks_mined: u64,
+    pub rejected_blocks: u64,
+    pub reorgs: u64,
+    pub max_reorg_depth: u64,
 }
 
 // Deliveries dominate the queue; boxing them would cost an allocation each.
@@ -130,6 +143,13 @@ enum Event {
         at: u64,
     },
     Client,
+    /// A simulated miner found `block` for its job `job`.
+    Mined {
+        node: ValidatorId,
+        incarnation: u64,
+        job: u64,
+        block: Block,
+    },
 }
 
 #[derive(Debug)]
@@ -273,6 +293,7 @@ impl Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut state = MemState::default();
         state.apply(&chain.genesis_state);
+        let skew = cfg.pow.map(|p| p.clock_skew_ms);
         let nodes = (0..cfg.validators)
             .map(|id| SimNode {
                 id,
@@ -282,7 +303,14 @@ impl Sim {
                 chain: vec![chain.genesis.clone()],
                 state: state.clone(),
                 // Wall clocks differ per node, like real ones.
-                clock_offset: rng.gen_range(1_700_000_000_000..1_800_000_000_000),
+                // (Proof-of-work checks timestamps: clocks roughly agree.)
+                clock_offset: match skew {
+                    Some(s) => 1_750_000_000_000 + rng.gen_range(0..=s),
+                    None => rng.gen_range(1_700_000_000_000..1_800_000_000_000),
+                },
+                mining_job: 0,
+                origins: BTreeMap::new(),
+                sync_locator: Vec::new(),
                 mempool: BTreeMap::new(),
                 timer: None,
                 syncing: None,
@@ -504,6 +532,8 @@ impl Sim {
             n.mempool.clear();
             n.timer = None;
             n.syncing = None;
+            n.origins.clear();
+            n.mining_job += 1;
             self.stats.crashes += 1;
             self.record(b'c', node, &[]);
             self.log(|| format!("n{node} crashes"));
@@ -525,6 +555,7 @@ impl Sim {
             me: id,
             validators: self.cfg.validators,
             head: n.head(),
+            chain: &n.chain,
             persisted: &n.disk,
             seed,
         });
@@ -666,6 +697,9 @@ impl Sim {
     /// every transfer a client saw committed.
     pub fn finish(&mut self) -> Result<(), Violation> {
         self.result()?;
+        if self.cfg.pow.is_some() {
+            return self.finish_pow();
+        }
         for node in &self.nodes {
             for b in node.chain.iter().skip(1) {
                 if self.checker.final_at(b.header.height) != Some(b.hash()) {
@@ -833,6 +867,12 @@ impl Sim {
                 }
             }
             Event::Client => self.client_turn(),
+            Event::Mined {
+                node,
+                incarnation,
+                job,
+                block,
+            } => self.mined(node, incarnation, job, block),
         }
     }
 
@@ -856,6 +896,9 @@ impl Sim {
                 self.send(to, from, Wire::SyncResponse { blocks });
             }
             Wire::SyncResponse { blocks } => self.import(to, from, blocks),
+            Wire::Block(block) => self.block_arrives(to, from, block),
+            Wire::LocatorRequest { locator } => self.serve_locator(to, from, &locator),
+            Wire::LocatorResponse { blocks } => self.locator_response(to, from, blocks),
         }
     }
 
@@ -895,8 +938,12 @@ impl Sim {
             }
             let n = &self.nodes[node as usize];
             if let Some(status) = n.engine.as_ref().map(|e| e.status()) {
-                if let Err(v) = self.checker.on_status(node, &status, n.height()) {
-                    self.fail(v);
+                // Proof-of-work heads go back on reorganisations: its
+                // invariants are checked by its driver and `finish`.
+                if self.cfg.pow.is_none() {
+                    if let Err(v) = self.checker.on_status(node, &status, n.height()) {
+                        self.fail(v);
+                    }
                 }
                 if self.cfg.log {
                     let shown = (status.role, status.term, status.leader);
@@ -981,6 +1028,15 @@ impl Sim {
                 self.stats.penalties += 1;
                 self.record(b'p', node, reason.as_bytes());
                 self.log(|| format!("n{node} penalises n{peer}: {reason}"));
+            }
+            Action::SetHead { revert, apply } => self.set_head(node, revert, apply, inputs),
+            Action::Mine { block } => self.mine(node, block),
+            Action::StopMining => self.nodes[node as usize].mining_job += 1,
+            Action::FetchBlocks { hash, locator } => self.fetch_blocks(node, hash, locator),
+            Action::RejectBlock { hash, reason } => {
+                self.stats.rejected_blocks += 1;
+                self.record(b'r', node, hash.as_ref());
+                self.log(|| format!("n{node} rejects block {hash}: {reason}"));
             }
             Action::SetTimer { at_ms } => {
                 let n = &mut self.nodes[node as usize];
@@ -1095,10 +1151,14 @@ impl Sim {
                         block.transactions.len()
                     )
                 });
-                if let Err(v) = self.checker.on_final(node, &block) {
-                    self.fail(v);
+                // Proof-of-work blocks are not final: its driver checks
+                // confirmations instead.
+                if self.cfg.pow.is_none() {
+                    if let Err(v) = self.checker.on_final(node, &block) {
+                        self.fail(v);
+                    }
+                    self.client.observe(node, &block);
                 }
-                self.client.observe(node, &block);
                 self.nodes[node as usize].chain.push(block);
                 true
             }

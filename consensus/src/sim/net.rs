@@ -62,6 +62,16 @@ pub(crate) enum Wire {
     SyncResponse {
         blocks: Vec<Block>,
     },
+    /// Proof-of-work: a mined block, gossiped.
+    Block(Block),
+    /// Proof-of-work block fetch: the blocks after the first of these
+    /// hashes on the peer's chain.
+    LocatorRequest {
+        locator: Vec<cairn_chain::Hash>,
+    },
+    LocatorResponse {
+        blocks: Vec<Block>,
+    },
 }
 
 impl Wire {
@@ -71,6 +81,9 @@ impl Wire {
             Wire::Tx(_) => 2,
             Wire::SyncRequest { .. } => 3,
             Wire::SyncResponse { .. } => 4,
+            Wire::Block(_) => 5,
+            Wire::LocatorRequest { .. } => 6,
+            Wire::LocatorResponse { .. } => 7,
         }
     }
 }

@@ -28,6 +28,11 @@ pub(crate) struct SimNode {
     pub(crate) timer: Option<u64>,
     /// Block sync in progress: the peer asked and when to give up on it.
     pub(crate) syncing: Option<(ValidatorId, u64)>,
+    /// Proof-of-work: the current mining job (bumped to void a job), who
+    /// sent each block, and the locator of the block fetch in progress.
+    pub(crate) mining_job: u64,
+    pub(crate) origins: BTreeMap<cairn_chain::Hash, ValidatorId>,
+    pub(crate) sync_locator: Vec<cairn_chain::Hash>,
     /// Role, term and leader last logged.
     pub(crate) shown: Option<(&'static str, u64, Option<ValidatorId>)>,
 }

@@ -1,0 +1,714 @@
+//! Proof-of-work with most-work fork choice.
+//!
+//! Blocks are never final: the engine keeps a tree of recent blocks with
+//! each one's cumulative work, and the canonical chain is the branch with
+//! the most work (the first seen wins a tie). When a heavier branch
+//! appears, the engine asks the driver to move the head there
+//! ([`Action::SetHead`]: revert to the fork point, apply the new branch);
+//! the driver executes every block as it applies it and reports a block
+//! that does not execute ([`Input::BlockRejected`]), which the engine then
+//! marks invalid with all its descendants before choosing again.
+//!
+//! **Validation** before a block enters the tree, cheapest first: the proof
+//! of work for the difficulty in its seal; format and transaction root;
+//! height; the difficulty the retarget rule demands ([`RetargetRule`]); a
+//! timestamp above the median of the last 11 blocks and at most
+//! `max_future_drift_ms` ahead of the engine's clock. A block whose parent
+//! is unknown is held (bounded, for a minute) while the engine asks the
+//! peer that sent it for the blocks after the last one both chains share
+//! ([`Action::FetchBlocks`] with a block locator, as Bitcoin's
+//! `getblocks`).
+//!
+//! **Mining** (when configured): on every new head the engine stops the
+//! miners, asks for a block template on the head, and hands it to the
+//! miners ([`Action::Mine`]); it refreshes the template when more
+//! transactions are ready or it grows old. A mined block comes back as an
+//! ordinary [`Input::Block`].
+//!
+//! The tree keeps blocks down to [`MAX_REORG_DEPTH`] below the head (plus
+//! what the retarget and median rules look at); deeper reorganisations are
+//! refused.
+
+pub mod work;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_chain::{Block, Hash, Header};
+
+pub use work::{check_pow, pow_hash, search_nonce, target, with_nonce, PowSeal, RetargetRule};
+
+use crate::{Action, ConsensusEngine, EngineStatus, Input, PowStatus};
+
+/// Blocks whose timestamps make the median-time-past rule.
+const MEDIAN_SPAN: usize = 11;
+/// How long a block waits for its parent.
+const ORPHAN_TTL_MS: u64 = 60_000;
+/// The deepest reorganisation followed.
+pub const MAX_REORG_DEPTH: u64 = 1_000;
+/// A mining template older than this is rebuilt (fresh timestamp).
+const TEMPLATE_MAX_AGE_MS: u64 = 10_000;
+
+/// Proof-of-work settings.
+#[derive(Debug, Clone)]
+pub struct PowConfig {
+    pub rule: RetargetRule,
+    pub max_future_drift_ms: u64,
+    /// Whether this node mines.
+    pub mining: bool,
+    /// A template is rebuilt with newly ready transactions at most this
+    /// often.
+    pub template_refresh_ms: u64,
+    /// Most blocks held while their parent is fetched.
+    pub max_orphans: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    header: Header,
+    difficulty: u64,
+    /// Cumulative work up to and including this block.
+    work: u128,
+    /// The body, to apply it; `None` for blocks loaded from the store at
+    /// start that have not been reverted since (they are canonical).
+    body: Option<Block>,
+    /// Arrival order: of two branches with equal work, the first seen wins.
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Orphan {
+    block: Block,
+    arrived: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Template {
+    parent: Hash,
+    transactions: usize,
+    built_at: u64,
+}
+
+/// The proof-of-work engine. See the module docs.
+#[derive(Debug)]
+pub struct Pow {
+    cfg: PowConfig,
+    now: u64,
+    started: bool,
+    tree: BTreeMap<Hash, Entry>,
+    /// The canonical chain within the tree: height → hash.
+    canonical: BTreeMap<u64, Hash>,
+    head: Hash,
+    invalid: BTreeSet<Hash>,
+    orphans: BTreeMap<Hash, Orphan>,
+    seq: u64,
+    template: Option<Template>,
+    /// When a template was last asked for (the driver may not answer).
+    build_asked: Option<u64>,
+    ready: usize,
+    reorgs: u64,
+    max_reorg_depth: u64,
+    rejected: u64,
+    /// Every block this engine accepted into its tree.
+    accepted: u64,
+}
+
+/// The work a header adds: its seal's difficulty (0 for genesis).
+pub fn header_work(header: &Header) -> u64 {
+    if header.height == 0 {
+        return 0;
+    }
+    PowSeal::decode(&header.engine_data).map_or(0, |s| s.difficulty)
+}
+
+impl Pow {
+    /// Starts from the canonical chain's most recent headers (oldest first,
+    /// ending with the head) and the head's cumulative work. Give it at
+    /// least [`Pow::headers_needed`] headers (or all, on a short chain).
+    pub fn new(cfg: PowConfig, recent: &[Header], head_work: u128) -> Self {
+        let mut pow = Self {
+            cfg,
+            now: 0,
+            started: false,
+            tree: BTreeMap::new(),
+            canonical: BTreeMap::new(),
+            head: Hash::ZERO,
+            invalid: BTreeSet::new(),
+            orphans: BTreeMap::new(),
+            seq: 0,
+            template: None,
+            build_asked: None,
+            ready: 0,
+            reorgs: 0,
+            max_reorg_depth: 0,
+            rejected: 0,
+            accepted: 0,
+        };
+        let mut work = head_work;
+        let mut entries = Vec::with_capacity(recent.len());
+        for h in recent.iter().rev() {
+            let difficulty = if h.height == 0 {
+                pow.cfg.rule.initial_difficulty
+            } else {
+                header_work(h)
+            };
+            entries.push((h.clone(), difficulty, work));
+            work = work.saturating_sub(u128::from(header_work(h)));
+        }
+        for (header, difficulty, work) in entries.into_iter().rev() {
+            let hash = header.hash();
+            pow.canonical.insert(header.height, hash);
+            pow.head = hash;
+            pow.tree.insert(
+                hash,
+                Entry {
+                    header,
+                    difficulty,
+                    work,
+                    body: None,
+                    seq: 0,
+                },
+            );
+        }
+        pow
+    }
+
+    /// How many recent headers [`Pow::new`] needs to check and follow
+    /// reorganisations up to [`MAX_REORG_DEPTH`].
+    pub fn headers_needed(rule: &RetargetRule) -> u64 {
+        MAX_REORG_DEPTH + rule.window + MEDIAN_SPAN as u64 + 1
+    }
+
+    fn head_entry(&self) -> Option<&Entry> {
+        self.tree.get(&self.head)
+    }
+
+    fn head_height(&self) -> u64 {
+        self.head_entry().map_or(0, |e| e.header.height)
+    }
+
+    /// The ancestor of `hash` (inclusive) `steps` blocks back, if in the tree.
+    fn ancestor(&self, hash: &Hash, steps: u64) -> Option<&Entry> {
+        let mut e = self.tree.get(hash)?;
+        for _ in 0..steps {
+            e = self.tree.get(&e.header.parent)?;
+        }
+        Some(e)
+    }
+
+    /// The difficulty a child of `parent` must have.
+    fn next_difficulty(&self, parent: &Hash) -> Option<u64> {
+        let p = self.tree.get(parent)?;
+        let height = p.header.height + 1;
+        let window = self.cfg.rule.window.max(1);
+        let span = if height % window == 0 {
+            // From the block `window` blocks before the parent (or genesis)
+            // to the parent.
+            let steps = window.min(p.header.height);
+            let first = self.ancestor(parent, steps)?;
+            Some((
+                steps,
+                p.header.timestamp_ms.saturating_sub(first.header.timestamp_ms),
+            ))
+        } else {
+            None
+        };
+        Some(self.cfg.rule.next(height, p.difficulty, span))
+    }
+
+    /// Median timestamp of the last [`MEDIAN_SPAN`] blocks up to `parent`.
+    fn median_time_past(&self, parent: &Hash) -> u64 {
+        let mut times = Vec::with_capacity(MEDIAN_SPAN);
+        let mut cur = self.tree.get(parent);
+        while let Some(e) = cur {
+            times.push(e.header.timestamp_ms);
+            if times.len() == MEDIAN_SPAN {
+                break;
+            }
+            cur = self.tree.get(&e.header.parent);
+        }
+        times.sort_unstable();
+        times.get(times.len() / 2).copied().unwrap_or(0)
+    }
+
+    /// Checks `block` against its parent (which is in the tree). `Err(.., true)`
+    /// means the block is invalid for good; `false`, that it may become
+    /// valid later (a timestamp too far ahead of this clock).
+    fn check_against_parent(&self, block: &Block) -> Result<u64, (String, bool)> {
+        let h = &block.header;
+        let parent = self
+            .tree
+            .get(&h.parent)
+            .ok_or_else(|| ("unknown parent".to_string(), false))?;
+        if h.height != parent.header.height + 1 {
+            return Err((
+                format!(
+                    "height {} does not follow its parent's {}",
+                    h.height, parent.header.height
+                ),
+                true,
+            ));
+        }
+        let seal = PowSeal::decode(&h.engine_data).map_err(|e| (e, true))?;
+        let expected = self
+            .next_difficulty(&h.parent)
+            .ok_or_else(|| ("the retarget window is not known".to_string(), false))?;
+        if seal.difficulty != expected {
+            return Err((
+                format!(
+                    "difficulty {} where the retarget rule demands {expected}",
+                    seal.difficulty
+                ),
+                true,
+            ));
+        }
+        let median = self.median_time_past(&h.parent);
+        if h.timestamp_ms <= median {
+            return Err((
+                format!(
+                    "timestamp {} is not above the median {median} of the last {MEDIAN_SPAN} blocks",
+                    h.timestamp_ms
+                ),
+                true,
+            ));
+        }
+        if h.timestamp_ms > self.now.saturating_add(self.cfg.max_future_drift_ms) {
+            return Err((
+                format!(
+                    "timestamp {} is more than {} ms ahead of this node's clock {}",
+                    h.timestamp_ms, self.cfg.max_future_drift_ms, self.now
+                ),
+                false,
+            ));
+        }
+        Ok(expected)
+    }
+
+    fn reject(&mut self, hash: Hash, reason: String, for_good: bool, out: &mut Vec<Action>) {
+        self.rejected += 1;
+        if for_good {
+            self.invalid.insert(hash);
+        }
+        out.push(Action::RejectBlock { hash, reason });
+    }
+
+    fn on_block(&mut self, block: Block, out: &mut Vec<Action>) {
+        let hash = block.hash();
+        if self.tree.contains_key(&hash) || self.orphans.contains_key(&hash) {
+            return;
+        }
+        if self.invalid.contains(&hash) {
+            out.push(Action::RejectBlock {
+                hash,
+                reason: "known invalid block".into(),
+            });
+            return;
+        }
+        // The proof of work first: it is what makes the rest worth checking.
+        if let Err(e) = check_pow(&block.header) {
+            self.reject(hash, e, true, out);
+            return;
+        }
+        if let Err(e) = block.check_format() {
+            self.reject(hash, e.to_string(), true, out);
+            return;
+        }
+        if self.invalid.contains(&block.header.parent) {
+            self.reject(hash, "its parent is invalid".into(), true, out);
+            return;
+        }
+        if !self.tree.contains_key(&block.header.parent) {
+            self.hold_orphan(hash, block, out);
+            return;
+        }
+        if !self.insert(block, out) {
+            return;
+        }
+        self.connect_orphans(hash, out);
+        self.choose_head(out);
+    }
+
+    /// Validates `block` against its parent and adds it to the tree.
+    fn insert(&mut self, block: Block, out: &mut Vec<Action>) -> bool {
+        let hash = block.hash();
+        match self.check_against_parent(&block) {
+            Ok(difficulty) => {
+                let parent_work = self
+                    .tree
+                    .get(&block.header.parent)
+                    .map_or(0, |p| p.work);
+                self.seq += 1;
+                self.accepted += 1;
+                self.tree.insert(
+                    hash,
+                    Entry {
+                        header: block.header.clone(),
+                        difficulty,
+                        work: parent_work + u128::from(difficulty),
+                        body: Some(block),
+                        seq: self.seq,
+                    },
+                );
+                true
+            }
+            Err((reason, for_good)) => {
+                self.reject(hash, reason, for_good, out);
+                false
+            }
+        }
+    }
+
+    fn hold_orphan(&mut self, hash: Hash, block: Block, out: &mut Vec<Action>) {
+        if self.orphans.len() >= self.cfg.max_orphans.max(1) {
+            // Drop the oldest (lowest arrival, then hash: deterministic).
+            if let Some(oldest) = self
+                .orphans
+                .iter()
+                .min_by_key(|(h, o)| (o.arrived, **h))
+                .map(|(h, _)| *h)
+            {
+                self.orphans.remove(&oldest);
+            }
+        }
+        // A block whose parent is already waiting arrived with a batch
+        // being fetched: no need to ask again.
+        let waiting_parent = self.orphans.contains_key(&block.header.parent);
+        self.orphans.insert(
+            hash,
+            Orphan {
+                block,
+                arrived: self.now,
+            },
+        );
+        if !waiting_parent {
+            out.push(Action::FetchBlocks {
+                hash,
+                locator: self.locator(),
+            });
+        }
+    }
+
+    /// Hashes of the canonical chain, densest near the head: the head,
+    /// then 1, 2, 4, 8, … blocks back, and the oldest block in the tree. A
+    /// peer answers with its blocks after the first of these on its chain.
+    pub fn locator(&self) -> Vec<Hash> {
+        let head = self.head_height();
+        let lowest = self.canonical.keys().next().copied().unwrap_or(0);
+        let mut out = Vec::new();
+        let mut step = 1u64;
+        let mut h = head;
+        loop {
+            if let Some(hash) = self.canonical.get(&h) {
+                out.push(*hash);
+            }
+            if h <= lowest {
+                break;
+            }
+            h = h.saturating_sub(step).max(lowest);
+            if out.len() >= 2 {
+                step *= 2;
+            }
+        }
+        out
+    }
+
+    /// Adds the waiting descendants of `hash`, now that it is in the tree.
+    fn connect_orphans(&mut self, hash: Hash, out: &mut Vec<Action>) {
+        let mut ready = vec![hash];
+        while let Some(parent) = ready.pop() {
+            let children: Vec<Hash> = self
+                .orphans
+                .iter()
+                .filter(|(_, o)| o.block.header.parent == parent)
+                .map(|(h, _)| *h)
+                .collect();
+            for child in children {
+                if let Some(o) = self.orphans.remove(&child) {
+                    if self.insert(o.block, out) {
+                        ready.push(child);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The valid block with the most work (the first seen among equals;
+    /// the current head keeps its place against equal work).
+    fn best(&self) -> Hash {
+        let head_work = self.head_entry().map_or(0, |e| e.work);
+        let mut best = self.head;
+        let mut best_key = (head_work, 0u64);
+        for (hash, e) in &self.tree {
+            if e.work > best_key.0 || (e.work == best_key.0 && e.work > head_work && e.seq < best_key.1)
+            {
+                best = *hash;
+                best_key = (e.work, e.seq);
+            }
+        }
+        best
+    }
+
+    /// Moves the head to the best block, if that is another one.
+    fn choose_head(&mut self, out: &mut Vec<Action>) {
+        let best = self.best();
+        if best == self.head {
+            return;
+        }
+        // Walk back from `best` to the canonical chain.
+        let mut branch = Vec::new();
+        let mut cur = best;
+        let fork_height = loop {
+            let Some(e) = self.tree.get(&cur) else {
+                // The branch leaves the tree: too deep to follow.
+                return;
+            };
+            if self.canonical.get(&e.header.height) == Some(&cur) {
+                break e.header.height;
+            }
+            branch.push(cur);
+            cur = e.header.parent;
+        };
+        let head_height = self.head_height();
+        let revert = head_height - fork_height;
+        if revert > MAX_REORG_DEPTH {
+            return;
+        }
+        let mut apply = Vec::with_capacity(branch.len());
+        for hash in branch.iter().rev() {
+            match self.tree.get(hash).and_then(|e| e.body.clone()) {
+                Some(b) => apply.push(b),
+                // Cannot happen: only canonical blocks lack a body, and a
+                // branch off the canonical chain holds none.
+                None => return,
+            }
+        }
+        for h in fork_height + 1..=head_height {
+            self.canonical.remove(&h);
+        }
+        for b in &apply {
+            self.canonical.insert(b.header.height, b.hash());
+        }
+        if revert > 0 {
+            self.reorgs += 1;
+            self.max_reorg_depth = self.max_reorg_depth.max(revert);
+        }
+        self.head = best;
+        out.push(Action::SetHead { revert, apply });
+        self.prune();
+        self.new_template(out);
+    }
+
+    /// The driver could not apply `hash`: it and its descendants are
+    /// invalid; the store's head is `head`.
+    fn on_rejected(&mut self, hash: Hash, head: Hash, out: &mut Vec<Action>) {
+        self.rejected += 1;
+        let mut bad = BTreeSet::from([hash]);
+        loop {
+            let more: Vec<Hash> = self
+                .tree
+                .iter()
+                .filter(|(h, e)| bad.contains(&e.header.parent) && !bad.contains(*h))
+                .map(|(h, _)| *h)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            bad.extend(more);
+        }
+        for h in &bad {
+            self.tree.remove(h);
+        }
+        self.invalid.extend(bad);
+        // Re-read the canonical chain from the driver's head.
+        if self.tree.contains_key(&head) {
+            self.head = head;
+            let height = self.head_height();
+            let stale: Vec<u64> = self.canonical.range(height + 1..).map(|(h, _)| *h).collect();
+            for h in stale {
+                self.canonical.remove(&h);
+            }
+        }
+        self.choose_head(out);
+        self.new_template(out);
+    }
+
+    /// Forgets side blocks too deep to matter, and stale orphans.
+    fn prune(&mut self) {
+        let keep_from = self
+            .head_height()
+            .saturating_sub(MAX_REORG_DEPTH + self.cfg.rule.window + MEDIAN_SPAN as u64);
+        if keep_from > 0 {
+            self.tree.retain(|_, e| e.header.height >= keep_from);
+            self.canonical = self.canonical.split_off(&keep_from);
+        }
+        let now = self.now;
+        self.orphans
+            .retain(|_, o| now.saturating_sub(o.arrived) < ORPHAN_TTL_MS);
+        if self.invalid.len() > 10_000 {
+            self.invalid.clear();
+        }
+    }
+
+    fn new_template(&mut self, out: &mut Vec<Action>) {
+        if !self.cfg.mining {
+            return;
+        }
+        if self.template.is_some_and(|t| t.parent != self.head) {
+            out.push(Action::StopMining);
+        }
+        self.template = None;
+        self.ask_template(out);
+    }
+
+    fn ask_template(&mut self, out: &mut Vec<Action>) {
+        let Some(head) = self.head_entry() else {
+            return;
+        };
+        let Some(difficulty) = self.next_difficulty(&self.head) else {
+            return;
+        };
+        let height = head.header.height + 1;
+        self.build_asked = Some(self.now);
+        out.push(Action::BuildBlock {
+            parent: self.head,
+            height,
+            engine_data: PowSeal {
+                difficulty,
+                nonce: 0,
+            }
+            .encode(),
+            uncommitted: Vec::new(),
+        });
+    }
+
+    fn on_built(&mut self, mut block: Block, out: &mut Vec<Action>) {
+        self.build_asked = None;
+        if !self.cfg.mining || block.header.parent != self.head {
+            return;
+        }
+        // The timestamp must be above the median of the last blocks.
+        let median = self.median_time_past(&self.head);
+        block.header.timestamp_ms = block.header.timestamp_ms.max(median + 1);
+        self.template = Some(Template {
+            parent: self.head,
+            transactions: block.transactions.len(),
+            built_at: self.now,
+        });
+        out.push(Action::Mine { block });
+    }
+
+    /// Mining: keep a template on the head with what is ready.
+    fn mining_tick(&mut self, out: &mut Vec<Action>) {
+        if !self.cfg.mining {
+            return;
+        }
+        let refresh = self.cfg.template_refresh_ms.max(1);
+        match (self.template, self.build_asked) {
+            (_, Some(asked)) if self.now < asked + refresh => {}
+            (None, _) => self.ask_template(out),
+            (Some(t), _) => {
+                let age = self.now.saturating_sub(t.built_at);
+                let more = self.ready > t.transactions && age >= refresh;
+                if t.parent != self.head || more || age >= TEMPLATE_MAX_AGE_MS {
+                    self.ask_template(out);
+                }
+            }
+        }
+    }
+
+    fn next_timer(&self) -> u64 {
+        let mut at = self.now + ORPHAN_TTL_MS;
+        if self.cfg.mining {
+            at = at.min(self.now + self.cfg.template_refresh_ms.max(1));
+        }
+        at
+    }
+
+    /// Estimated network hash rate (hashes per second) over the last
+    /// retarget window of the canonical chain.
+    fn hash_rate(&self) -> u64 {
+        let Some(head) = self.head_entry() else {
+            return 0;
+        };
+        let span = self.cfg.rule.window.max(1).min(head.header.height);
+        let Some(first) = self.ancestor(&self.head, span) else {
+            return 0;
+        };
+        let ms = head.header.timestamp_ms.saturating_sub(first.header.timestamp_ms);
+        let work = head.work.saturating_sub(first.work);
+        if ms == 0 {
+            return 0;
+        }
+        u64::try_from(work * 1000 / u128::from(ms)).unwrap_or(u64::MAX)
+    }
+}
+
+impl ConsensusEngine for Pow {
+    fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        self.now = self.now.max(now_ms);
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.new_template(&mut out);
+        }
+        match input {
+            Input::Tick => {
+                self.prune();
+                self.mining_tick(&mut out);
+            }
+            Input::Block { block } => self.on_block(block, &mut out),
+            Input::TransactionsAvailable { count } => {
+                self.ready = count;
+                self.mining_tick(&mut out);
+            }
+            Input::BlockBuilt { block } => self.on_built(block, &mut out),
+            Input::BlockRejected { hash, head, .. } => self.on_rejected(hash, head, &mut out),
+            Input::Reverted { blocks } => {
+                for b in blocks {
+                    if let Some(e) = self.tree.get_mut(&b.hash()) {
+                        if e.body.is_none() {
+                            e.body = Some(b);
+                        }
+                    }
+                }
+            }
+            // No consensus messages, no validation round trips, no final
+            // blocks from elsewhere: blocks arrive as blocks.
+            Input::Message { .. } | Input::BlockValidated { .. } | Input::Committed { .. } => {}
+        }
+        out.push(Action::SetTimer {
+            at_ms: self.next_timer(),
+        });
+        out
+    }
+
+    fn status(&self) -> EngineStatus {
+        let head = self.head_entry();
+        let difficulty = self.next_difficulty(&self.head).unwrap_or(0);
+        EngineStatus {
+            engine: "pow",
+            role: if self.cfg.mining { "miner" } else { "node" },
+            term: 0,
+            leader: None,
+            committed_height: self.head_height(),
+            uncommitted: 0,
+            view_changes: 0,
+            dropped_messages: 0,
+            rejected_messages: self.rejected,
+            pow: Some(PowStatus {
+                difficulty,
+                target: Hash(target(difficulty)).to_string(),
+                tip_work: head.map_or(0, |e| e.work),
+                hash_rate: self.hash_rate(),
+                head: self.head.to_string(),
+                reorgs: self.reorgs,
+                max_reorg_depth: self.max_reorg_depth,
+                orphans: self.orphans.len() as u64,
+                known_blocks: self.tree.len() as u64,
+                accepted_blocks: self.accepted,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+use cairn_chain::{Address, Block, Hash, Header};
+
+use super::*;
+
+const T0: u64 = 1_750_000_000_000;
+
+fn rule() -> RetargetRule {
+    RetargetRule {
+        target_block_time_ms: 1000,
+        initial_difficulty: 16,
+        min_difficulty: 16,
+        window: 1000,
+    }
+}
+
+fn config(mining: bool) -> PowConfig {
+    PowConfig {
+        rule: rule(),
+        max_future_drift_ms: 15_000,
+        mining,
+        template_refresh_ms: 500,
+        max_orphans: 100,
+    }
+}
+
+fn genesis() -> Header {
+    Header {
+        parent: Hash::ZERO,
+        height: 0,
+        timestamp_ms: T0,
+        tx_root: Hash::ZERO,
+        state_root: Hash::digest(b"genesis state"),
+        proposer: Address::ZERO,
+        engine_data: Vec::new(),
+    }
+}
+
+/// A mined child of `parent` (`tag` makes siblings differ).
+fn child(parent: &Header, tag: u8, difficulty: u64) -> Block {
+    let header = Header {
+        parent: parent.hash(),
+        height: parent.height + 1,
+        timestamp_ms: parent.timestamp_ms + 1000,
+        tx_root: Hash::ZERO,
+        state_root: Hash::digest(&[tag]),
+        proposer: Address::ZERO,
+        engine_data: PowSeal {
+            difficulty,
+            nonce: 0,
+        }
+        .encode(),
+    };
+    let (nonce, _) = search_nonce(&header, u64::from(tag) << 32, 1 << 30).expect("nonce");
+    Block {
+        header: with_nonce(&header, nonce).expect("seal"),
+        transactions: Vec::new(),
+        seal: Vec::new(),
+    }
+}
+
+fn chain_from(parent: &Header, len: usize, tag: u8) -> Vec<Block> {
+    let mut out: Vec<Block> = Vec::new();
+    for _ in 0..len {
+        let p = out.last().map_or(parent.clone(), |b| b.header.clone());
+        out.push(child(&p, tag, 16));
+    }
+    out
+}
+
+fn engine(mining: bool) -> Pow {
+    Pow::new(config(mining), &[genesis()], 0)
+}
+
+fn now() -> u64 {
+    T0 + 100_000
+}
+
+fn feed(pow: &mut Pow, block: &Block) -> Vec<Action> {
+    pow.handle(
+        now(),
+        Input::Block {
+            block: block.clone(),
+        },
+    )
+}
+
+fn set_heads(actions: &[Action]) -> Vec<(u64, Vec<Hash>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetHead { revert, apply } => {
+                Some((*revert, apply.iter().map(Block::hash).collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejected(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RejectBlock { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_heavier_branch_wins_and_equal_work_keeps_the_first_seen() {
+    let mut pow = engine(false);
+    let a = chain_from(&genesis(), 2, 1);
+    for b in &a {
+        let acts = feed(&mut pow, b);
+        assert_eq!(set_heads(&acts), vec![(0, vec![b.hash()])]);
+    }
+    // A rival branch of equal work: the head stays.
+    let b = chain_from(&genesis(), 3, 2);
+    assert!(set_heads(&feed(&mut pow, &b[0])).is_empty());
+    assert!(set_heads(&feed(&mut pow, &b[1])).is_empty());
+    // One more block makes it heavier: revert 2, apply 3.
+    let acts = feed(&mut pow, &b[2]);
+    assert_eq!(
+        set_heads(&acts),
+        vec![(2, b.iter().map(Block::hash).collect())]
+    );
+    let st = pow.status().pow.expect("pow status");
+    assert_eq!(st.head, b[2].hash().to_string());
+    assert_eq!(st.tip_work, 48);
+    assert_eq!((st.reorgs, st.max_reorg_depth), (1, 2));
+}
+
+#[test]
+fn invalid_blocks_are_rejected_and_the_head_does_not_move() {
+    let mut pow = engine(false);
+    let good = child(&genesis(), 1, 16);
+    feed(&mut pow, &good);
+
+    // Wrong difficulty (the rule demands 16), with a valid proof for it.
+    let easy = child(&good.header, 2, 17);
+    let r = rejected(&feed(&mut pow, &easy));
+    assert!(r[0].contains("retarget rule demands 16"), "{r:?}");
+
+    // Proof of work that does not meet the target.
+    let mut no_work = child(&good.header, 3, 16);
+    while check_pow(&no_work.header).is_ok() {
+        no_work.header.timestamp_ms += 1;
+    }
+    let r = rejected(&feed(&mut pow, &no_work));
+    assert!(r[0].contains("above the target"), "{r:?}");
+
+    // Timestamp not above the median of the last blocks.
+    let mut old = child(&good.header, 4, 16);
+    old.header.timestamp_ms = T0;
+    let (nonce, _) = search_nonce(&old.header, 0, 1 << 30).expect("nonce");
+    old.header = with_nonce(&old.header, nonce).expect("seal");
+    let r = rejected(&feed(&mut pow, &old));
+    assert!(r[0].contains("median"), "{r:?}");
+
+    // Too far in the future for this clock.
+    let mut future = child(&good.header, 5, 16);
+    future.header.timestamp_ms = now() + 60_000;
+    let (nonce, _) = search_nonce(&future.header, 0, 1 << 30).expect("nonce");
+    future.header = with_nonce(&future.header, nonce).expect("seal");
+    let r = rejected(&feed(&mut pow, &future));
+    assert!(r[0].contains("ahead of this node's clock"), "{r:?}");
+
+    // A wrong transaction root.
+    let mut bad_root = child(&good.header, 6, 16);
+    bad_root.header.tx_root = Hash::digest(b"x");
+    let (nonce, _) = search_nonce(&bad_root.header, 0, 1 << 30).expect("nonce");
+    bad_root.header = with_nonce(&bad_root.header, nonce).expect("seal");
+    let r = rejected(&feed(&mut pow, &bad_root));
+    assert!(r[0].contains("transaction root"), "{r:?}");
+
+    let st = pow.status().pow.expect("pow");
+    assert_eq!(st.head, good.hash().to_string());
+    assert_eq!(pow.status().rejected_messages, 5);
+}
+
+#[test]
+fn an_orphan_asks_for_its_ancestors_and_connects_when_they_come() {
+    let mut pow = engine(false);
+    let a = chain_from(&genesis(), 3, 1);
+    let acts = feed(&mut pow, &a[2]);
+    let fetch: Vec<_> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::FetchBlocks { hash, locator } => Some((*hash, locator.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetch, vec![(a[2].hash(), vec![genesis().hash()])]);
+    assert!(set_heads(&acts).is_empty());
+    assert_eq!(pow.status().pow.expect("pow").orphans, 1);
+    feed(&mut pow, &a[0]);
+    // The missing link connects the held block: both applied at once.
+    let acts = feed(&mut pow, &a[1]);
+    assert_eq!(
+        set_heads(&acts),
+        vec![(0, vec![a[1].hash(), a[2].hash()])]
+    );
+    assert_eq!(pow.status().pow.expect("pow").orphans, 0);
+}
+
+#[test]
+fn a_block_that_does_not_execute_is_dropped_with_its_descendants() {
+    let mut pow = engine(false);
+    let a = chain_from(&genesis(), 1, 1);
+    feed(&mut pow, &a[0]);
+    let b = chain_from(&genesis(), 3, 2);
+    for blk in &b[..2] {
+        feed(&mut pow, blk);
+    }
+    // b is heavier: the engine moves there; the driver finds b[1] bad
+    // after applying b[0].
+    let acts = feed(&mut pow, &b[2]);
+    assert_eq!(set_heads(&acts).len(), 1);
+    let acts = pow.handle(
+        now(),
+        Input::BlockRejected {
+            hash: b[1].hash(),
+            reason: "state root".into(),
+            head: b[0].hash(),
+        },
+    );
+    // b[0] and a[0] weigh the same; b[0] is where the driver stands.
+    assert!(set_heads(&acts).is_empty());
+    assert_eq!(
+        pow.status().pow.expect("pow").head,
+        b[0].hash().to_string()
+    );
+    // b[1] and b[2] are invalid for good; a child of b[2] too.
+    let r = rejected(&feed(&mut pow, &b[1]));
+    assert_eq!(r, vec!["known invalid block".to_string()]);
+    let c = child(&b[2].header, 3, 16);
+    let r = rejected(&feed(&mut pow, &c));
+    assert_eq!(r, vec!["its parent is invalid".to_string()]);
+    // a grows heavier: back to a.
+    let a1 = child(&a[0].header, 1, 16);
+    let acts = feed(&mut pow, &a1);
+    assert_eq!(set_heads(&acts), vec![(1, vec![a[0].hash(), a1.hash()])]);
+}
+
+#[test]
+fn a_miner_mines_on_the_head_and_drops_its_job_when_the_head_moves() {
+    let mut pow = engine(true);
+    let acts = pow.handle(now(), Input::Tick);
+    let build = acts.iter().find_map(|a| match a {
+        Action::BuildBlock {
+            parent,
+            height,
+            engine_data,
+            ..
+        } => Some((*parent, *height, engine_data.clone())),
+        _ => None,
+    });
+    let (parent, height, data) = build.expect("asks for a template");
+    assert_eq!((parent, height), (genesis().hash(), 1));
+    assert_eq!(PowSeal::decode(&data).expect("seal").difficulty, 16);
+
+    let mut template = child(&genesis(), 9, 16);
+    template.header.timestamp_ms = T0; // not above the median: fixed
+    let acts = pow.handle(now(), Input::BlockBuilt { block: template });
+    let mined = acts.iter().find_map(|a| match a {
+        Action::Mine { block } => Some(block.clone()),
+        _ => None,
+    });
+    assert_eq!(mined.expect("mines").header.timestamp_ms, T0 + 1);
+
+    // A better head arrives: stop, and a template on the new head.
+    let other = child(&genesis(), 1, 16);
+    let acts = feed(&mut pow, &other);
+    let stop = acts.iter().position(|a| *a == Action::StopMining);
+    let build = acts.iter().position(|a| {
+        matches!(a, Action::BuildBlock { parent, height: 2, .. } if *parent == other.hash())
+    });
+    assert!(stop.is_some() && build.is_some() && stop < build, "{acts:?}");
+}
+
+#[test]
+fn a_restarted_engine_knows_its_chain_and_its_work() {
+    let a = chain_from(&genesis(), 5, 1);
+    let mut headers = vec![genesis()];
+    headers.extend(a.iter().map(|b| b.header.clone()));
+    // Only the last three headers, with the head's total work.
+    let pow = Pow::new(config(false), &headers[3..], 80);
+    let st = pow.status().pow.expect("pow");
+    assert_eq!(st.head, a[4].hash().to_string());
+    assert_eq!(st.tip_work, 80);
+    assert_eq!(pow.status().committed_height, 5);
+    // The locator names the loaded chain, head first.
+    let loc = pow.locator();
+    assert_eq!(loc.first(), Some(&a[4].hash()));
+    assert_eq!(loc.last(), Some(&a[2].hash()));
+}
+
+#[test]
+fn the_difficulty_follows_the_retarget_rule_on_the_chain() {
+    let mut cfg = config(false);
+    cfg.rule.window = 4;
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    // Blocks 1..3 at difficulty 16, each 250 ms apart (4x too fast).
+    let mut parent = genesis();
+    for i in 1..=3u8 {
+        let mut b = child(&parent, i, 16);
+        b.header.timestamp_ms = parent.timestamp_ms + 250;
+        let (n, _) = search_nonce(&b.header, 0, 1 << 30).expect("nonce");
+        b.header = with_nonce(&b.header, n).expect("seal");
+        assert!(rejected(&feed(&mut pow, &b)).is_empty());
+        parent = b.header;
+    }
+    // Height 4 is a boundary: 3 intervals of 250 ms where 3 s were
+    // expected; clamped to 4x.
+    assert_eq!(pow.status().pow.expect("pow").difficulty, 64);
+}
