@@ -120,6 +120,25 @@ pub fn header_work(header: &Header) -> u64 {
     PowSeal::decode(&header.engine_data).map_or(0, |s| s.difficulty)
 }
 
+/// The heights of a block locator for a chain from `lowest` to `head`: the
+/// head, the one before, then 2, 4, 8, … blocks further back, and `lowest`.
+pub fn locator_heights(head: u64, lowest: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut step = 1u64;
+    let mut h = head;
+    loop {
+        out.push(h);
+        if h <= lowest {
+            break;
+        }
+        h = h.saturating_sub(step).max(lowest);
+        if out.len() >= 2 {
+            step = step.saturating_mul(2);
+        }
+    }
+    out
+}
+
 impl Pow {
     /// Starts from the canonical chain's most recent headers (oldest first,
     /// ending with the head) and the head's cumulative work. Give it at
@@ -369,9 +388,6 @@ impl Pow {
                 self.orphans.remove(&oldest);
             }
         }
-        // A block whose parent is already waiting arrived with a batch
-        // being fetched: no need to ask again.
-        let waiting_parent = self.orphans.contains_key(&block.header.parent);
         self.orphans.insert(
             hash,
             Orphan {
@@ -379,36 +395,23 @@ impl Pow {
                 arrived: self.now,
             },
         );
-        if !waiting_parent {
-            out.push(Action::FetchBlocks {
-                hash,
-                locator: self.locator(),
-            });
-        }
+        // Asked for every waiting block (a fetch may have been lost); the
+        // driver keeps one fetch in flight.
+        out.push(Action::FetchBlocks {
+            hash,
+            locator: self.locator(),
+        });
     }
 
-    /// Hashes of the canonical chain, densest near the head: the head,
-    /// then 1, 2, 4, 8, … blocks back, and the oldest block in the tree. A
-    /// peer answers with its blocks after the first of these on its chain.
+    /// Hashes of the canonical chain, densest near the head (see
+    /// [`locator_heights`]). A peer answers with its blocks after the first
+    /// of these on its chain.
     pub fn locator(&self) -> Vec<Hash> {
-        let head = self.head_height();
         let lowest = self.canonical.keys().next().copied().unwrap_or(0);
-        let mut out = Vec::new();
-        let mut step = 1u64;
-        let mut h = head;
-        loop {
-            if let Some(hash) = self.canonical.get(&h) {
-                out.push(*hash);
-            }
-            if h <= lowest {
-                break;
-            }
-            h = h.saturating_sub(step).max(lowest);
-            if out.len() >= 2 {
-                step *= 2;
-            }
-        }
-        out
+        locator_heights(self.head_height(), lowest)
+            .into_iter()
+            .filter_map(|h| self.canonical.get(&h).copied())
+            .collect()
     }
 
     /// Adds the waiting descendants of `hash`, now that it is in the tree.

@@ -92,6 +92,15 @@ fn main() -> ExitCode {
                         r.stats.penalties,
                         started.elapsed().as_secs_f64()
                     );
+                    if r.stats.blocks_mined > 0 {
+                        println!(
+                            "  proof-of-work: {} blocks mined, {} reorganisations (deepest {} blocks), {} blocks rejected",
+                            r.stats.blocks_mined,
+                            r.stats.reorgs,
+                            r.stats.max_reorg_depth,
+                            r.stats.rejected_blocks
+                        );
+                    }
                     if trace {
                         println!("trace digest {}", r.trace_digest);
                     }

@@ -305,7 +305,8 @@ impl Sim {
                 // Wall clocks differ per node, like real ones.
                 // (Proof-of-work checks timestamps: clocks roughly agree.)
                 clock_offset: match skew {
-                    Some(s) => 1_750_000_000_000 + rng.gen_range(0..=s),
+                    // The network starts at its genesis time (0 here).
+                    Some(s) => 1_000 + rng.gen_range(0..=s),
                     None => rng.gen_range(1_700_000_000_000..1_800_000_000_000),
                 },
                 mining_job: 0,
@@ -568,6 +569,9 @@ impl Sim {
             )
         });
         self.feed(id, Input::Tick);
+        if self.cfg.pow.is_some() {
+            self.pow_connected(id);
+        }
     }
 
     /// Stops or resumes the clients.
@@ -609,6 +613,10 @@ impl Sim {
 
     /// The highest height final on any node.
     pub fn final_height(&self) -> u64 {
+        if self.cfg.pow.is_some() {
+            // Nothing is final: the highest head.
+            return self.nodes.iter().map(SimNode::height).max().unwrap_or(0);
+        }
         self.checker.final_height()
     }
 

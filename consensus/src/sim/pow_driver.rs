@@ -12,7 +12,7 @@ use cairn_chain::{Block, Hash, MemState};
 use rand::Rng;
 
 use super::{test_chain, Event, Sim, Violation, Wire, SYNC_BATCH, SYNC_TIMEOUT_MS};
-use crate::pow::{header_work, search_nonce, with_nonce, PowSeal};
+use crate::pow::{header_work, locator_heights, search_nonce, with_nonce, PowSeal};
 use crate::{Input, ValidatorId};
 
 /// Proof-of-work simulation settings.
@@ -70,12 +70,23 @@ impl Sim {
             }
             self.observe_confirmed(node);
         }
-        let n = &mut self.nodes[node as usize];
         // Transactions of the abandoned branch go back to the mempool
-        // (`add_tx` refuses those the new branch already holds).
+        // (`add_tx` refuses those the new branch already holds) and are
+        // gossiped again: the other side of a healed partition never saw
+        // them.
+        let mut back = Vec::new();
         for b in &reverted {
             for tx in &b.transactions {
-                n.add_tx(tx.clone());
+                if self.nodes[node as usize].add_tx(tx.clone()) {
+                    back.push(tx.clone());
+                }
+            }
+        }
+        for tx in back {
+            for to in 0..self.cfg.validators {
+                if to != node {
+                    self.send(node, to, Wire::Tx(tx.clone()));
+                }
             }
         }
         if !reverted.is_empty() {
@@ -218,30 +229,68 @@ impl Sim {
         self.send(node, to, Wire::LocatorResponse { blocks });
     }
 
+    /// What a node does when it connects to its peers (here: when it
+    /// starts): it asks each for the blocks after its chain (Bitcoin's
+    /// initial block download), and each pushes it its pending
+    /// transactions, as the node's p2p layer does.
+    pub(super) fn pow_connected(&mut self, node: ValidatorId) {
+        let locator = chain_locator(&self.nodes[node as usize].chain);
+        self.nodes[node as usize].sync_locator = locator.clone();
+        for peer in 0..self.cfg.validators {
+            if peer == node || !self.nodes[peer as usize].up() {
+                continue;
+            }
+            self.send(
+                node,
+                peer,
+                Wire::LocatorRequest {
+                    locator: locator.clone(),
+                },
+            );
+            let pending: Vec<_> = self.nodes[peer as usize]
+                .mempool
+                .values()
+                .cloned()
+                .collect();
+            for tx in pending {
+                self.send(peer, node, Wire::Tx(tx));
+            }
+        }
+    }
+
     pub(super) fn locator_response(
         &mut self,
         node: ValidatorId,
         peer: ValidatorId,
         blocks: Vec<Block>,
     ) {
+        // Answers come only to requests (the fetch in flight, or those a
+        // start sends to every peer).
         let n = &mut self.nodes[node as usize];
-        if n.syncing.map(|(p, _)| p) != Some(peer) {
-            return;
+        if n.syncing.is_some_and(|(p, _)| p == peer) {
+            n.syncing = None;
         }
-        n.syncing = None;
-        let full = blocks.len() >= SYNC_BATCH;
-        let last = blocks.last().map(Block::hash);
+        // More to come: ask again from the last block received, once this
+        // batch is in (the fetch stays marked in flight meanwhile).
+        let next = blocks
+            .last()
+            .filter(|_| blocks.len() >= SYNC_BATCH)
+            .map(|last| {
+                let mut locator = vec![last.hash()];
+                locator.extend(n.sync_locator.iter().copied());
+                locator
+            });
+        let busy = n.syncing.is_some_and(|(_, until)| until > self.now);
+        let next = next.filter(|_| !busy);
+        if next.is_some() {
+            n.syncing = Some((peer, self.now + SYNC_TIMEOUT_MS));
+        }
         for block in blocks {
             let n = &mut self.nodes[node as usize];
             n.origins.insert(block.hash(), peer);
             self.feed(node, Input::Block { block });
         }
-        // More to come: ask from the last block received.
-        if let (true, Some(last)) = (full, last) {
-            let n = &mut self.nodes[node as usize];
-            let mut locator = vec![last];
-            locator.extend(n.sync_locator.iter().copied());
-            n.syncing = Some((peer, self.now + SYNC_TIMEOUT_MS));
+        if let Some(locator) = next {
             self.send(node, peer, Wire::LocatorRequest { locator });
         }
     }
@@ -305,4 +354,13 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The block locator of a whole chain (genesis first).
+fn chain_locator(chain: &[Block]) -> Vec<Hash> {
+    let head = chain.len() as u64 - 1;
+    locator_heights(head, 0)
+        .into_iter()
+        .filter_map(|h| chain.get(h as usize).map(Block::hash))
+        .collect()
 }

@@ -4,6 +4,7 @@
 //! command that replays it.
 
 pub mod pbft;
+pub mod pow;
 pub mod raft;
 
 use cairn_chain::Hash;
@@ -90,6 +91,7 @@ pub fn replay_command(scenario: &str, nodes: u32, seed: u64) -> String {
 pub fn all() -> Vec<Scenario> {
     let mut all = raft::scenarios();
     all.extend(pbft::scenarios());
+    all.extend(pow::scenarios());
     all
 }
 

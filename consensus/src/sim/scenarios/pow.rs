@@ -1,0 +1,231 @@
+//! Proof-of-work: miners with seeded luck on slow links (forks happen),
+//! partitions where both sides mine, and crashes on a lossy network. Every
+//! node but the last mines, each at 100 simulated hashes per second; the
+//! target block time is 1 s, retargeted every 10 blocks.
+//!
+//! What must hold: every block a node applies executes (checked as it is
+//! applied); while the network is whole, no reorganisation reaches the
+//! confirmation depth; once faults heal, every node converges on one head
+//! (the most work: nodes only ever move to more work) and every transfer a
+//! client saw confirmed — on any side of a partition — is in that chain.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{fail, nodes_of, Options, Outcome, Scenario};
+use crate::pow::{header_work, Pow, PowConfig, RetargetRule};
+use crate::sim::{EngineFactory, LinkConfig, PowSim, Sim, SimConfig, Violation};
+use crate::ValidatorId;
+
+/// Confirmations after which a client counts a transfer as committed.
+const CONFIRMATIONS: u64 = 6;
+/// Bound on convergence once faults heal.
+const CONVERGE_MS: u64 = 60_000;
+
+fn rule() -> RetargetRule {
+    RetargetRule {
+        target_block_time_ms: 1_000,
+        initial_difficulty: 200,
+        min_difficulty: 20,
+        window: 10,
+    }
+}
+
+fn factory() -> EngineFactory {
+    Box::new(|s| {
+        let cfg = PowConfig {
+            rule: rule(),
+            max_future_drift_ms: 15_000,
+            // Every node but the last mines.
+            mining: s.me + 1 < s.validators,
+            template_refresh_ms: 500,
+            max_orphans: 256,
+        };
+        let keep = Pow::headers_needed(&cfg.rule) as usize;
+        let from = s.chain.len().saturating_sub(keep);
+        let headers: Vec<_> = s.chain[from..].iter().map(|b| b.header.clone()).collect();
+        let work = s.chain.iter().map(|b| u128::from(header_work(&b.header))).sum();
+        Box::new(Pow::new(cfg, &headers, work))
+    })
+}
+
+fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
+    let mut cfg = SimConfig::new(seed, nodes);
+    cfg.trace = opts.trace;
+    cfg.log = opts.log;
+    cfg.link = link;
+    cfg.pow = Some(PowSim {
+        hash_ms: 10,
+        confirmations: CONFIRMATIONS,
+        clock_skew_ms: 2_000,
+    });
+    // Resubmit only long after a block would have held it.
+    cfg.client.resubmit_ms = 20_000;
+    cfg.client.interval_ms = 100;
+    Sim::new(cfg, factory())
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x9bf7_0002)
+}
+
+/// Links slow enough, next to a 1 s block time, for miners to find rival
+/// blocks now and then.
+fn slow_links() -> LinkConfig {
+    LinkConfig {
+        min_delay_ms: 20,
+        max_delay_ms: 400,
+        ..LinkConfig::reliable()
+    }
+}
+
+fn max_height(sim: &Sim) -> u64 {
+    nodes_of(sim)
+        .iter()
+        .map(|&n| sim.height(n))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until every node is on one head above `above`.
+fn converge(sim: &mut Sim, above: u64) -> Result<(), Violation> {
+    let everyone = nodes_of(sim);
+    sim.within(CONVERGE_MS, "one head on every node", |s| {
+        s.converged(&everyone) && everyone.iter().all(|&n| s.height(n) > above)
+    })
+}
+
+fn no_deep_reorg(sim: &Sim, what: &str) -> Result<(), Violation> {
+    let depth = sim.stats().max_reorg_depth;
+    if depth >= CONFIRMATIONS {
+        return fail(format!(
+            "{what}: a reorganisation of {depth} blocks on a whole network"
+        ));
+    }
+    Ok(())
+}
+
+/// A whole network on slow links: forks happen and resolve, shallowly;
+/// the difficulty settles near the target block time.
+fn steady(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, slow_links());
+    let r = (|| {
+        sim.run_for(60_000)?;
+        no_deep_reorg(&sim, "steady")?;
+        let h = max_height(&sim);
+        // 60 blocks expected; luck and the first retargets spread it.
+        if !(20..=180).contains(&h) {
+            return fail(format!("{h} blocks in 60 s at a 1 s target"));
+        }
+        if sim.acks().is_empty() {
+            return fail("no transfer reached 6 confirmations".into());
+        }
+        let top = max_height(&sim);
+        converge(&mut sim, top)
+    })();
+    (sim, r)
+}
+
+/// Split in two halves that both mine; heal: the lighter side reorganises
+/// onto the heavier chain and nothing confirmed on the winning side is lost
+/// (the losing side's transfers go back to mempools and are mined again).
+fn partition(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = nodes_of(&sim);
+        sim.run_for(rng.gen_range(5_000..10_000))?;
+        let half = n / 2;
+        let (a, b): (Vec<ValidatorId>, Vec<ValidatorId>) =
+            everyone.iter().partition(|&&v| v < half);
+        sim.partition(&[a.clone(), b.clone()]);
+        let split_at = max_height(&sim);
+        sim.run_for(rng.gen_range(30_000..45_000))?;
+        // Both sides have a miner: both chains grew apart.
+        if sim.head_hash(a[0]) == sim.head_hash(b[0]) {
+            return fail(format!("both sides on one head after a split: {}", sim.describe()));
+        }
+        if a.iter().chain(&b).any(|&v| sim.height(v) <= split_at) {
+            return fail(format!("a side did not mine: {}", sim.describe()));
+        }
+        let work_a = sim.chain_work(a[0]);
+        let work_b = sim.chain_work(b[0]);
+        sim.heal();
+        let top = max_height(&sim);
+        converge(&mut sim, top)?;
+        // The heavier side's blocks survived the merge, unless the two
+        // sides weighed the same.
+        if sim.stats().reorgs == 0 {
+            return fail("no node reorganised after the heal".into());
+        }
+        // Nodes only move to more work: the merged chain outweighs both.
+        let merged = sim.chain_work(a[0]);
+        if merged < work_a.max(work_b) {
+            return fail(format!(
+                "merged chain has work {merged}, the sides had {work_a} and {work_b}"
+            ));
+        }
+        sim.reset_reorg_depth();
+        sim.run_for(20_000)?;
+        no_deep_reorg(&sim, "after the heal")?;
+        let top = max_height(&sim);
+        converge(&mut sim, top)
+    })();
+    (sim, r)
+}
+
+/// Crashes and restarts on a lossy, reordering network; then every node
+/// comes back and they converge. A restarted node rebuilds its fork tree
+/// from its chain (its mempool is gone) and catches up by block locator.
+/// (Partitions are the other scenario: with partitions *and* crashes, a
+/// transfer confirmed only on the losing side can be lost with the
+/// mempools that held it — proof-of-work promises nothing there.)
+fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::lossy());
+    let mut rng = rng(seed);
+    let r = (|| {
+        sim.run_for(3_000)?;
+        let end = sim.now() + 30_000;
+        while sim.now() < end {
+            sim.run_for(rng.gen_range(100..2_000))?;
+            let node = rng.gen_range(0..n);
+            if rng.gen_bool(0.5) {
+                sim.crash(node);
+            } else {
+                sim.restart(node);
+            }
+        }
+        for v in 0..n {
+            sim.restart(v);
+        }
+        sim.set_all_links(LinkConfig::reliable());
+        let top = max_height(&sim);
+        converge(&mut sim, top)?;
+        // Transfers a reorganisation sent back to mempools get mined again.
+        sim.run_for(15_000)?;
+        let top = max_height(&sim);
+        converge(&mut sim, top)
+    })();
+    (sim, r)
+}
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    const SIZES: &[u32] = &[4, 6];
+    vec![
+        Scenario {
+            name: "pow/steady",
+            sizes: SIZES,
+            run: steady,
+        },
+        Scenario {
+            name: "pow/partition",
+            sizes: SIZES,
+            run: partition,
+        },
+        Scenario {
+            name: "pow/chaos",
+            sizes: SIZES,
+            run: chaos,
+        },
+    ]
+}
