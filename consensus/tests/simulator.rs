@@ -58,6 +58,9 @@ const TESTED: &[&str] = &[
     "pbft/byzantine-conflicting-votes",
     "pbft/byzantine-forged-signatures",
     "pbft/byzantine-replay",
+    "pow/steady",
+    "pow/partition",
+    "pow/chaos",
 ];
 
 #[test]
@@ -68,7 +71,7 @@ fn every_scenario_is_tested_here() {
 
 #[test]
 fn the_same_seed_replays_the_same_run_byte_for_byte() {
-    for name in ["raft/chaos", "raft/crash-leader"] {
+    for name in ["raft/chaos", "raft/crash-leader", "pow/chaos"] {
         let Some(s) = scenarios::find(name) else {
             panic!("no scenario {name}");
         };
@@ -224,4 +227,19 @@ fn pbft_byzantine_forged_signatures() {
 #[test]
 fn pbft_byzantine_replay() {
     check("pbft/byzantine-replay");
+}
+
+#[test]
+fn pow_steady() {
+    check("pow/steady");
+}
+
+#[test]
+fn pow_partition() {
+    check("pow/partition");
+}
+
+#[test]
+fn pow_chaos() {
+    check("pow/chaos");
 }
