@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,11 @@ use serde_json::json;
 
 use crate::mempool::Rejection;
 use crate::node::Shared;
+
+/// Proof-of-work: confirmations after which `/status` counts a block as
+/// final (probabilistically: a deeper reorganisation is possible, only
+/// unlikely).
+pub const POW_FINAL_CONFIRMATIONS: u64 = 6;
 
 /// An API error.
 #[derive(Debug)]
@@ -62,6 +67,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/consensus", get(consensus))
         .route("/peers", get(peers))
         .route("/metrics", get(metrics))
+        .route("/admin/bans", get(admin_bans))
+        .route("/admin/ban", post(admin_ban))
+        .route("/admin/unban", post(admin_unban))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(shared)
 }
@@ -92,8 +100,13 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
         engine: engine.engine.to_string(),
         height: head.height,
         head_hash: head.hash(),
-        // Raft: every committed block is final.
-        finalized_height: head.height,
+        // Raft and PBFT: every committed block is final. Proof-of-work:
+        // none is; blocks with 6 confirmations count as final here.
+        finalized_height: if engine.engine == "pow" {
+            (head.height + 1).saturating_sub(POW_FINAL_CONFIRMATIONS)
+        } else {
+            head.height
+        },
         peers: s.peers.lock().map(|p| p.len()).unwrap_or(0),
         node_id: s.node_id.clone(),
         validator: s.validator,
@@ -135,11 +148,24 @@ struct BlockView {
     tx_root: Hash,
     state_root: Hash,
     engine_data: String,
+    /// Whether the block is on this node's chain, and how many blocks
+    /// (itself included) it has under the head; 0 off the chain.
+    canonical: bool,
+    confirmations: u64,
     transactions: Vec<TxView>,
 }
 
-fn block_view(b: &Block) -> BlockView {
-    BlockView {
+fn block_view(s: &Shared, b: &Block) -> Result<BlockView, ApiError> {
+    let hash = b.hash();
+    let canonical = s.store.hash_at(b.header.height).map_err(ApiError::internal)? == Some(hash);
+    let head = s.store.head().map_err(ApiError::internal)?.height;
+    Ok(BlockView {
+        canonical,
+        confirmations: if canonical {
+            head + 1 - b.header.height
+        } else {
+            0
+        },
         hash: b.hash(),
         height: b.header.height,
         parent: b.header.parent,
@@ -149,14 +175,16 @@ fn block_view(b: &Block) -> BlockView {
         state_root: b.header.state_root,
         engine_data: hex::encode(&b.header.engine_data),
         transactions: b.transactions.iter().map(TxView::from).collect(),
-    }
+    })
 }
 
 async fn latest_block(State(s): State<Arc<Shared>>) -> ApiResult<BlockView> {
     let head = s.store.head_hash().map_err(ApiError::internal)?;
     let b = s.store.block(&head).map_err(ApiError::internal)?;
-    b.map(|b| Json(block_view(&b)))
-        .ok_or_else(|| ApiError::internal("head block missing"))
+    match b {
+        Some(b) => Ok(Json(block_view(&s, &b)?)),
+        None => Err(ApiError::internal("head block missing")),
+    }
 }
 
 async fn block_at(
@@ -171,7 +199,7 @@ async fn block_at(
         )
     })?;
     match s.store.block_at(h).map_err(ApiError::internal)? {
-        Some(b) => Ok(Json(block_view(&b))),
+        Some(b) => Ok(Json(block_view(&s, &b)?)),
         None => Err(ApiError::not_found(format!("no block at height {h}"))),
     }
 }
@@ -187,7 +215,7 @@ async fn block_by_hash(
 ) -> ApiResult<BlockView> {
     let h = parse_hash(&hash)?;
     match s.store.block(&h).map_err(ApiError::internal)? {
-        Some(b) => Ok(Json(block_view(&b))),
+        Some(b) => Ok(Json(block_view(&s, &b)?)),
         None => Err(ApiError::not_found(format!("no block {h}"))),
     }
 }
@@ -248,8 +276,10 @@ async fn transaction(
 ) -> ApiResult<serde_json::Value> {
     let h = parse_hash(&hash)?;
     if let Some(loc) = s.store.tx_location(&h).map_err(ApiError::internal)? {
+        let head = s.store.head().map_err(ApiError::internal)?.height;
         return Ok(Json(json!({
-            "hash": h, "status": "committed", "height": loc.height, "block": loc.block, "index": loc.index
+            "hash": h, "status": "committed", "height": loc.height, "block": loc.block,
+            "index": loc.index, "confirmations": head + 1 - loc.height.min(head),
         })));
     }
     if s.mempool.lock().map(|m| m.contains(&h)).unwrap_or(false) {
@@ -272,7 +302,21 @@ async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<serde_json::Value>
         "messages_dropped": st.dropped_messages,
         "messages_rejected": st.rejected_messages,
     });
-    if st.engine == "pbft" {
+    if let Some(p) = &st.pow {
+        v["difficulty"] = p.difficulty.into();
+        v["target"] = p.target.clone().into();
+        v["tip_work"] = u64::try_from(p.tip_work)
+            .map(serde_json::Value::from)
+            .unwrap_or_else(|_| p.tip_work.to_string().into());
+        v["hash_rate"] = p.hash_rate.into();
+        v["head"] = p.head.clone().into();
+        v["reorgs"] = p.reorgs.into();
+        v["max_reorg_depth"] = p.max_reorg_depth.into();
+        v["orphans"] = p.orphans.into();
+        v["known_blocks"] = p.known_blocks.into();
+        v["accepted_blocks"] = p.accepted_blocks.into();
+        v["blocks_rejected"] = st.rejected_messages.into();
+    } else if st.engine == "pbft" {
         v["view"] = st.term.into();
         v["primary"] = st.leader.into();
         v["view_changes"] = st.view_changes.into();
@@ -301,4 +345,79 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// The admin routes answer loopback clients only, whatever address the API
+/// listens on (like Bitcoin Core's `setban` over its local RPC).
+fn loopback_only(addr: &std::net::SocketAddr) -> Result<(), ApiError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_loopback_only",
+            "the admin API answers loopback clients only",
+        ))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerRequest {
+    /// A libp2p peer id (`12D3Koo…`).
+    peer: String,
+}
+
+fn parse_peer(body: &[u8]) -> Result<cairn_p2p::Peer, ApiError> {
+    let req: PeerRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("expected {{\"peer\": \"<peer id>\"}}: {e}"),
+        )
+    })?;
+    req.peer.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_peer_id",
+            format!("{:?} is not a peer id: {e}", req.peer),
+        )
+    })
+}
+
+async fn admin_bans(
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
+    State(s): State<Arc<Shared>>,
+) -> ApiResult<serde_json::Value> {
+    loopback_only(&addr)?;
+    let banned = s.banned.lock().map_err(ApiError::internal)?.clone();
+    Ok(Json(json!({ "banned": banned })))
+}
+
+async fn admin_ban(
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
+    State(s): State<Arc<Shared>>,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    loopback_only(&addr)?;
+    let peer = parse_peer(&body)?;
+    s.net_commands
+        .send(cairn_p2p::Command::Ban { peer })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "banned": peer.to_string() })))
+}
+
+async fn admin_unban(
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
+    State(s): State<Arc<Shared>>,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    loopback_only(&addr)?;
+    let peer = parse_peer(&body)?;
+    s.net_commands
+        .send(cairn_p2p::Command::Unban { peer })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "unbanned": peer.to_string() })))
 }

@@ -6,4 +6,5 @@ pub mod api;
 pub mod devnet;
 pub mod mempool;
 pub mod metrics;
+pub mod miner;
 pub mod node;

@@ -28,6 +28,13 @@ pub struct Metrics {
     messages_dropped: Gauge,
     messages_rejected: Gauge,
     role: Family<RoleLabels, Gauge>,
+    /// Proof-of-work: blocks this node mined, blocks refused as invalid,
+    /// reorganisations, blocks reverted by them, next difficulty.
+    pub mined_blocks: Counter,
+    pub rejected_blocks: Counter,
+    pub reorgs: Counter,
+    pub reverted_blocks: Counter,
+    difficulty: Gauge,
     last_role: Mutex<String>,
 }
 
@@ -53,6 +60,11 @@ impl Metrics {
             messages_dropped: Gauge::default(),
             messages_rejected: Gauge::default(),
             role: Family::default(),
+            mined_blocks: Counter::default(),
+            rejected_blocks: Counter::default(),
+            reorgs: Counter::default(),
+            reverted_blocks: Counter::default(),
+            difficulty: Gauge::default(),
             last_role: Mutex::new(String::new()),
         };
         let registry = &mut m.registry;
@@ -108,6 +120,31 @@ impl Metrics {
             "1 for this node's current consensus role",
             m.role.clone(),
         );
+        registry.register(
+            "pow_blocks_mined",
+            "Blocks this node mined since start",
+            m.mined_blocks.clone(),
+        );
+        registry.register(
+            "pow_blocks_rejected",
+            "Blocks refused as invalid since start (sender penalised)",
+            m.rejected_blocks.clone(),
+        );
+        registry.register(
+            "pow_reorgs",
+            "Reorganisations since start",
+            m.reorgs.clone(),
+        );
+        registry.register(
+            "pow_reverted_blocks",
+            "Blocks reverted by reorganisations since start",
+            m.reverted_blocks.clone(),
+        );
+        registry.register(
+            "pow_difficulty",
+            "Difficulty the next block needs",
+            m.difficulty.clone(),
+        );
         m
     }
 
@@ -116,6 +153,9 @@ impl Metrics {
         self.view_changes.set(status.view_changes as i64);
         self.messages_dropped.set(status.dropped_messages as i64);
         self.messages_rejected.set(status.rejected_messages as i64);
+        if let Some(p) = &status.pow {
+            self.difficulty.set(i64::try_from(p.difficulty).unwrap_or(i64::MAX));
+        }
         if let Ok(mut last) = self.last_role.lock() {
             if *last != status.role {
                 if !last.is_empty() {

@@ -1,7 +1,7 @@
 //! The running node: opens the store, starts the network and the HTTP API,
 //! and drives the consensus engine in one loop (the only writer of blocks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,10 +12,11 @@ use cairn_chain::{
     execute_block, propose_block, Block, ExecutionParams, Hash, Header, Overlay, PublicKey,
     SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
 };
+use cairn_consensus::pow::{header_work, locator_heights, RetargetRule};
 use cairn_consensus::raft::{block_term, CommittedHead};
 use cairn_consensus::{
-    Action, ConsensusEngine, EngineStatus, Input, Pbft, PbftConfig, Raft, RaftConfig,
-    SignedMessage, ValidatorId,
+    Action, ConsensusEngine, EngineStatus, Input, Pbft, PbftConfig, Pow, PowConfig, Raft,
+    RaftConfig, SignedMessage, ValidatorId,
 };
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
 use cairn_p2p::{BlockSource, Command, Event, PeerInfo, Topic};
@@ -24,6 +25,12 @@ use tokio::sync::mpsc;
 
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
+use crate::miner::Miner;
+
+mod pow;
+
+/// Most block origins remembered (to penalise or ask the sender).
+const MAX_ORIGINS: usize = 10_000;
 
 /// Everything the HTTP API reads, shared with the driver.
 #[derive(Debug)]
@@ -41,6 +48,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Transactions the API accepted, for the driver to gossip.
     pub accepted: mpsc::Sender<Transaction>,
+    /// Peers blocked by the operator or for misbehaviour.
+    pub banned: Arc<Mutex<Vec<String>>>,
+    /// Admin commands for the network (block and unblock peers).
+    pub net_commands: mpsc::Sender<Command>,
 }
 
 struct StoreSource(Arc<Store>);
@@ -62,6 +73,65 @@ impl BlockSource for StoreSource {
         }
         out
     }
+
+    fn blocks_after(&self, locator: &[Hash], max: u32) -> Vec<Vec<u8>> {
+        for hash in locator {
+            let Ok(Some(header)) = self.0.header(hash) else {
+                continue;
+            };
+            if self.0.hash_at(header.height).ok().flatten() == Some(*hash) {
+                return self.blocks(header.height + 1, max);
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// The block locator of the store's canonical chain.
+fn store_locator(store: &Store) -> Result<Vec<Hash>> {
+    let head = store.head()?.height;
+    let mut out = Vec::new();
+    for h in locator_heights(head, 0) {
+        if let Some(hash) = store.hash_at(h)? {
+            out.push(hash);
+        }
+    }
+    Ok(out)
+}
+
+/// Starts the proof-of-work engine from the store: the recent headers it
+/// needs and the head's cumulative work (summed over the whole chain).
+fn start_pow(store: &Store, p: &cairn_genesis::PowParams, mining: bool) -> Result<Pow> {
+    let rule = RetargetRule {
+        target_block_time_ms: p.target_block_time_ms,
+        initial_difficulty: p.initial_difficulty,
+        min_difficulty: p.min_difficulty,
+        window: p.retarget_window,
+    };
+    let head = store.head()?.height;
+    let keep_from = head.saturating_sub(Pow::headers_needed(&rule));
+    let mut work: u128 = 0;
+    let mut recent = Vec::new();
+    for h in 0..=head {
+        let hash = store
+            .hash_at(h)?
+            .with_context(|| format!("the store has no block at height {h}"))?;
+        let header = store
+            .header(&hash)?
+            .with_context(|| format!("the store has no header {hash}"))?;
+        work += u128::from(header_work(&header));
+        if h >= keep_from {
+            recent.push(header);
+        }
+    }
+    let cfg = PowConfig {
+        rule,
+        max_future_drift_ms: p.max_future_drift_ms,
+        mining,
+        template_refresh_ms: 1_000,
+        max_orphans: 1_024,
+    };
+    Ok(Pow::new(cfg, &recent, work))
 }
 
 fn now_ms() -> u64 {
@@ -144,6 +214,11 @@ pub async fn run(home: &Path) -> Result<()> {
         .collect();
 
     let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
+        // Every proof-of-work node follows the most-work chain, validator
+        // key or not.
+        (ConsensusConfig::Pow(p), _) => {
+            Some(Box::new(start_pow(&store, p, config.mining.enabled)?))
+        }
         (_, None) => None,
         (ConsensusConfig::Raft(p), Some(me)) => {
             let head = store.head()?;
@@ -192,11 +267,26 @@ pub async fn run(home: &Path) -> Result<()> {
             };
             Some(Box::new(Pbft::new(cfg, &head, &persisted)))
         }
-        (other, Some(_)) => bail!(
-            "consensus engine {:?} is not available in this build yet; use raft or pbft",
-            other.kind().as_str()
-        ),
     };
+    let (mined_tx, mined_rx) = mpsc::unbounded_channel();
+    let miner = match (&genesis.consensus, config.mining.enabled) {
+        (ConsensusConfig::Pow(_), true) => Some(
+            Miner::start(config.mining.threads, mined_tx)
+                .context("starting the mining threads")?,
+        ),
+        (_, true) => {
+            tracing::warn!(
+                "mining is enabled in node.toml, but this network does not use proof-of-work"
+            );
+            None
+        }
+        _ => None,
+    };
+    let reward = config
+        .mining
+        .reward_address
+        .or(validator_key.as_ref().map(SecretKey::address))
+        .unwrap_or(cairn_chain::Address::ZERO);
 
     let (accepted_tx, accepted_rx) = mpsc::channel(10_000);
     let status = engine.as_ref().map(|e| e.status()).unwrap_or(EngineStatus {
@@ -211,6 +301,7 @@ pub async fn run(home: &Path) -> Result<()> {
         rejected_messages: 0,
         pow: None,
     });
+    let is_pow = matches!(genesis.consensus, ConsensusConfig::Pow(_));
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         store: store.clone(),
@@ -227,6 +318,8 @@ pub async fn run(home: &Path) -> Result<()> {
         peers: net.peers.clone(),
         metrics: Metrics::new(),
         accepted: accepted_tx,
+        banned: net.banned.clone(),
+        net_commands: net.commands.clone(),
         genesis,
     });
 
@@ -247,7 +340,11 @@ pub async fn run(home: &Path) -> Result<()> {
     let api = crate::api::router(shared.clone());
     let mut api_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, api)
+        // The peer address is what the admin routes check.
+        axum::serve(
+            listener,
+            api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(async move {
                 let _ = api_stop.changed().await;
             })
@@ -264,9 +361,13 @@ pub async fn run(home: &Path) -> Result<()> {
         net_cmd: net.commands.clone(),
         gossip_txs: Vec::new(),
         syncing: None,
-        started: Instant::now(),
+        miner,
+        reward,
+        is_pow,
+        origins: HashMap::new(),
+        sync_locator: Vec::new(),
     };
-    let result = driver.run(net.events, accepted_rx).await;
+    let result = driver.run(net.events, accepted_rx, mined_rx).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     tracing::info!("node stopped at height {}", store.head()?.height);
@@ -284,7 +385,14 @@ struct Driver {
     gossip_txs: Vec<(PeerId, Transaction)>,
     /// The peer a sync request is in flight to, and since when.
     syncing: Option<(PeerId, Instant)>,
-    started: Instant,
+    /// Proof-of-work: the mining threads (if this node mines), where
+    /// rewards go, who sent each recent block, and the locator of the
+    /// block fetch in flight.
+    miner: Option<Miner>,
+    reward: cairn_chain::Address,
+    is_pow: bool,
+    origins: HashMap<Hash, PeerId>,
+    sync_locator: Vec<Hash>,
 }
 
 impl Driver {
@@ -292,6 +400,7 @@ impl Driver {
         &mut self,
         mut events: mpsc::Receiver<Event>,
         mut accepted: mpsc::Receiver<Transaction>,
+        mut mined: mpsc::UnboundedReceiver<Block>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -302,6 +411,7 @@ impl Driver {
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = tick.tick() => self.on_tick().await?,
+                Some(block) = mined.recv() => self.on_mined(block).await?,
                 Some(tx) = accepted.recv() => {
                     self.command(Command::Publish { topic: Topic::Transactions, data: tx.encode() }).await;
                     self.offer_transactions().await?;
@@ -408,6 +518,13 @@ impl Driver {
                     }
                 },
                 Topic::Consensus => self.on_consensus(from, &data).await?,
+                Topic::Blocks if self.is_pow => match Block::decode(&data) {
+                    Ok(block) => {
+                        self.remember_origin(block.hash(), from);
+                        self.feed(Input::Block { block }).await?;
+                    }
+                    Err(e) => self.penalize(from, format!("undecodable block: {e}")).await,
+                },
                 Topic::Blocks => match Block::decode(&data) {
                     Ok(block) => {
                         let head = self.shared.store.head()?.height;
@@ -429,6 +546,12 @@ impl Driver {
             // is pending here — a restarted primary would have nothing to
             // propose: push it.
             Event::PeerConnected(peer) => {
+                // Proof-of-work: ask a new peer for what follows our chain
+                // (it may have mined while we were apart).
+                if self.is_pow && self.syncing.is_none() {
+                    self.fetch_after(peer, store_locator(&self.shared.store)?)
+                        .await;
+                }
                 let txs: Vec<Vec<u8>> = self
                     .shared
                     .mempool
@@ -490,6 +613,9 @@ impl Driver {
     async fn on_blocks(&mut self, from: PeerId, blocks: Vec<Vec<u8>>) -> Result<()> {
         if self.syncing.map(|(p, _)| p) != Some(from) {
             return Ok(());
+        }
+        if self.is_pow {
+            return self.on_pow_blocks(from, blocks).await;
         }
         self.syncing = None;
         let full = blocks.len() as u32 >= cairn_p2p::MAX_BLOCKS_PER_REQUEST;
@@ -611,15 +737,15 @@ impl Driver {
     async fn feed(&mut self, input: Input) -> Result<()> {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
-            let now_ms = self.started.elapsed().as_millis() as u64;
+            // Wall-clock time: proof-of-work compares it with block
+            // timestamps; the other engines only measure intervals.
+            let now_ms = now_ms();
             let Some(engine) = self.engine.as_mut() else {
                 return Ok(());
             };
             let actions = engine.handle(now_ms, input);
             for action in actions {
-                if let Some(next) = self.act(action).await? {
-                    queue.push_back(next);
-                }
+                queue.extend(self.act(action).await?);
             }
         }
         if let Some(engine) = &self.engine {
@@ -637,7 +763,7 @@ impl Driver {
         Some(SignedMessage::sign(&self.shared.genesis_hash, me, key, msg).encode())
     }
 
-    async fn act(&mut self, action: Action) -> Result<Option<Input>> {
+    async fn act(&mut self, action: Action) -> Result<Vec<Input>> {
         match action {
             Action::Send { to, msg } => {
                 if let (Some(data), Some(Some(peer))) =
@@ -667,7 +793,7 @@ impl Driver {
                 uncommitted,
             } => {
                 let block = self.build(parent, height, engine_data, &uncommitted)?;
-                return Ok(Some(Input::BlockBuilt { block }));
+                return Ok(vec![Input::BlockBuilt { block }]);
             }
             Action::Commit { blocks } => {
                 for block in blocks {
@@ -687,7 +813,7 @@ impl Driver {
                     .await;
                 }
                 let count = self.ready_count()?;
-                return Ok(Some(Input::TransactionsAvailable { count }));
+                return Ok(vec![Input::TransactionsAvailable { count }]);
             }
             Action::Sync { peer, .. } => {
                 if let Some(Some(p)) = self.validator_peers.get(peer as usize).copied() {
@@ -704,7 +830,36 @@ impl Driver {
                         false
                     }
                 };
-                return Ok(Some(Input::BlockValidated { hash, valid }));
+                return Ok(vec![Input::BlockValidated { hash, valid }]);
+            }
+            Action::SetHead { revert, apply } => return self.set_head(revert, apply).await,
+            Action::Mine { block } => {
+                if let Some(m) = &self.miner {
+                    m.set_job(block);
+                }
+            }
+            Action::StopMining => {
+                if let Some(m) = &self.miner {
+                    m.stop();
+                }
+            }
+            Action::FetchBlocks { hash, locator } => {
+                if let Some(peer) = self.origins.get(&hash).copied() {
+                    let busy = self
+                        .syncing
+                        .is_some_and(|(_, since)| since.elapsed() < Duration::from_secs(10));
+                    if !busy {
+                        self.fetch_after(peer, locator).await;
+                    }
+                }
+            }
+            Action::RejectBlock { hash, reason } => {
+                self.shared.metrics.rejected_blocks.inc();
+                tracing::warn!(%hash, "invalid block: {reason}");
+                if let Some(peer) = self.origins.get(&hash).copied() {
+                    self.penalize(peer, format!("invalid block {hash}: {reason}"))
+                        .await;
+                }
             }
             Action::Penalize { peer, reason } => {
                 tracing::warn!(validator = peer, "misbehaving validator: {reason}");
@@ -713,7 +868,7 @@ impl Driver {
                 }
             }
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     /// Builds a block on `parent` (the last of `uncommitted`, or the head)
@@ -759,11 +914,7 @@ impl Driver {
                     .map_or(0, |x| x.nonce)
             })
         };
-        let proposer = self
-            .key
-            .as_ref()
-            .map(|k| k.address())
-            .unwrap_or(cairn_chain::Address::ZERO);
+        let proposer = self.reward;
         let timestamp = now_ms().max(parent_header.timestamp_ms);
         let proposal = propose_block(
             &overlay,

@@ -33,6 +33,8 @@ pub use libp2p::{Multiaddr as Address, PeerId as Peer};
 
 /// Most blocks returned by one sync request.
 pub const MAX_BLOCKS_PER_REQUEST: u32 = 64;
+/// Most hashes in a block locator.
+pub const MAX_LOCATOR_HASHES: usize = 128;
 /// Most transactions pushed to a peer in one request (well within the
 /// request size limit).
 pub const MAX_PUSHED_TRANSACTIONS: usize = 1_000;
@@ -73,6 +75,9 @@ pub enum Request {
     /// Pending transactions (encoded), pushed to a peer that just
     /// connected: it may have missed their gossip while it was away.
     Transactions(Vec<Vec<u8>>),
+    /// Blocks of the peer's chain after the first hash of `locator` it has
+    /// on that chain (proof-of-work: chains may differ), at most `max`.
+    GetBlocksAfter { locator: Vec<Hash>, max: u32 },
 }
 
 /// The answer to a [`Request`].
@@ -104,6 +109,19 @@ pub enum Command {
         peer: PeerId,
         from: u64,
         max: u32,
+    },
+    /// See [`Request::GetBlocksAfter`]; answered with [`Event::Blocks`].
+    GetBlocksAfter {
+        peer: PeerId,
+        locator: Vec<Hash>,
+    },
+    /// An operator blocks a peer (admin API): disconnected, and neither
+    /// dialled nor accepted until unblocked.
+    Ban {
+        peer: PeerId,
+    },
+    Unban {
+        peer: PeerId,
     },
     /// The peer sent something invalid.
     Penalize {
@@ -141,6 +159,9 @@ pub trait BlockSource: Send + Sync + 'static {
     /// Encoded final blocks from height `from`: at most `max`, and no more
     /// once [`SYNC_RESPONSE_BUDGET`] bytes are reached.
     fn blocks(&self, from: u64, max: u32) -> Vec<Vec<u8>>;
+    /// Encoded blocks of the canonical chain after the first hash of
+    /// `locator` on it (none if no hash is), with the same limits.
+    fn blocks_after(&self, locator: &[Hash], max: u32) -> Vec<Vec<u8>>;
 }
 
 /// A connected peer, as `/peers` shows it.
@@ -171,6 +192,8 @@ pub struct Network {
     pub local_peer_id: PeerId,
     /// Connected peers, kept current by the swarm task.
     pub peers: Arc<Mutex<Vec<PeerInfo>>>,
+    /// Peers blocked (by an operator or for misbehaviour).
+    pub banned: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starting the network failed.
@@ -281,6 +304,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
     let (cmd_tx, cmd_rx) = mpsc::channel(4096);
     let (ev_tx, ev_rx) = mpsc::channel(4096);
     let peers = Arc::new(Mutex::new(Vec::new()));
+    let banned_list = Arc::new(Mutex::new(Vec::new()));
     let local_peer_id = *swarm.local_peer_id();
     let task = SwarmTask {
         swarm,
@@ -290,6 +314,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
         source,
         events: ev_tx,
         peers: peers.clone(),
+        banned_list: banned_list.clone(),
         connected: HashMap::new(),
         penalties: HashMap::new(),
         banned: HashSet::new(),
@@ -303,6 +328,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
         events: ev_rx,
         local_peer_id,
         peers,
+        banned: banned_list,
     })
 }
 
@@ -314,6 +340,7 @@ struct SwarmTask {
     source: Arc<dyn BlockSource>,
     events: mpsc::Sender<Event>,
     peers: Arc<Mutex<Vec<PeerInfo>>>,
+    banned_list: Arc<Mutex<Vec<String>>>,
     connected: HashMap<PeerId, (String, Option<String>)>,
     penalties: HashMap<PeerId, u32>,
     banned: HashSet<PeerId>,
@@ -390,6 +417,25 @@ impl SwarmTask {
                 );
                 self.pending_sync.insert(id, peer);
             }
+            Command::GetBlocksAfter { peer, mut locator } => {
+                locator.truncate(MAX_LOCATOR_HASHES);
+                let id = self.swarm.behaviour_mut().rr.send_request(
+                    &peer,
+                    Request::GetBlocksAfter {
+                        locator,
+                        max: MAX_BLOCKS_PER_REQUEST,
+                    },
+                );
+                self.pending_sync.insert(id, peer);
+            }
+            Command::Ban { peer } => self.ban(peer, "blocked by the operator"),
+            Command::Unban { peer } => {
+                tracing::info!(%peer, "peer unblocked by the operator");
+                self.banned.remove(&peer);
+                self.penalties.remove(&peer);
+                self.swarm.behaviour_mut().block_list.unblock_peer(peer);
+                self.publish_banned();
+            }
             Command::Penalize { peer, reason } => {
                 self.penalize(peer, INVALID_MESSAGE_PENALTY, &reason)
             }
@@ -411,6 +457,15 @@ impl SwarmTask {
         self.banned.insert(peer);
         self.swarm.behaviour_mut().block_list.block_peer(peer);
         let _ = self.swarm.disconnect_peer_id(peer);
+        self.publish_banned();
+    }
+
+    fn publish_banned(&self) {
+        let mut list: Vec<String> = self.banned.iter().map(PeerId::to_string).collect();
+        list.sort();
+        if let Ok(mut b) = self.banned_list.lock() {
+            *b = list;
+        }
     }
 
     fn publish_peers(&self) {
@@ -558,6 +613,20 @@ impl SwarmTask {
                                 .await;
                             }
                         }
+                    }
+                    Request::GetBlocksAfter { locator, max } => {
+                        if locator.len() > MAX_LOCATOR_HASHES {
+                            self.penalize(peer, INVALID_MESSAGE_PENALTY, "oversized locator");
+                            return;
+                        }
+                        let blocks = self
+                            .source
+                            .blocks_after(&locator, max.min(MAX_BLOCKS_PER_REQUEST));
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Response::Blocks(blocks));
                     }
                     Request::GetBlocks { from, max } => {
                         let blocks = self.source.blocks(from, max.min(MAX_BLOCKS_PER_REQUEST));

@@ -1,0 +1,152 @@
+//! The driver's proof-of-work side: blocks from gossip, from fetches and
+//! from the local miners; moving the head across branches.
+
+use super::*;
+
+impl Driver {
+    pub(super) fn remember_origin(&mut self, hash: Hash, peer: PeerId) {
+        if self.origins.len() >= MAX_ORIGINS {
+            self.origins.clear();
+        }
+        self.origins.insert(hash, peer);
+    }
+
+    /// Asks `peer` for the blocks of its chain after `locator`.
+    pub(super) async fn fetch_after(&mut self, peer: PeerId, locator: Vec<Hash>) {
+        self.syncing = Some((peer, Instant::now()));
+        self.sync_locator = locator.clone();
+        self.command(Command::GetBlocksAfter { peer, locator }).await;
+    }
+
+    /// A fetch's answer: every block goes to the engine like a gossiped
+    /// one; a full answer means more follow.
+    pub(super) async fn on_pow_blocks(&mut self, from: PeerId, data: Vec<Vec<u8>>) -> Result<()> {
+        self.syncing = None;
+        let full = data.len() as u32 >= cairn_p2p::MAX_BLOCKS_PER_REQUEST;
+        let mut blocks = Vec::with_capacity(data.len());
+        for d in &data {
+            match Block::decode(d) {
+                Ok(b) => blocks.push(b),
+                Err(e) => {
+                    self.penalize(from, format!("undecodable fetched block: {e}"))
+                        .await;
+                    return Ok(());
+                }
+            }
+        }
+        let last = blocks.last().map(Block::hash);
+        if full {
+            // Keep the fetch marked in flight while this batch goes in.
+            self.syncing = Some((from, Instant::now()));
+        }
+        let count = blocks.len();
+        for block in blocks {
+            self.remember_origin(block.hash(), from);
+            self.feed(Input::Block { block }).await?;
+        }
+        if count > 0 {
+            tracing::info!(%from, count, height = self.shared.store.head()?.height, "fetched blocks");
+        }
+        if let (true, Some(last)) = (full, last) {
+            let mut locator = vec![last];
+            locator.extend(self.sync_locator.iter().copied());
+            locator.truncate(cairn_p2p::MAX_LOCATOR_HASHES);
+            self.syncing = Some((from, Instant::now()));
+            self.command(Command::GetBlocksAfter {
+                peer: from,
+                locator,
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// A local miner found a block: announce it and hand it to the engine.
+    pub(super) async fn on_mined(&mut self, block: Block) -> Result<()> {
+        tracing::info!(height = block.header.height, hash = %block.hash(), "mined a block");
+        self.shared.metrics.mined_blocks.inc();
+        self.command(Command::Publish {
+            topic: Topic::Blocks,
+            data: block.encode(),
+        })
+        .await;
+        self.feed(Input::Block { block }).await
+    }
+
+    /// `Action::SetHead`: revert to the fork point, apply the new branch,
+    /// stop at a block that does not execute (the store stays at its
+    /// parent), and put the abandoned branch's transactions back in the
+    /// mempool (and on the wire: the other side never saw them).
+    pub(super) async fn set_head(&mut self, revert: u64, apply: Vec<Block>) -> Result<Vec<Input>> {
+        let store = self.shared.store.clone();
+        let reverted = if revert > 0 {
+            store.revert(revert).context("reverting the old branch")?
+        } else {
+            Vec::new()
+        };
+        if !reverted.is_empty() {
+            let m = &self.shared.metrics;
+            m.reorgs.inc();
+            m.reverted_blocks.inc_by(revert);
+            tracing::warn!(
+                reverted = revert,
+                applied = apply.len(),
+                from_height = store.head()?.height,
+                "reorganisation onto a branch with more work"
+            );
+        }
+        let mut rejected = None;
+        for block in apply {
+            let head = store.head()?;
+            if let Err(e) = self.commit(&head, &block) {
+                rejected = Some((block.hash(), format!("{e:#}")));
+                break;
+            }
+        }
+        let mut back = Vec::new();
+        for b in reverted.iter().rev() {
+            for tx in &b.transactions {
+                let account = read_account(&*store, &tx.sender())?;
+                let mut pool = self
+                    .shared
+                    .mempool
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+                if pool.insert(tx.clone(), account).is_ok() {
+                    back.push(tx.encode());
+                }
+            }
+        }
+        if !back.is_empty() {
+            tracing::info!(count = back.len(), "transactions of abandoned blocks back in the mempool");
+        }
+        for data in back {
+            self.command(Command::Publish {
+                topic: Topic::Transactions,
+                data,
+            })
+            .await;
+        }
+        let mut out = Vec::new();
+        if !reverted.is_empty() {
+            out.push(Input::Reverted { blocks: reverted });
+        }
+        if let Some((hash, reason)) = rejected {
+            tracing::warn!(%hash, "block does not execute: {reason}");
+            self.shared.metrics.rejected_blocks.inc();
+            if let Some(peer) = self.origins.get(&hash).copied() {
+                self.penalize(peer, format!("block {hash} does not execute: {reason}"))
+                    .await;
+            }
+            out.push(Input::BlockRejected {
+                hash,
+                reason,
+                head: store.head_hash()?,
+            });
+        }
+        out.push(Input::TransactionsAvailable {
+            count: self.ready_count()?,
+        });
+        Ok(out)
+    }
+}
