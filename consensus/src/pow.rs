@@ -632,7 +632,17 @@ impl Pow {
         let Some(head) = self.head_entry() else {
             return 0;
         };
-        let span = self.cfg.rule.window.max(1).min(head.header.height);
+        // Genesis's timestamp is the network's creation, not a mining
+        // time: measured from block 1 at the earliest.
+        let span = self
+            .cfg
+            .rule
+            .window
+            .max(1)
+            .min(head.header.height.saturating_sub(1));
+        if span == 0 {
+            return 0;
+        }
         let Some(first) = self.ancestor(&self.head, span) else {
             return 0;
         };

@@ -57,6 +57,10 @@ enum Cmd {
         /// How long --wait waits, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// With --wait: wait for this many confirmations (proof-of-work;
+        /// Raft and PBFT blocks are final at 1).
+        #[arg(long, default_value_t = 1)]
+        confirmations: u64,
     },
     /// A transaction's status.
     Tx { hash: String },
@@ -175,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             nonce,
             wait,
             timeout,
+            confirmations,
         } => {
             let key = load_key(&key)?;
             let to = parse_address(&to)?;
@@ -204,9 +209,13 @@ fn run(cli: Cli) -> Result<()> {
             loop {
                 let t = client.get(&format!("/transactions/{hash}"));
                 if let Ok(t) = &t {
-                    if t["status"] == "committed" {
+                    let confirmed = t["confirmations"].as_u64().unwrap_or(1);
+                    if t["status"] == "committed" && confirmed >= confirmations {
                         print(json, t, || {
-                            format!("committed {hash} at height {}", t["height"])
+                            format!(
+                                "committed {hash} at height {} ({confirmed} confirmations)",
+                                t["height"]
+                            )
                         });
                         return Ok(());
                     }
@@ -221,8 +230,9 @@ fn run(cli: Cli) -> Result<()> {
             let v = client.get(&format!("/transactions/{hash}"))?;
             print(json, &v, || match v["height"].as_u64() {
                 Some(h) => format!(
-                    "{} committed at height {h}",
-                    v["hash"].as_str().unwrap_or("")
+                    "{} committed at height {h} ({} confirmations)",
+                    v["hash"].as_str().unwrap_or(""),
+                    v["confirmations"].as_u64().unwrap_or(1)
                 ),
                 None => format!(
                     "{} {}",
