@@ -226,7 +226,9 @@ impl Pow {
             let first = self.ancestor(parent, steps)?;
             Some((
                 steps,
-                p.header.timestamp_ms.saturating_sub(first.header.timestamp_ms),
+                p.header
+                    .timestamp_ms
+                    .saturating_sub(first.header.timestamp_ms),
             ))
         } else {
             None
@@ -351,10 +353,7 @@ impl Pow {
         let hash = block.hash();
         match self.check_against_parent(&block) {
             Ok(difficulty) => {
-                let parent_work = self
-                    .tree
-                    .get(&block.header.parent)
-                    .map_or(0, |p| p.work);
+                let parent_work = self.tree.get(&block.header.parent).map_or(0, |p| p.work);
                 self.seq += 1;
                 self.accepted += 1;
                 self.tree.insert(
@@ -441,7 +440,8 @@ impl Pow {
         let mut best = self.head;
         let mut best_key = (head_work, 0u64);
         for (hash, e) in &self.tree {
-            if e.work > best_key.0 || (e.work == best_key.0 && e.work > head_work && e.seq < best_key.1)
+            if e.work > best_key.0
+                || (e.work == best_key.0 && e.work > head_work && e.seq < best_key.1)
             {
                 best = *hash;
                 best_key = (e.work, e.seq);
@@ -525,7 +525,11 @@ impl Pow {
         if self.tree.contains_key(&head) {
             self.head = head;
             let height = self.head_height();
-            let stale: Vec<u64> = self.canonical.range(height + 1..).map(|(h, _)| *h).collect();
+            let stale: Vec<u64> = self
+                .canonical
+                .range(height + 1..)
+                .map(|(h, _)| *h)
+                .collect();
             for h in stale {
                 self.canonical.remove(&h);
             }
@@ -646,7 +650,10 @@ impl Pow {
         let Some(first) = self.ancestor(&self.head, span) else {
             return 0;
         };
-        let ms = head.header.timestamp_ms.saturating_sub(first.header.timestamp_ms);
+        let ms = head
+            .header
+            .timestamp_ms
+            .saturating_sub(first.header.timestamp_ms);
         let work = head.work.saturating_sub(first.work);
         if ms == 0 {
             return 0;

@@ -157,7 +157,11 @@ struct BlockView {
 
 fn block_view(s: &Shared, b: &Block) -> Result<BlockView, ApiError> {
     let hash = b.hash();
-    let canonical = s.store.hash_at(b.header.height).map_err(ApiError::internal)? == Some(hash);
+    let canonical = s
+        .store
+        .hash_at(b.header.height)
+        .map_err(ApiError::internal)?
+        == Some(hash);
     let head = s.store.head().map_err(ApiError::internal)?.height;
     Ok(BlockView {
         canonical,

@@ -154,7 +154,8 @@ impl Metrics {
         self.messages_dropped.set(status.dropped_messages as i64);
         self.messages_rejected.set(status.rejected_messages as i64);
         if let Some(p) = &status.pow {
-            self.difficulty.set(i64::try_from(p.difficulty).unwrap_or(i64::MAX));
+            self.difficulty
+                .set(i64::try_from(p.difficulty).unwrap_or(i64::MAX));
         }
         if let Ok(mut last) = self.last_role.lock() {
             if *last != status.role {

@@ -271,8 +271,7 @@ pub async fn run(home: &Path) -> Result<()> {
     let (mined_tx, mined_rx) = mpsc::unbounded_channel();
     let miner = match (&genesis.consensus, config.mining.enabled) {
         (ConsensusConfig::Pow(_), true) => Some(
-            Miner::start(config.mining.threads, mined_tx)
-                .context("starting the mining threads")?,
+            Miner::start(config.mining.threads, mined_tx).context("starting the mining threads")?,
         ),
         (_, true) => {
             tracing::warn!(
@@ -345,10 +344,10 @@ pub async fn run(home: &Path) -> Result<()> {
             listener,
             api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await
+        .with_graceful_shutdown(async move {
+            let _ = api_stop.changed().await;
+        })
+        .await
     });
 
     let mut driver = Driver {

@@ -4,8 +4,7 @@
 
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    balance, consensus, eventually, http_get, keygen, post_raw, same_head, status, wallet,
-    NodeProc,
+    balance, consensus, eventually, http_get, keygen, post_raw, same_head, status, wallet, NodeProc,
 };
 
 fn height(url: &str) -> Option<u64> {
@@ -67,6 +66,12 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
         base_port: 28900,
         chain_id: "e2e-pow".into(),
         seed: Some(21),
+        // A real creation time: the first retarget measures from it.
+        genesis_time_ms: Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        ),
         ..NetworkSpec::default()
     };
     let net = generate(&spec, dir.path()).expect("generate network");
@@ -112,7 +117,10 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
     // The admin API answers loopback clients only; bad input is a clear
     // error.
     let (code, body) = post_raw(&format!("{}/admin/ban", urls[0]), "{\"peer\": \"nope\"}");
-    assert_eq!((code, body["error"]["code"].as_str()), (400, Some("bad_peer_id")));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (400, Some("bad_peer_id"))
+    );
 
     // 2. Partition 2|2: {0, 1} (two miners) and {2, 3} (one miner).
     let sides = [[0usize, 1], [2, 3]];
@@ -128,8 +136,16 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
             .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() == Some(1)))
     });
     let banned = http_get(&format!("{}/admin/bans", urls[0])).expect("bans");
-    assert_eq!(banned["banned"].as_array().map(Vec::len), Some(2), "{banned}");
-    let split = urls.iter().filter_map(|u| height(u)).max().expect("heights");
+    assert_eq!(
+        banned["banned"].as_array().map(Vec::len),
+        Some(2),
+        "{banned}"
+    );
+    let split = urls
+        .iter()
+        .filter_map(|u| height(u))
+        .max()
+        .expect("heights");
     // A transfer on each side, from different senders: both valid on
     // whichever side wins.
     let tx_a = submit(urls[0], &faucet, &bob, 300);

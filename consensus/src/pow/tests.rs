@@ -196,10 +196,7 @@ fn an_orphan_asks_for_its_ancestors_and_connects_when_they_come() {
     feed(&mut pow, &a[0]);
     // The missing link connects the held block: both applied at once.
     let acts = feed(&mut pow, &a[1]);
-    assert_eq!(
-        set_heads(&acts),
-        vec![(0, vec![a[1].hash(), a[2].hash()])]
-    );
+    assert_eq!(set_heads(&acts), vec![(0, vec![a[1].hash(), a[2].hash()])]);
     assert_eq!(pow.status().pow.expect("pow").orphans, 0);
 }
 
@@ -226,10 +223,7 @@ fn a_block_that_does_not_execute_is_dropped_with_its_descendants() {
     );
     // b[0] and a[0] weigh the same; b[0] is where the driver stands.
     assert!(set_heads(&acts).is_empty());
-    assert_eq!(
-        pow.status().pow.expect("pow").head,
-        b[0].hash().to_string()
-    );
+    assert_eq!(pow.status().pow.expect("pow").head, b[0].hash().to_string());
     // b[1] and b[2] are invalid for good; a child of b[2] too.
     let r = rejected(&feed(&mut pow, &b[1]));
     assert_eq!(r, vec!["known invalid block".to_string()]);
@@ -272,10 +266,13 @@ fn a_miner_mines_on_the_head_and_drops_its_job_when_the_head_moves() {
     let other = child(&genesis(), 1, 16);
     let acts = feed(&mut pow, &other);
     let stop = acts.iter().position(|a| *a == Action::StopMining);
-    let build = acts.iter().position(|a| {
-        matches!(a, Action::BuildBlock { parent, height: 2, .. } if *parent == other.hash())
-    });
-    assert!(stop.is_some() && build.is_some() && stop < build, "{acts:?}");
+    let build = acts.iter().position(
+        |a| matches!(a, Action::BuildBlock { parent, height: 2, .. } if *parent == other.hash()),
+    );
+    assert!(
+        stop.is_some() && build.is_some() && stop < build,
+        "{acts:?}"
+    );
 }
 
 #[test]

@@ -178,8 +178,7 @@ impl Sim {
         self.stats.blocks_mined += 1;
         let hash = block.hash();
         self.record(b'm', node, hash.as_ref());
-        self.built
-            .push((node, self.now, block.header.height, hash));
+        self.built.push((node, self.now, block.header.height, hash));
         self.log(|| format!("n{node} mines {} {hash}", block.header.height));
         for to in 0..self.cfg.validators {
             if to != node {

@@ -15,7 +15,8 @@ impl Driver {
     pub(super) async fn fetch_after(&mut self, peer: PeerId, locator: Vec<Hash>) {
         self.syncing = Some((peer, Instant::now()));
         self.sync_locator = locator.clone();
-        self.command(Command::GetBlocksAfter { peer, locator }).await;
+        self.command(Command::GetBlocksAfter { peer, locator })
+            .await;
     }
 
     /// A fetch's answer: every block goes to the engine like a gossiped
@@ -118,7 +119,10 @@ impl Driver {
             }
         }
         if !back.is_empty() {
-            tracing::info!(count = back.len(), "transactions of abandoned blocks back in the mempool");
+            tracing::info!(
+                count = back.len(),
+                "transactions of abandoned blocks back in the mempool"
+            );
         }
         for data in back {
             self.command(Command::Publish {

@@ -44,7 +44,11 @@ fn factory() -> EngineFactory {
         let keep = Pow::headers_needed(&cfg.rule) as usize;
         let from = s.chain.len().saturating_sub(keep);
         let headers: Vec<_> = s.chain[from..].iter().map(|b| b.header.clone()).collect();
-        let work = s.chain.iter().map(|b| u128::from(header_work(&b.header))).sum();
+        let work = s
+            .chain
+            .iter()
+            .map(|b| u128::from(header_work(&b.header)))
+            .sum();
         Box::new(Pow::new(cfg, &headers, work))
     })
 }
@@ -143,7 +147,10 @@ fn partition(seed: u64, n: u32, opts: Options) -> Outcome {
         sim.run_for(rng.gen_range(30_000..45_000))?;
         // Both sides have a miner: both chains grew apart.
         if sim.head_hash(a[0]) == sim.head_hash(b[0]) {
-            return fail(format!("both sides on one head after a split: {}", sim.describe()));
+            return fail(format!(
+                "both sides on one head after a split: {}",
+                sim.describe()
+            ));
         }
         if a.iter().chain(&b).any(|&v| sim.height(v) <= split_at) {
             return fail(format!("a side did not mine: {}", sim.describe()));
