@@ -25,7 +25,8 @@ const CONVERGE_MS: u64 = 60_000;
 fn rule() -> RetargetRule {
     RetargetRule {
         target_block_time_ms: 1_000,
-        initial_difficulty: 200,
+        // About the miners' hash power (3 × 100 H/s) times the target.
+        initial_difficulty: 300,
         min_difficulty: 20,
         window: 10,
     }
@@ -74,11 +75,11 @@ fn rng(seed: u64) -> ChaCha8Rng {
 }
 
 /// Links slow enough, next to a 1 s block time, for miners to find rival
-/// blocks now and then.
+/// blocks now and then (one block in ten or so).
 fn slow_links() -> LinkConfig {
     LinkConfig {
         min_delay_ms: 20,
-        max_delay_ms: 400,
+        max_delay_ms: 300,
         ..LinkConfig::reliable()
     }
 }
