@@ -403,13 +403,7 @@ async fn admin_ban(
     State(s): State<Arc<Shared>>,
     body: Bytes,
 ) -> ApiResult<serde_json::Value> {
-    loopback_only(&addr)?;
-    let peer = parse_peer(&body)?;
-    s.net_commands
-        .send(cairn_p2p::Command::Ban { peer })
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "banned": peer.to_string() })))
+    admin_block(&addr, &s, &body, true).await
 }
 
 async fn admin_unban(
@@ -417,11 +411,53 @@ async fn admin_unban(
     State(s): State<Arc<Shared>>,
     body: Bytes,
 ) -> ApiResult<serde_json::Value> {
-    loopback_only(&addr)?;
-    let peer = parse_peer(&body)?;
-    s.net_commands
-        .send(cairn_p2p::Command::Unban { peer })
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "unbanned": peer.to_string() })))
+    admin_block(&addr, &s, &body, false).await
+}
+
+/// Blocks (`block`) or unblocks the peer the body names.
+async fn admin_block(
+    addr: &std::net::SocketAddr,
+    s: &Shared,
+    body: &[u8],
+    block: bool,
+) -> ApiResult<serde_json::Value> {
+    loopback_only(addr)?;
+    let peer = parse_peer(body)?;
+    let (cmd, key) = if block {
+        (cairn_p2p::Command::Ban { peer }, "banned")
+    } else {
+        (cairn_p2p::Command::Unban { peer }, "unbanned")
+    };
+    s.net_commands.send(cmd).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ key: peer.to_string() })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_answers_loopback_only_and_names_bad_peers() {
+        assert!(loopback_only(&"127.0.0.1:5000".parse().expect("addr")).is_ok());
+        assert!(loopback_only(&"[::1]:5000".parse().expect("addr")).is_ok());
+        let e = loopback_only(&"10.0.0.7:5000".parse().expect("addr")).expect_err("refused");
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "admin_loopback_only")
+        );
+        assert_eq!(
+            parse_peer(b"{}").map_err(|e| e.code).err(),
+            Some("malformed")
+        );
+        assert_eq!(
+            parse_peer(br#"{"peer": "x"}"#).map_err(|e| e.code).err(),
+            Some("bad_peer_id")
+        );
+        let id = "12D3KooWKBDry1yugVaycjvG3TXd6RGxpEBoCw17ER1ELjik8MAx";
+        let body = format!(r#"{{"peer": "{id}"}}"#);
+        assert_eq!(
+            parse_peer(body.as_bytes()).map(|p| p.to_string()).ok(),
+            Some(id.into())
+        );
+    }
 }
