@@ -9,7 +9,7 @@ DEVNET_DIR ?= devnet
 ENGINE ?= raft
 VALIDATORS ?=
 
-.PHONY: deps build test devnet bench soak lint fmt
+.PHONY: deps build test devnet bench bench-network soak lint fmt
 SEEDS ?= 10000
 
 deps:
@@ -27,6 +27,12 @@ devnet: build
 
 bench: deps
 	cargo bench -p cairn-chain
+
+# Throughput and latency of a fresh 4-validator devnet per engine (release
+# build); writes the table in docs/benchmarks.md. ENGINES=, RATES=, DURATION=.
+bench-network: deps
+	cargo build --release --workspace --bins
+	scripts/bench-network.sh
 
 # The consensus simulator over many seeds per scenario (SCENARIOS=raft/figure8
 # for one; see `cairn-sim list`).

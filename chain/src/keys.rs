@@ -139,6 +139,20 @@ impl SecretKey {
     pub fn from_label(label: &str) -> Self {
         Self::from_seed(Hash::digest(label.as_bytes()).0)
     }
+
+    /// Benchmark account `index` of the set derived from `seed` (the
+    /// genesis tool funds them, the load generator signs with them). Never
+    /// use for real funds: anyone who knows the seed has the keys.
+    pub fn bench_account(seed: u64, index: u32) -> Self {
+        Self::from_seed(
+            Hash::digest_parts(&[
+                b"cairn-bench-account",
+                &seed.to_le_bytes(),
+                &index.to_le_bytes(),
+            ])
+            .0,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,17 @@ pub struct NetworkSpec {
     pub block_time_ms: Option<u64>,
     /// Proof-of-work: how many nodes mine (defaults to all but the last).
     pub miners: Option<usize>,
+    /// Benchmark accounts funded at genesis ([`SecretKey::bench_account`]
+    /// of `bench_seed`, indices `0..bench_accounts`), each with
+    /// `bench_balance`.
+    pub bench_accounts: u32,
+    pub bench_seed: u64,
+    pub bench_balance: u64,
 }
+
+/// Most benchmark accounts a genesis may fund (the file grows by about
+/// 100 bytes per account).
+pub const MAX_BENCH_ACCOUNTS: u32 = 200_000;
 
 impl Default for NetworkSpec {
     fn default() -> Self {
@@ -56,6 +66,9 @@ impl Default for NetworkSpec {
             genesis_time_ms: None,
             block_time_ms: None,
             miners: None,
+            bench_accounts: 0,
+            bench_seed: 0,
+            bench_balance: 1_000_000_000,
         }
     }
 }
@@ -182,6 +195,16 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
     allocations.extend(spec.fund.iter().map(|(address, balance)| Allocation {
         address: *address,
         balance: *balance,
+    }));
+    if spec.bench_accounts > MAX_BENCH_ACCOUNTS {
+        bail!(
+            "{} benchmark accounts asked for; the limit is {MAX_BENCH_ACCOUNTS}",
+            spec.bench_accounts
+        );
+    }
+    allocations.extend((0..spec.bench_accounts).map(|i| Allocation {
+        address: SecretKey::bench_account(spec.bench_seed, i).address(),
+        balance: spec.bench_balance,
     }));
     let genesis = Genesis {
         chain_id: spec.chain_id.clone(),

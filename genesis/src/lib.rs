@@ -9,5 +9,5 @@ pub use config::{
     Allocation, ConsensusConfig, EngineKind, Genesis, GenesisError, PbftParams, PowParams,
     RaftParams, Validator,
 };
-pub use generate::{generate, GeneratedNetwork, GeneratedNode, NetworkSpec};
+pub use generate::{generate, GeneratedNetwork, GeneratedNode, NetworkSpec, MAX_BENCH_ACCOUNTS};
 pub use node_config::NodeConfig;

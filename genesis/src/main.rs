@@ -60,6 +60,12 @@ enum Command {
         /// Genesis timestamp in ms since the Unix epoch (default: now).
         #[arg(long)]
         genesis_time: Option<u64>,
+        /// Fund this many benchmark accounts derived from --bench-seed (for
+        /// `cairn-wallet bench`).
+        #[arg(long, default_value_t = 0)]
+        bench_accounts: u32,
+        #[arg(long, default_value_t = 0)]
+        bench_seed: u64,
     },
     /// Print a genesis file's hash and a summary.
     Show {
@@ -97,6 +103,8 @@ fn run(cli: Cli) -> Result<()> {
             miners,
             seed,
             genesis_time,
+            bench_accounts,
+            bench_seed,
         } => {
             let fund = fund
                 .iter()
@@ -114,6 +122,8 @@ fn run(cli: Cli) -> Result<()> {
                 genesis_time_ms: genesis_time,
                 block_time_ms,
                 miners,
+                bench_accounts,
+                bench_seed,
                 ..NetworkSpec::default()
             };
             let net = generate(&spec, &out)?;

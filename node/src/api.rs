@@ -63,6 +63,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/blocks/hash/{hash}", get(block_by_hash))
         .route("/accounts/{address}", get(account))
         .route("/transactions", post(submit))
+        .route(
+            "/transactions/batch",
+            post(submit_batch).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_BATCH * 4 * MAX_TRANSACTION_BYTES,
+            )),
+        )
         .route("/transactions/{hash}", get(transaction))
         .route("/consensus", get(consensus))
         .route("/peers", get(peers))
@@ -270,8 +276,74 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
         .map_err(rejected)?;
     // The driver gossips it and tells the engine; a full channel only delays
     // gossip, the transaction is already pending here.
-    let _ = s.accepted.try_send(tx);
+    let _ = s.accepted.try_send(vec![tx]);
     Ok(hash)
+}
+
+/// Most transactions in one `POST /transactions/batch`.
+pub const MAX_BATCH: usize = 10_000;
+
+async fn submit_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    // Signature checks and mempool inserts are CPU work: off the runtime.
+    let shared = s.clone();
+    match tokio::task::spawn_blocking(move || submit_batch_inner(&shared, &body)).await {
+        Ok(Ok(v)) => (StatusCode::OK, Json(v)).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// Parses a JSON array of signed transactions, verifies their signatures
+/// in one batch, and inserts each; answers one result per transaction, in
+/// order: `{"hash"}` or `{"error": {"code", "message"}}`.
+fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| rejected(Rejection::Malformed(format!("expected a JSON array: {e}"))))?;
+    if items.len() > MAX_BATCH {
+        return Err(rejected(Rejection::Malformed(format!(
+            "{} transactions in one batch; the limit is {MAX_BATCH}",
+            items.len()
+        ))));
+    }
+    let parsed: Vec<Result<Transaction, ApiError>> = items
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value::<Transaction>(v)
+                .map_err(|e| rejected(Rejection::Malformed(e.to_string())))
+        })
+        .collect();
+    let txs: Vec<Transaction> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    // One batch verification; only if it fails, one by one to find which.
+    let all_good = cairn_chain::verify_transactions(&txs).is_ok();
+    let mut results = Vec::with_capacity(parsed.len());
+    let mut accepted = Vec::new();
+    {
+        let mut pool = s.mempool.lock().map_err(ApiError::internal)?;
+        for r in parsed {
+            let outcome = r.and_then(|tx| {
+                if !all_good {
+                    tx.verify_signature()
+                        .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
+                }
+                let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
+                let hash = pool.insert(tx.clone(), account).map_err(rejected)?;
+                accepted.push(tx);
+                Ok(hash)
+            });
+            results.push(match outcome {
+                Ok(hash) => json!({ "hash": hash }),
+                Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+            });
+        }
+    }
+    let count = accepted.len();
+    if !accepted.is_empty() {
+        let _ = s.accepted.try_send(accepted);
+    }
+    Ok(json!({ "accepted": count, "results": results }))
 }
 
 async fn transaction(

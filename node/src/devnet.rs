@@ -53,6 +53,7 @@ pub fn run(
     dir: &Path,
     fresh: bool,
     base_port: u16,
+    bench_accounts: u32,
 ) -> Result<()> {
     if fresh && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
@@ -68,6 +69,7 @@ pub fn run(
             engine,
             validators,
             base_port,
+            bench_accounts,
             ..NetworkSpec::default()
         };
         cairn_genesis::generate(&spec, dir)?;

@@ -40,6 +40,10 @@ enum Cmd {
         /// Node i listens on BASE+2i (p2p) and BASE+2i+1 (HTTP).
         #[arg(long, default_value_t = 26600)]
         base_port: u16,
+        /// Fund this many benchmark accounts (seed 0) in a new network, for
+        /// `cairn-wallet bench`.
+        #[arg(long, default_value_t = 0)]
+        bench_accounts: u32,
     },
 }
 
@@ -69,12 +73,13 @@ fn main() -> ExitCode {
             dir,
             fresh,
             base_port,
+            bench_accounts,
         } => {
             let validators = validators.unwrap_or(match engine {
                 EngineKind::Raft => 3,
                 EngineKind::Pbft | EngineKind::Pow => 4,
             });
-            cairn_node::devnet::run(engine, validators, &dir, fresh, base_port)
+            cairn_node::devnet::run(engine, validators, &dir, fresh, base_port, bench_accounts)
         }
     };
     match result {

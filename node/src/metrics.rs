@@ -172,12 +172,63 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with the process's CPU time and
+    /// memory (Linux `/proc/self`) before the final `# EOF`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        let process = process_metrics();
+        match out.rfind("# EOF") {
+            Some(i) => out.insert_str(i, &process),
+            None => out.push_str(&process),
+        }
         out
     }
+}
+
+/// `process_cpu_seconds_total`, `process_resident_memory_bytes` and
+/// `process_peak_resident_memory_bytes`, as the Prometheus clients name
+/// them; empty where `/proc` is not there.
+fn process_metrics() -> String {
+    let mut out = String::new();
+    // utime and stime are fields 14 and 15 of /proc/self/stat, in clock
+    // ticks (100 per second on Linux); the command name before them may
+    // hold spaces, so count from its closing parenthesis.
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
+            out.push_str(&format!(
+                "# TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total {}\n",
+                (u + s) as f64 / 100.0
+            ));
+        }
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let kb = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(rss) = kb("VmRSS:") {
+            out.push_str(&format!(
+                "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
+                rss * 1024
+            ));
+        }
+        if let Some(peak) = kb("VmHWM:") {
+            out.push_str(&format!(
+                "# TYPE process_peak_resident_memory_bytes gauge\nprocess_peak_resident_memory_bytes {}\n",
+                peak * 1024
+            ));
+        }
+    }
+    out
 }

@@ -46,8 +46,9 @@ pub struct Shared {
     pub engine: Mutex<EngineStatus>,
     pub peers: Arc<Mutex<Vec<PeerInfo>>>,
     pub metrics: Metrics,
-    /// Transactions the API accepted, for the driver to gossip.
-    pub accepted: mpsc::Sender<Transaction>,
+    /// Transactions the API accepted (one submission or one batch), for
+    /// the driver to gossip.
+    pub accepted: mpsc::Sender<Vec<Transaction>>,
     /// Peers blocked by the operator or for misbehaviour.
     pub banned: Arc<Mutex<Vec<String>>>,
     /// Admin commands for the network (block and unblock peers).
@@ -398,7 +399,7 @@ impl Driver {
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
-        mut accepted: mpsc::Receiver<Transaction>,
+        mut accepted: mpsc::Receiver<Vec<Transaction>>,
         mut mined: mpsc::UnboundedReceiver<Block>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -411,8 +412,10 @@ impl Driver {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = tick.tick() => self.on_tick().await?,
                 Some(block) = mined.recv() => self.on_mined(block).await?,
-                Some(tx) = accepted.recv() => {
-                    self.command(Command::Publish { topic: Topic::Transactions, data: tx.encode() }).await;
+                Some(txs) = accepted.recv() => {
+                    for tx in txs {
+                        self.command(Command::Publish { topic: Topic::Transactions, data: tx.encode() }).await;
+                    }
                     self.offer_transactions().await?;
                 }
                 ev = events.recv() => match ev {

@@ -1,6 +1,8 @@
 //! `cairn-wallet`: keys, transfers and queries against a Cairn node's HTTP API.
 //! Every failure is one line on stderr and a non-zero exit.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -71,6 +73,38 @@ enum Cmd {
     },
     /// The node's status.
     Status,
+    /// Load generator: offer a fixed rate of transfers from the benchmark
+    /// accounts (see `cairn-genesis new --bench-accounts`) to every node,
+    /// and report throughput, latency and each node's CPU and memory.
+    Bench {
+        /// The nodes to spread the load over (comma-separated HTTP URLs;
+        /// default: --node). Commits are timed on the first.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Benchmark accounts to send from (funded at genesis).
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u32,
+        /// Offered transfers per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// A batch every this many milliseconds.
+        #[arg(long, default_value_t = 20)]
+        batch_ms: u64,
+        /// Seconds without a new commit after which the run ends.
+        #[arg(long, default_value_t = 15)]
+        drain: u64,
+        /// Concurrent HTTP senders.
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 struct Client {
@@ -225,6 +259,41 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
+        }
+        Cmd::Bench {
+            nodes,
+            seed,
+            accounts,
+            rate,
+            duration,
+            batch_ms,
+            drain,
+            senders,
+            out,
+        } => {
+            if accounts == 0 || rate == 0 || duration == 0 || batch_ms == 0 {
+                bail!("--accounts, --rate, --duration and --batch-ms must be positive");
+            }
+            let spec = bench::BenchSpec {
+                nodes: if nodes.is_empty() {
+                    vec![cli.node.clone()]
+                } else {
+                    nodes
+                },
+                seed,
+                accounts,
+                rate,
+                duration: Duration::from_secs(duration),
+                batch_every: Duration::from_millis(batch_ms),
+                drain: Duration::from_secs(drain),
+                senders,
+            };
+            let report = bench::run(&spec)?;
+            if let Some(path) = out {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            print(json, &report, || bench::summary(&report));
         }
         Cmd::Tx { hash } => {
             let v = client.get(&format!("/transactions/{hash}"))?;

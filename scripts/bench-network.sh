@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Throughput and latency of a fresh 4-validator devnet per engine on this
+# machine: steps the offered rate up until the network saturates (commits
+# fall below 90 % of the offered rate, or p99 latency passes 10 s), and
+# writes the table between the markers in docs/benchmarks.md.
+#
+#   ENGINES="raft pbft pow" RATES="1000 2000 4000 8000" DURATION=60 scripts/bench-network.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${CARGO_TARGET_DIR:-target}/release"
+engines=${ENGINES:-"raft pbft pow"}
+rates=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000"}
+duration=${DURATION:-60}
+accounts=${ACCOUNTS:-20000}
+base_port=${BASE_PORT:-27600}
+work=$(mktemp -d)
+rows="$work/rows.md"
+: >"$rows"
+devnet_pid=
+
+stop_devnet() {
+    if [ -n "$devnet_pid" ]; then
+        kill -TERM "$devnet_pid" 2>/dev/null || true
+        wait "$devnet_pid" 2>/dev/null || true
+        devnet_pid=
+    fi
+}
+trap 'stop_devnet; rm -rf "$work"' EXIT
+
+nodes=""
+for i in 0 1 2 3; do
+    nodes="$nodes${nodes:+,}http://127.0.0.1:$((base_port + 2 * i + 1))"
+done
+
+for engine in $engines; do
+    dir="$work/$engine"
+    "$bin/cairn-node" devnet --engine "$engine" --validators 4 --dir "$dir" --fresh \
+        --base-port "$base_port" --bench-accounts "$accounts" >"$work/$engine.log" 2>&1 &
+    devnet_pid=$!
+    for _ in $(seq 1 100); do
+        if curl -sf "http://127.0.0.1:$((base_port + 1))/status" >/dev/null; then break; fi
+        sleep 0.2
+    done
+    sleep 5 # peers connect, a leader or primary settles, miners start
+    for rate in $rates; do
+        report="$work/$engine-$rate.json"
+        echo "== $engine at $rate transfers/s for $duration s"
+        "$bin/cairn-wallet" bench --nodes "$nodes" --accounts "$accounts" --rate "$rate" \
+            --duration "$duration" --out "$report" | tee -a "$work/summary.txt"
+        python3 - "$report" "$rows" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+n = r["per_node"]
+cpu = " / ".join(f'{x.get("cpu_percent", 0):.0f}' for x in n)
+mem = " / ".join(f'{x.get("peak_rss_mb", 0):.0f}' for x in n)
+rej = ", ".join(f"{k} {v}" for k, v in r["rejections"].items()) or "none"
+l = r["latency_ms"]
+with open(sys.argv[2], "a") as f:
+    f.write(f'| {r["engine"]} | {r["offered_rate"]:,} | {r["committed_per_s"]:,.0f} | '
+            f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {cpu} | {mem} | {rej} |\n')
+EOF
+        saturated=$(python3 -c "
+import json; r = json.load(open('$report'))
+print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > 10000))")
+        if [ "$saturated" = 1 ]; then break; fi
+    done
+    stop_devnet
+done
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cores=$(nproc)
+table="$work/table.md"
+{
+    echo "Measured $(date -u +%Y-%m-%d) on $cpu_model, $cores cores, with all 4 validators"
+    echo "and the load generator on this machine; $duration s per step, $accounts benchmark accounts."
+    echo "CPU is per node (100 % = one core); memory is each node's peak resident size."
+    echo
+    echo "| engine | offered /s | committed /s | p50 ms | p99 ms | CPU % per node | peak MB per node | rejections |"
+    echo "|---|---|---|---|---|---|---|---|"
+    cat "$rows"
+} >"$table"
+python3 - docs/benchmarks.md "$table" <<'EOF'
+import sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+text = open(path).read()
+start, end = "<!-- bench-network:start -->", "<!-- bench-network:end -->"
+if start in text and end in text:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    text = head + start + "\n" + table + end + tail
+else:
+    text += "\n## Network throughput and latency\n\n" + start + "\n" + table + end + "\n"
+open(path, "w").write(text)
+EOF
+echo "table written to docs/benchmarks.md"

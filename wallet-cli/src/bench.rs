@@ -1,0 +1,432 @@
+//! `cairn-wallet bench`: an open-loop load generator against a running
+//! network.
+//!
+//! It signs every transfer before the run (from the benchmark accounts the
+//! genesis tool funded), then submits batches on a fixed schedule spread
+//! over all nodes — never waiting for answers before the next batch — and
+//! watches one node's blocks to time each transfer from its scheduled
+//! submission to its commit (final for Raft and PBFT, one confirmation for
+//! proof-of-work). Latency is measured from the schedule, not from when a
+//! sender got round to it, so a slow node cannot hide its queueing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn_chain::{SecretKey, Transaction};
+use serde_json::{json, Value};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub nodes: Vec<String>,
+    pub seed: u64,
+    pub accounts: u32,
+    /// Offered transfers per second.
+    pub rate: u64,
+    pub duration: Duration,
+    /// One batch every this long.
+    pub batch_every: Duration,
+    /// How long to wait for the last commits after the run.
+    pub drain: Duration,
+    pub senders: usize,
+}
+
+struct Batch {
+    /// Index into the schedule: due at `start + index × batch_every`.
+    index: usize,
+    body: String,
+    hashes: Vec<String>,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value> {
+    let mut r = agent
+        .get(url)
+        .call()
+        .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+    r.body_mut()
+        .read_json()
+        .map_err(|e| anyhow!("unreadable answer from {url}: {e}"))
+}
+
+/// Next nonce of every benchmark account, asked in parallel.
+fn nonces(node: &str, keys: &[SecretKey]) -> Result<Vec<u64>> {
+    let step = keys.len().div_ceil(8).max(1);
+    let chunks: Vec<(usize, &[SecretKey])> = keys.chunks(step).enumerate().collect();
+    let out = Mutex::new(vec![0u64; keys.len()]);
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|(c, part)| {
+                let out = &out;
+                s.spawn(move || -> Result<()> {
+                    let agent = agent();
+                    for (i, k) in part.iter().enumerate() {
+                        let v = get_json(&agent, &format!("{node}/accounts/{}", k.address()))?;
+                        if v["balance"].as_u64().unwrap_or(0) == 0 {
+                            bail!(
+                                "benchmark account {} is not funded: generate the network with \
+                                 --bench-accounts (and the same --bench-seed)",
+                                k.address()
+                            );
+                        }
+                        let n = v["nonce"].as_u64().unwrap_or(0);
+                        if let Ok(mut o) = out.lock() {
+                            o[c * step + i] = n;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow!("a nonce reader panicked"))??;
+        }
+        Ok(())
+    })?;
+    out.into_inner().map_err(|_| anyhow!("nonce lock"))
+}
+
+/// Signs the whole run, in batches, on every core.
+fn sign_batches(
+    spec: &BenchSpec,
+    chain_id: &str,
+    keys: &[SecretKey],
+    start_nonces: &[u64],
+) -> Result<Vec<Batch>> {
+    let total = (spec.rate as f64 * spec.duration.as_secs_f64()).round() as usize;
+    let per_batch = ((spec.rate as f64 * spec.batch_every.as_secs_f64()).round() as usize).max(1);
+    let batches = total.div_ceil(per_batch);
+    let k = keys.len();
+    let per_account = total.div_ceil(k);
+    if per_account > 1_000 {
+        bail!(
+            "{total} transfers over {k} accounts is {per_account} per account, past a node's \
+             1,000 pending per sender: fund more benchmark accounts"
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let out: Mutex<Vec<Option<Batch>>> = Mutex::new((0..batches).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let out = &out;
+            s.spawn(move || {
+                for b in (t..batches).step_by(threads) {
+                    let mut body = String::from("[");
+                    let mut hashes = Vec::with_capacity(per_batch);
+                    for i in b * per_batch..((b + 1) * per_batch).min(total) {
+                        let a = i % k;
+                        let nonce = start_nonces[a] + (i / k) as u64;
+                        let to = keys[(a + 1) % k].address();
+                        let tx = Transaction::new_signed(&keys[a], chain_id, to, 1, 1, nonce);
+                        if !hashes.is_empty() {
+                            body.push(',');
+                        }
+                        body.push_str(&serde_json::to_string(&tx).unwrap_or_default());
+                        hashes.push(tx.hash().to_string());
+                    }
+                    body.push(']');
+                    if let Ok(mut o) = out.lock() {
+                        o[b] = Some(Batch {
+                            index: b,
+                            body,
+                            hashes,
+                        });
+                    }
+                }
+            });
+        }
+    });
+    Ok(out
+        .into_inner()
+        .map_err(|_| anyhow!("signing lock"))?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// A node's process figures from `/metrics`.
+fn process_figures(agent: &ureq::Agent, node: &str) -> Option<(f64, f64, f64)> {
+    let mut r = agent.get(format!("{node}/metrics")).call().ok()?;
+    let text = r.body_mut().read_to_string().ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((
+        value("process_cpu_seconds_total")?,
+        value("process_resident_memory_bytes")?,
+        value("process_peak_resident_memory_bytes")?,
+    ))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and returns its report.
+pub fn run(spec: &BenchSpec) -> Result<Value> {
+    let first = spec
+        .nodes
+        .first()
+        .context("no node to benchmark")?
+        .trim_end_matches('/')
+        .to_owned();
+    let nodes: Vec<String> = spec
+        .nodes
+        .iter()
+        .map(|n| n.trim_end_matches('/').to_owned())
+        .collect();
+    let a = agent();
+    let status = get_json(&a, &format!("{first}/status"))?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("the node's status has no chain id")?
+        .to_owned();
+    let engine = status["engine"].as_str().unwrap_or("?").to_owned();
+    eprintln!(
+        "deriving {} benchmark accounts (seed {}) and reading their nonces…",
+        spec.accounts, spec.seed
+    );
+    let keys: Vec<SecretKey> = (0..spec.accounts)
+        .map(|i| SecretKey::bench_account(spec.seed, i))
+        .collect();
+    let start_nonces = nonces(&first, &keys)?;
+    eprintln!("signing {} transfers…", spec.rate * spec.duration.as_secs());
+    let batches = sign_batches(spec, &chain_id, &keys, &start_nonces)?;
+    let total: usize = batches.iter().map(|b| b.hashes.len()).sum();
+    let before: Vec<Option<(f64, f64, f64)>> =
+        nodes.iter().map(|n| process_figures(&a, n)).collect();
+    let start_height = status["height"].as_u64().unwrap_or(0);
+
+    // Commit watcher: every new block on the first node.
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let committed = committed.clone();
+        let stop = stop.clone();
+        let first = first.clone();
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut next = start_height + 1;
+            while !stop.load(Ordering::Relaxed) {
+                let height = get_json(&agent, &format!("{first}/status"))
+                    .ok()
+                    .and_then(|s| s["height"].as_u64())
+                    .unwrap_or(0);
+                while next <= height {
+                    let Ok(b) = get_json(&agent, &format!("{first}/blocks/{next}")) else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    if let (Ok(mut c), Some(txs)) = (committed.lock(), b["transactions"].as_array())
+                    {
+                        for t in txs {
+                            if let Some(h) = t["hash"].as_str() {
+                                c.entry(h.to_owned()).or_insert(now);
+                            }
+                        }
+                    }
+                    next += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    // Senders: take batches off a queue and post them; the schedule never
+    // waits for them.
+    let (tx, rx) = mpsc::channel::<Batch>();
+    let rx = Arc::new(Mutex::new(rx));
+    let rejections: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let accepted: Arc<Mutex<u64>> = Arc::default();
+    let mut senders = Vec::new();
+    for _ in 0..spec.senders.max(1) {
+        let rx = rx.clone();
+        let nodes = nodes.clone();
+        let rejections = rejections.clone();
+        let accepted = accepted.clone();
+        senders.push(std::thread::spawn(move || {
+            let agent = agent();
+            loop {
+                let batch = match rx.lock().map(|r| r.recv()) {
+                    Ok(Ok(b)) => b,
+                    _ => return,
+                };
+                let node = &nodes[batch.index % nodes.len()];
+                let answer = agent
+                    .post(format!("{node}/transactions/batch"))
+                    .header("content-type", "application/json")
+                    .send(batch.body.as_str());
+                let mut rej = rejections.lock().map_or_else(|e| e.into_inner(), |g| g);
+                match answer {
+                    Ok(mut r) => match r.body_mut().read_json::<Value>() {
+                        Ok(v) if v["results"].is_array() => {
+                            let mut ok = 0;
+                            for res in v["results"].as_array().into_iter().flatten() {
+                                match res["error"]["code"].as_str() {
+                                    Some(code) => *rej.entry(code.to_owned()).or_default() += 1,
+                                    None => ok += 1,
+                                }
+                            }
+                            if let Ok(mut a) = accepted.lock() {
+                                *a += ok;
+                            }
+                        }
+                        Ok(v) => {
+                            let code = v["error"]["code"].as_str().unwrap_or("http_error");
+                            *rej.entry(code.to_owned()).or_default() +=
+                                batch.hashes.len() as u64;
+                        }
+                        Err(_) => {
+                            *rej.entry("unreadable_answer".into()).or_default() +=
+                                batch.hashes.len() as u64
+                        }
+                    },
+                    Err(_) => {
+                        *rej.entry("unreachable".into()).or_default() += batch.hashes.len() as u64
+                    }
+                }
+            }
+        }));
+    }
+
+    eprintln!(
+        "offering {} transfers/s for {} s to {} nodes…",
+        spec.rate,
+        spec.duration.as_secs(),
+        nodes.len()
+    );
+    let start = Instant::now();
+    let mut scheduled: Vec<(Instant, Vec<String>)> = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let due = start + spec.batch_every * batch.index as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        scheduled.push((due, batch.hashes.clone()));
+        tx.send(batch).map_err(|_| anyhow!("the senders stopped"))?;
+    }
+    drop(tx);
+    for s in senders {
+        let _ = s.join();
+    }
+    let offered_secs = start.elapsed().as_secs_f64();
+    // Drain: until everything accepted is committed, or no progress for
+    // the drain time.
+    let accepted_count = accepted.lock().map_or(0, |a| *a);
+    let mut last = (0usize, Instant::now());
+    loop {
+        let n = committed.lock().map_or(0, |c| c.len());
+        if n as u64 >= accepted_count {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > spec.drain {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let after: Vec<Option<(f64, f64, f64)>> =
+        nodes.iter().map(|n| process_figures(&a, n)).collect();
+
+    let commits = committed.lock().map_err(|_| anyhow!("lock"))?.clone();
+    let mut latencies = Vec::with_capacity(total);
+    let mut last_commit = start;
+    for (due, hashes) in &scheduled {
+        for h in hashes {
+            if let Some(t) = commits.get(h) {
+                latencies.push(t.saturating_duration_since(*due).as_secs_f64() * 1000.0);
+                last_commit = last_commit.max(*t);
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let committed_n = latencies.len();
+    let window = last_commit.duration_since(start).as_secs_f64().max(offered_secs);
+    let per_node: Vec<Value> = nodes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(n, (b, a))| match (b, a) {
+            (Some(b), Some(a)) => json!({
+                "node": n,
+                "cpu_seconds": a.0 - b.0,
+                "cpu_percent": (a.0 - b.0) / window * 100.0,
+                "rss_mb": a.1 / 1e6,
+                "peak_rss_mb": a.2 / 1e6,
+            }),
+            _ => json!({ "node": n, "error": "no process metrics" }),
+        })
+        .collect();
+    let rej = rejections.lock().map_err(|_| anyhow!("lock"))?.clone();
+    Ok(json!({
+        "engine": engine,
+        "nodes": nodes.len(),
+        "offered_rate": spec.rate,
+        "duration_s": spec.duration.as_secs_f64(),
+        "offered": total,
+        "accepted": accepted_count,
+        "committed": committed_n,
+        "committed_per_s": committed_n as f64 / window,
+        "latency_ms": {
+            "p50": percentile(&latencies, 0.50),
+            "p95": percentile(&latencies, 0.95),
+            "p99": percentile(&latencies, 0.99),
+            "max": latencies.last().copied().unwrap_or(0.0),
+        },
+        "rejections": rej,
+        "per_node": per_node,
+    }))
+}
+
+/// The report as a few lines of text.
+pub fn summary(r: &Value) -> String {
+    let mut out = format!(
+        "{} on {} nodes: offered {} transfers/s for {} s ({} transfers)\n\
+         accepted {}, committed {} = {:.0} transfers/s\n\
+         latency ms: p50 {:.0}, p95 {:.0}, p99 {:.0}, max {:.0}\n\
+         rejections: {}\n",
+        r["engine"].as_str().unwrap_or("?"),
+        r["nodes"],
+        r["offered_rate"],
+        r["duration_s"],
+        r["offered"],
+        r["accepted"],
+        r["committed"],
+        r["committed_per_s"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p95"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+        r["latency_ms"]["max"].as_f64().unwrap_or(0.0),
+        r["rejections"],
+    );
+    for n in r["per_node"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}: CPU {:.0} %, RSS {:.0} MB (peak {:.0} MB)\n",
+            n["node"].as_str().unwrap_or("?"),
+            n["cpu_percent"].as_f64().unwrap_or(0.0),
+            n["rss_mb"].as_f64().unwrap_or(0.0),
+            n["peak_rss_mb"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    out
+}
