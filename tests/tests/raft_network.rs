@@ -88,6 +88,31 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         assert_eq!(json["error"]["code"], code, "{json}");
     }
     assert!(status(urls[old]).is_some(), "node still serving");
+
+    // 4. A batch: one answer per transaction, in order; the good ones
+    // commit, the bad one is named.
+    let good = |n| Transaction::new_signed(&key, "e2e-raft", to, 5, 1, n);
+    let batch = format!(
+        "[{}, {}, {}]",
+        serde_json::to_string(&good(nonce)).expect("json"),
+        serde_json::to_string(&forged).expect("json"),
+        serde_json::to_string(&good(nonce + 1)).expect("json"),
+    );
+    let (code, json) = post_raw(&format!("{url}/batch"), &batch);
+    assert_eq!(code, 200, "{json}");
+    assert_eq!(json["accepted"], 2, "{json}");
+    let results = json["results"].as_array().expect("results");
+    assert_eq!(results[0]["hash"], good(nonce).hash().to_string(), "{json}");
+    assert_eq!(results[1]["error"]["code"], "bad_signature", "{json}");
+    assert_eq!(results[2]["hash"], good(nonce + 1).hash().to_string(), "{json}");
+    eventually("the batch commits", || {
+        urls.iter().all(|u| {
+            http_get(&format!("{u}/accounts/{to}"))
+                .is_some_and(|a| a["nonce"].as_u64() == Some(nonce + 2))
+        })
+    });
+    let (code, json) = post_raw(&format!("{url}/batch"), "{\"not\": \"an array\"}");
+    assert_eq!((code, json["error"]["code"].as_str()), (400, Some("malformed")));
     // The wallet reports a refusal as one line and a non-zero exit.
     let (ok, _, err) = wallet(urls[old], &["balance", "cairn1notanaddress"]);
     assert!(!ok && err.starts_with("error: bad address"), "{err}");
