@@ -60,6 +60,10 @@ pub struct Mempool {
     max_per_sender: usize,
     by_sender: BTreeMap<Address, BTreeMap<u64, Transaction>>,
     by_hash: HashMap<Hash, (Address, u64)>,
+    /// Each pending sender's committed nonce as last seen (on insert and
+    /// prune): what [`Mempool::ready_hint`] counts from without reading
+    /// the store.
+    next: HashMap<Address, u64>,
 }
 
 impl Mempool {
@@ -70,6 +74,7 @@ impl Mempool {
             max_per_sender: max_per_sender.max(1),
             by_sender: BTreeMap::new(),
             by_hash: HashMap::new(),
+            next: HashMap::new(),
         }
     }
 
@@ -145,6 +150,7 @@ impl Mempool {
             .entry(sender)
             .or_default()
             .insert(tx.nonce, tx);
+        self.next.insert(sender, account.nonce);
         Ok(hash)
     }
 
@@ -173,6 +179,7 @@ impl Mempool {
             }
             if q.is_empty() {
                 self.by_sender.remove(sender);
+                self.next.remove(sender);
             }
         }
     }
@@ -187,6 +194,7 @@ impl Mempool {
             let Some(q) = self.by_sender.get(&sender) else {
                 continue;
             };
+            self.next.insert(sender, next_nonce);
             let mut drop: Vec<u64> = q.range(..next_nonce).map(|(n, _)| *n).collect();
             let mut spent: u64 = 0;
             let mut expected = next_nonce;
@@ -252,6 +260,27 @@ impl Mempool {
         out
     }
 
+    /// About how many transactions are ready, counting at most `cap`,
+    /// without reading the store: per sender the run of nonces from its
+    /// committed nonce as of the last insert or prune. Every commit prunes
+    /// the senders it touched, so the hint is exact but after a
+    /// reorganisation lowered a nonce, when it can only undercount.
+    /// O(ready) where [`Mempool::ready_count`] reads every sender's account.
+    pub fn ready_hint(&self, cap: usize) -> usize {
+        let mut total = 0;
+        for (s, q) in &self.by_sender {
+            let mut n = self.next.get(s).copied().unwrap_or(0);
+            while q.contains_key(&n) {
+                total += 1;
+                if total >= cap {
+                    return total;
+                }
+                n += 1;
+            }
+        }
+        total
+    }
+
     /// How many transactions are ready now (for the engine).
     pub fn ready_count(&self, next_nonce: impl Fn(&Address) -> u64) -> usize {
         self.by_sender
@@ -272,6 +301,23 @@ impl Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ready_hint_counts_runs_from_the_committed_nonce_and_stops_at_the_cap() {
+        let key = SecretKey::from_label("hint");
+        let mut pool = Mempool::new("c".into(), 100, 100);
+        for n in [3u64, 4, 6] {
+            let tx = Transaction::new_signed(&key, "c", key.address(), 1, 1, n);
+            pool.insert(tx, acct(1_000, 3)).expect("insert");
+        }
+        // 3 and 4 are ready; 6 waits for 5.
+        assert_eq!(pool.ready_hint(100), 2);
+        assert_eq!(pool.ready_hint(1), 1);
+        assert_eq!(pool.ready_count(|_| 3), 2);
+        // Block commits nonces 3 and 4: prune, nothing ready.
+        pool.prune([(key.address(), 5, 1_000)]);
+        assert_eq!(pool.ready_hint(100), 0);
+    }
     use cairn_chain::SecretKey;
 
     fn acct(balance: u64, nonce: u64) -> Option<Account> {

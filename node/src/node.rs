@@ -445,19 +445,15 @@ impl Driver {
         self.feed(Input::Tick).await
     }
 
+    /// What the engine is told is ready (up to a full block; the mempool's
+    /// hint, without a store read per sender).
     fn ready_count(&self) -> Result<usize> {
-        let store = &self.shared.store;
         let pool = self
             .shared
             .mempool
             .lock()
             .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-        Ok(pool.ready_count(|a| {
-            read_account(&**store, a)
-                .ok()
-                .flatten()
-                .map_or(0, |x| x.nonce)
-        }))
+        Ok(pool.ready_hint(MAX_BLOCK_TRANSACTIONS))
     }
 
     async fn offer_transactions(&mut self) -> Result<()> {

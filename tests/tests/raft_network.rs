@@ -104,7 +104,11 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     let results = json["results"].as_array().expect("results");
     assert_eq!(results[0]["hash"], good(nonce).hash().to_string(), "{json}");
     assert_eq!(results[1]["error"]["code"], "bad_signature", "{json}");
-    assert_eq!(results[2]["hash"], good(nonce + 1).hash().to_string(), "{json}");
+    assert_eq!(
+        results[2]["hash"],
+        good(nonce + 1).hash().to_string(),
+        "{json}"
+    );
     eventually("the batch commits", || {
         urls.iter().all(|u| {
             http_get(&format!("{u}/accounts/{to}"))
@@ -112,7 +116,10 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         })
     });
     let (code, json) = post_raw(&format!("{url}/batch"), "{\"not\": \"an array\"}");
-    assert_eq!((code, json["error"]["code"].as_str()), (400, Some("malformed")));
+    assert_eq!(
+        (code, json["error"]["code"].as_str()),
+        (400, Some("malformed"))
+    );
     // The wallet reports a refusal as one line and a non-zero exit.
     let (ok, _, err) = wallet(urls[old], &["balance", "cairn1notanaddress"]);
     assert!(!ok && err.starts_with("error: bad address"), "{err}");

@@ -291,8 +291,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
                         }
                         Ok(v) => {
                             let code = v["error"]["code"].as_str().unwrap_or("http_error");
-                            *rej.entry(code.to_owned()).or_default() +=
-                                batch.hashes.len() as u64;
+                            *rej.entry(code.to_owned()).or_default() += batch.hashes.len() as u64;
                         }
                         Err(_) => {
                             *rej.entry("unreadable_answer".into()).or_default() +=
@@ -362,7 +361,10 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let committed_n = latencies.len();
-    let window = last_commit.duration_since(start).as_secs_f64().max(offered_secs);
+    let window = last_commit
+        .duration_since(start)
+        .as_secs_f64()
+        .max(offered_secs);
     let per_node: Vec<Value> = nodes
         .iter()
         .zip(before.iter().zip(&after))
