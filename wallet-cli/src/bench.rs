@@ -274,7 +274,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
                     .post(format!("{node}/transactions/batch"))
                     .header("content-type", "application/json")
                     .send(batch.body.as_str());
-                let mut rej = rejections.lock().map_or_else(|e| e.into_inner(), |g| g);
+                let mut rej = rejections.lock().unwrap_or_else(|e| e.into_inner());
                 match answer {
                     Ok(mut r) => match r.body_mut().read_json::<Value>() {
                         Ok(v) if v["results"].is_array() => {
