@@ -29,6 +29,8 @@ use crate::miner::Miner;
 
 mod pow;
 
+/// Gossiped transactions buffered for the next batch verification.
+const MAX_GOSSIP_BUFFER: usize = 50_000;
 /// Most block origins remembered (to penalise or ask the sender).
 const MAX_ORIGINS: usize = 10_000;
 
@@ -413,9 +415,7 @@ impl Driver {
                 _ = tick.tick() => self.on_tick().await?,
                 Some(block) = mined.recv() => self.on_mined(block).await?,
                 Some(txs) = accepted.recv() => {
-                    for tx in txs {
-                        self.command(Command::Publish { topic: Topic::Transactions, data: tx.encode() }).await;
-                    }
+                    self.gossip_transactions(&txs).await;
                     self.offer_transactions().await?;
                 }
                 ev = events.recv() => match ev {
@@ -429,6 +429,18 @@ impl Driver {
 
     async fn command(&self, cmd: Command) {
         let _ = self.net_cmd.send(cmd).await;
+    }
+
+    /// Gossips transactions in batches (one message and one libp2p
+    /// signature per batch, not per transaction).
+    async fn gossip_transactions(&self, txs: &[Transaction]) {
+        for chunk in txs.chunks(cairn_p2p::MAX_GOSSIP_BATCH) {
+            self.command(Command::Publish {
+                topic: Topic::Transactions,
+                data: cairn_chain::codec::encode(chunk),
+            })
+            .await;
+        }
     }
 
     async fn penalize(&self, peer: PeerId, reason: String) {
@@ -498,23 +510,32 @@ impl Driver {
     async fn on_event(&mut self, ev: Event) -> Result<()> {
         match ev {
             Event::Gossip { topic, from, data } => match topic {
-                Topic::Transactions => match Transaction::decode(&data) {
-                    Ok(tx) => {
-                        let known = self
-                            .shared
-                            .mempool
-                            .lock()
-                            .map(|p| p.contains(&tx.hash()))
-                            .unwrap_or(true);
-                        if !known && self.gossip_txs.len() < 10_000 {
-                            self.gossip_txs.push((from, tx));
+                Topic::Transactions => {
+                    match cairn_chain::codec::decode::<Vec<Transaction>>(
+                        &data,
+                        cairn_p2p::MAX_TX_BATCH_BYTES,
+                    ) {
+                        Ok(txs) if txs.len() <= cairn_p2p::MAX_GOSSIP_BATCH => {
+                            if let Ok(pool) = self.shared.mempool.lock() {
+                                for tx in txs {
+                                    if self.gossip_txs.len() < MAX_GOSSIP_BUFFER
+                                        && !pool.contains(&tx.hash())
+                                    {
+                                        self.gossip_txs.push((from, tx));
+                                    }
+                                }
+                            }
+                        }
+                        Ok(txs) => {
+                            self.penalize(from, format!("{} transactions in one batch", txs.len()))
+                                .await
+                        }
+                        Err(e) => {
+                            self.penalize(from, format!("undecodable transactions: {e}"))
+                                .await
                         }
                     }
-                    Err(e) => {
-                        self.penalize(from, format!("undecodable transaction: {e}"))
-                            .await
-                    }
-                },
+                }
                 Topic::Consensus => self.on_consensus(from, &data).await?,
                 Topic::Blocks if self.is_pow => match Block::decode(&data) {
                     Ok(block) => {
@@ -544,22 +565,21 @@ impl Driver {
             // is pending here — a restarted primary would have nothing to
             // propose: push it.
             Event::PeerConnected(peer) => {
+                // (Pending transactions are pushed below, as one batch.)
                 // Proof-of-work: ask a new peer for what follows our chain
                 // (it may have mined while we were apart).
                 if self.is_pow && self.syncing.is_none() {
                     self.fetch_after(peer, store_locator(&self.shared.store)?)
                         .await;
                 }
-                let txs: Vec<Vec<u8>> = self
+                let pending: Vec<Transaction> = self
                     .shared
                     .mempool
                     .lock()
                     .map(|p| p.pending(cairn_p2p::MAX_PUSHED_TRANSACTIONS))
-                    .unwrap_or_default()
-                    .iter()
-                    .map(Transaction::encode)
-                    .collect();
-                if !txs.is_empty() {
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    let txs = vec![cairn_chain::codec::encode(&pending)];
                     self.command(Command::SendTransactions { peer, txs }).await;
                 }
             }

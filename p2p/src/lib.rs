@@ -38,6 +38,11 @@ pub const MAX_LOCATOR_HASHES: usize = 128;
 /// Most transactions pushed to a peer in one request (well within the
 /// request size limit).
 pub const MAX_PUSHED_TRANSACTIONS: usize = 1_000;
+/// Most transactions in one gossip message (transactions travel in
+/// batches: one gossip message, one libp2p signature, per batch).
+pub const MAX_GOSSIP_BATCH: usize = 2_000;
+/// The largest transaction-batch payload accepted.
+pub const MAX_TX_BATCH_BYTES: usize = MAX_GOSSIP_BATCH * MAX_TRANSACTION_BYTES + 1024;
 /// A [`BlockSource`] stops adding blocks to a sync response past this many
 /// bytes (it always sends at least one block).
 pub const SYNC_RESPONSE_BUDGET: usize = 2 * MAX_BLOCK_BYTES;
@@ -554,7 +559,7 @@ impl SwarmTask {
                     return;
                 };
                 let limit = match topic {
-                    Topic::Transactions => MAX_TRANSACTION_BYTES,
+                    Topic::Transactions => MAX_TX_BATCH_BYTES,
                     _ => MAX_BLOCK_BYTES + 64 * 1024,
                 };
                 if message.data.len() > limit {
@@ -595,7 +600,7 @@ impl SwarmTask {
                             .rr
                             .send_response(channel, Response::Ack);
                         if txs.len() > MAX_PUSHED_TRANSACTIONS
-                            || txs.iter().any(|t| t.len() > MAX_TRANSACTION_BYTES)
+                            || txs.iter().any(|t| t.len() > MAX_TX_BATCH_BYTES)
                         {
                             self.penalize(
                                 peer,

@@ -114,7 +114,7 @@ impl Driver {
                     .lock()
                     .map_err(|_| anyhow::anyhow!("mempool lock"))?;
                 if pool.insert(tx.clone(), account).is_ok() {
-                    back.push(tx.encode());
+                    back.push(tx.clone());
                 }
             }
         }
@@ -124,13 +124,7 @@ impl Driver {
                 "transactions of abandoned blocks back in the mempool"
             );
         }
-        for data in back {
-            self.command(Command::Publish {
-                topic: Topic::Transactions,
-                data,
-            })
-            .await;
-        }
+        self.gossip_transactions(&back).await;
         let mut out = Vec::new();
         if !reverted.is_empty() {
             out.push(Input::Reverted { blocks: reverted });
