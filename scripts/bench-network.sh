@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Throughput and latency of a fresh 4-validator devnet per engine on this
 # machine: steps the offered rate up until the network saturates (commits
-# fall below 90 % of the offered rate, or p99 latency passes 10 s), and
-# writes the table between the markers in docs/benchmarks.md.
+# fall below 90 % of the offered rate, or p99 latency passes 10 s — 30 s for
+# proof-of-work, whose blocks come at random with a 2 s mean), and writes
+# the table between the markers in docs/benchmarks.md (or $DOC).
 #
 #   ENGINES="raft pbft pow" RATES="1000 2000 4000 8000" DURATION=60 scripts/bench-network.sh
 set -euo pipefail
@@ -13,6 +14,7 @@ rates=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000"}
 duration=${DURATION:-60}
 accounts=${ACCOUNTS:-20000}
 base_port=${BASE_PORT:-27600}
+doc=${DOC:-docs/benchmarks.md}
 work=$(mktemp -d)
 rows="$work/rows.md"
 : >"$rows"
@@ -59,9 +61,11 @@ with open(sys.argv[2], "a") as f:
     f.write(f'| {r["engine"]} | {r["offered_rate"]:,} | {r["committed_per_s"]:,.0f} | '
             f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {cpu} | {mem} | {rej} |\n')
 EOF
+        limit_ms=10000
+        if [ "$engine" = pow ]; then limit_ms=30000; fi
         saturated=$(python3 -c "
 import json; r = json.load(open('$report'))
-print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > 10000))")
+print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > $limit_ms))")
         if [ "$saturated" = 1 ]; then break; fi
     done
     stop_devnet
@@ -79,7 +83,7 @@ table="$work/table.md"
     echo "|---|---|---|---|---|---|---|---|"
     cat "$rows"
 } >"$table"
-python3 - docs/benchmarks.md "$table" <<'EOF'
+python3 - "$doc" "$table" <<'EOF'
 import sys
 path, table = sys.argv[1], open(sys.argv[2]).read()
 text = open(path).read()
@@ -92,4 +96,4 @@ else:
     text += "\n## Network throughput and latency\n\n" + start + "\n" + table + end + "\n"
 open(path, "w").write(text)
 EOF
-echo "table written to docs/benchmarks.md"
+echo "table written to $doc"
