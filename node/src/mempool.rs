@@ -64,6 +64,10 @@ pub struct Mempool {
     /// prune): what [`Mempool::ready_hint`] counts from without reading
     /// the store.
     next: HashMap<Address, u64>,
+    /// At most the lowest fee in the pool (a bound, not kept exact): a
+    /// transaction paying no more cannot evict anything, which is then
+    /// known without scanning every sender.
+    min_fee: u64,
 }
 
 impl Mempool {
@@ -75,6 +79,7 @@ impl Mempool {
             by_sender: BTreeMap::new(),
             by_hash: HashMap::new(),
             next: HashMap::new(),
+            min_fee: u64::MAX,
         }
     }
 
@@ -143,8 +148,12 @@ impl Mempool {
             let old_hash = old.hash();
             self.by_hash.remove(&old_hash);
         } else if self.len() >= self.max_total {
+            if tx.fee <= self.min_fee {
+                return Err(Rejection::Full);
+            }
             self.evict_for(&sender, tx.fee)?;
         }
+        self.min_fee = self.min_fee.min(tx.fee);
         self.by_hash.insert(hash, (sender, tx.nonce));
         self.by_sender
             .entry(sender)
@@ -180,6 +189,9 @@ impl Mempool {
             if q.is_empty() {
                 self.by_sender.remove(sender);
                 self.next.remove(sender);
+            }
+            if self.by_hash.is_empty() {
+                self.min_fee = u64::MAX;
             }
         }
     }
