@@ -43,6 +43,10 @@ use crate::{Action, ConsensusEngine, EngineStatus, Input, PowStatus};
 const MEDIAN_SPAN: usize = 11;
 /// How long a block waits for its parent.
 const ORPHAN_TTL_MS: u64 = 60_000;
+/// Most bytes of blocks held while their parent is fetched: a peer that
+/// mines cheap orphans at the minimum difficulty cannot fill the memory
+/// with full-size blocks.
+pub const MAX_ORPHAN_BYTES: usize = 64 * 1024 * 1024;
 /// The deepest reorganisation followed.
 pub const MAX_REORG_DEPTH: u64 = 1_000;
 /// A mining template older than this is rebuilt (fresh timestamp).
@@ -79,6 +83,8 @@ struct Entry {
 struct Orphan {
     block: Block,
     arrived: u64,
+    /// Encoded size, for the pool's byte bound.
+    bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -376,15 +382,26 @@ impl Pow {
     }
 
     fn hold_orphan(&mut self, hash: Hash, block: Block, out: &mut Vec<Action>) {
-        if self.orphans.len() >= self.cfg.max_orphans.max(1) {
-            // Drop the oldest (lowest arrival, then hash: deterministic).
-            if let Some(oldest) = self
+        let bytes = block.encode().len();
+        if bytes > MAX_ORPHAN_BYTES {
+            return;
+        }
+        // Make room: drop the oldest (lowest arrival, then hash:
+        // deterministic) while over the count or the byte bound.
+        loop {
+            let held: usize = self.orphans.values().map(|o| o.bytes).sum();
+            let full = self.orphans.len() >= self.cfg.max_orphans.max(1)
+                || held + bytes > MAX_ORPHAN_BYTES;
+            let oldest = self
                 .orphans
                 .iter()
                 .min_by_key(|(h, o)| (o.arrived, **h))
-                .map(|(h, _)| *h)
-            {
-                self.orphans.remove(&oldest);
+                .map(|(h, _)| *h);
+            match oldest {
+                Some(h) if full => {
+                    self.orphans.remove(&h);
+                }
+                _ => break,
             }
         }
         self.orphans.insert(
@@ -392,6 +409,7 @@ impl Pow {
             Orphan {
                 block,
                 arrived: self.now,
+                bytes,
             },
         );
         // Asked for every waiting block (a fetch may have been lost); the

@@ -305,32 +305,34 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
             items.len()
         ))));
     }
-    let parsed: Vec<Result<Transaction, ApiError>> = items
+    // The parsed transactions in one vector (for one batch verification),
+    // and per entry where its transaction is or why it did not parse.
+    let mut txs = Vec::with_capacity(items.len());
+    let slots: Vec<Result<usize, ApiError>> = items
         .into_iter()
         .map(|v| {
-            serde_json::from_value::<Transaction>(v)
-                .map_err(|e| rejected(Rejection::Malformed(e.to_string())))
+            let tx = serde_json::from_value::<Transaction>(v)
+                .map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
+            txs.push(tx);
+            Ok(txs.len() - 1)
         })
-        .collect();
-    let txs: Vec<Transaction> = parsed
-        .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
     // One batch verification; only if it fails, one by one to find which.
     let all_good = cairn_chain::verify_transactions(&txs).is_ok();
-    let mut results = Vec::with_capacity(parsed.len());
+    let mut results = Vec::with_capacity(slots.len());
     let mut accepted = Vec::new();
     {
         let mut pool = s.mempool.lock().map_err(ApiError::internal)?;
-        for r in parsed {
-            let outcome = r.and_then(|tx| {
+        for slot in slots {
+            let outcome = slot.and_then(|i| {
+                let tx = &txs[i];
                 if !all_good {
                     tx.verify_signature()
                         .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
                 }
                 let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
                 let hash = pool.insert(tx.clone(), account).map_err(rejected)?;
-                accepted.push(tx);
+                accepted.push(i);
                 Ok(hash)
             });
             results.push(match outcome {
@@ -340,8 +342,16 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
         }
     }
     let count = accepted.len();
-    if !accepted.is_empty() {
-        let _ = s.accepted.try_send(accepted);
+    if count > 0 {
+        // Indices ascend: move the accepted transactions out, for gossip.
+        let mut next = accepted.into_iter().peekable();
+        let gossip: Vec<Transaction> = txs
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| next.next_if_eq(i).is_some())
+            .map(|(_, tx)| tx)
+            .collect();
+        let _ = s.accepted.try_send(gossip);
     }
     Ok(json!({ "accepted": count, "results": results }))
 }

@@ -481,11 +481,11 @@ impl Driver {
         if self.gossip_txs.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.gossip_txs);
-        let txs: Vec<Transaction> = batch.iter().map(|(_, t)| t.clone()).collect();
+        let (peers, txs): (Vec<PeerId>, Vec<Transaction>) =
+            std::mem::take(&mut self.gossip_txs).into_iter().unzip();
         let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
         let mut added = 0;
-        for (peer, tx) in batch {
+        for (peer, tx) in peers.into_iter().zip(txs) {
             if !all_ok && tx.verify_signature().is_err() {
                 self.penalize(peer, "transaction with a bad signature".into())
                     .await;

@@ -311,3 +311,16 @@ fn the_difficulty_follows_the_retarget_rule_on_the_chain() {
     // expected; clamped to 4x.
     assert_eq!(pow.status().pow.expect("pow").difficulty, 64);
 }
+
+#[test]
+fn blocks_waiting_for_their_parent_are_bounded() {
+    let mut cfg = config(false);
+    cfg.max_orphans = 3;
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    let chain = chain_from(&genesis(), 6, 1);
+    // Every block but the first arrives without its parent.
+    for b in &chain[1..] {
+        feed(&mut pow, b);
+    }
+    assert_eq!(pow.status().pow.expect("pow").orphans, 3);
+}
