@@ -74,6 +74,11 @@ impl Block {
         codec::encode(self)
     }
 
+    /// The length of [`Self::encode`]'s output, without building it.
+    pub fn encoded_len(&self) -> usize {
+        codec::encoded_len(self)
+    }
+
     /// Decodes one block, refusing oversized or trailing input.
     pub fn decode(bytes: &[u8]) -> Result<Self, codec::CodecError> {
         codec::decode(bytes, MAX_BLOCK_BYTES)

@@ -42,6 +42,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .expect("bincode encodes every type of this crate (sized sequences, no maps)")
 }
 
+/// The length of [`encode`]'s output for `value`, without building it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .expect("bincode encodes every type of this crate (sized sequences, no maps)");
+    size.bytes_written
+}
+
 /// Decodes one `T` that must fill `bytes` exactly, refusing inputs longer
 /// than `max` bytes (and longer than [`MAX_DECODE_BYTES`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {

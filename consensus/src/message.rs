@@ -10,7 +10,7 @@ use crate::{PbftMessage, RaftMessage, ValidatorId};
 pub const MAX_MESSAGE_BYTES: usize = cairn_chain::MAX_BLOCK_BYTES + 1024 * 1024;
 
 /// Domain tag of consensus signatures (distinct from transactions').
-const DOMAIN: &[u8] = b"cairn-consensus-v1";
+const DOMAIN: &[u8] = b"cairn-consensus-v2";
 
 /// A message of any engine. One enum, so that the trait stays object-safe
 /// and the wire format is shared.
@@ -45,13 +45,13 @@ pub enum MessageError {
     BadSignature(ValidatorId),
 }
 
-fn signing_bytes(network: &Hash, from: ValidatorId, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DOMAIN.len() + 36 + payload.len());
-    out.extend_from_slice(DOMAIN);
-    out.extend_from_slice(network.as_ref());
-    out.extend_from_slice(&from.to_le_bytes());
-    out.extend_from_slice(payload);
-    out
+/// What a validator signs: the SHA-256 digest of the domain tag, the
+/// network, the sender and the payload. Messages carry whole blocks; ed25519
+/// hashes its message twice with SHA-512 to sign and once to verify, so
+/// signing a 32-byte digest (SHA-256, hardware-accelerated on most CPUs) is
+/// several times cheaper than signing the payload itself, and as strong.
+fn signing_digest(network: &Hash, from: ValidatorId, payload: &[u8]) -> Hash {
+    Hash::digest_parts(&[DOMAIN, network.as_ref(), &from.to_le_bytes(), payload])
 }
 
 impl SignedMessage {
@@ -63,7 +63,7 @@ impl SignedMessage {
         msg: &ConsensusMessage,
     ) -> Self {
         let payload = codec::encode(msg);
-        let signature = key.sign(&signing_bytes(network, from, &payload));
+        let signature = key.sign(signing_digest(network, from, &payload).as_ref());
         Self {
             from,
             payload,
@@ -81,7 +81,7 @@ impl SignedMessage {
             .get(self.from as usize)
             .ok_or(MessageError::UnknownSender(self.from))?;
         key.verify(
-            &signing_bytes(network, self.from, &self.payload),
+            signing_digest(network, self.from, &self.payload).as_ref(),
             &self.signature,
         )
         .map_err(|_| MessageError::BadSignature(self.from))?;

@@ -134,6 +134,12 @@ pub struct Raft {
     votes: BTreeSet<ValidatorId>,
     next_index: Vec<u64>,
     match_index: Vec<u64>,
+    /// Per follower: the last entry sent and not yet acknowledged (0: none)
+    /// and when it was sent. Entries in flight are not sent again before
+    /// [`Raft::resend_after`] (heartbeats and commit notices carry none);
+    /// a rejection or the timeout sends them again.
+    sent: Vec<u64>,
+    sent_at: Vec<u64>,
     heartbeat_due: u64,
     /// The leader asked for a block and waits for it.
     building: bool,
@@ -214,6 +220,8 @@ impl Raft {
             votes: BTreeSet::new(),
             next_index: vec![0; n],
             match_index: vec![0; n],
+            sent: vec![0; n],
+            sent_at: vec![0; n],
             heartbeat_due: 0,
             building: false,
             next_block_at: 0,
@@ -375,6 +383,7 @@ impl Raft {
         let next = self.last_index() + 1;
         self.next_index.iter_mut().for_each(|n| *n = next);
         self.match_index.iter_mut().for_each(|m| *m = 0);
+        self.sent.iter_mut().for_each(|s| *s = 0);
         self.match_index[self.cfg.me as usize] = self.last_index();
         self.building = false;
         self.heard.clear();
@@ -389,20 +398,58 @@ impl Raft {
         self.maybe_build(out);
     }
 
-    fn append_to(&self, peer: ValidatorId) -> RaftMessage {
-        let next = self.next_index[peer as usize].max(self.committed.index + 1);
-        let prev_index = next - 1;
+    /// How long entries sent to a follower may go unacknowledged before
+    /// they are sent again (a lost message, a reconnected peer).
+    fn resend_after(&self) -> u64 {
+        self.cfg.election_timeout_ms.max(2 * self.cfg.heartbeat_ms)
+    }
+
+    /// Whether entries sent to `p` are still awaiting its answer.
+    fn in_flight(&self, p: usize) -> bool {
+        let next = self.next_index[p].max(self.committed.index + 1);
+        self.sent[p] >= next && self.now < self.sent_at[p].saturating_add(self.resend_after())
+    }
+
+    /// Whether `peer` lacks entries it has not been sent.
+    fn has_unsent(&self, peer: ValidatorId) -> bool {
+        let p = peer as usize;
+        let sent_up_to = if self.in_flight(p) {
+            self.sent[p]
+        } else {
+            self.next_index[p].max(self.committed.index + 1) - 1
+        };
+        self.last_index() > sent_up_to
+    }
+
+    /// The AppendEntries for `peer`: the entries from its next index, or —
+    /// while entries are in flight to it — only those after them (sent
+    /// optimistically), or an empty heartbeat at the last index it is known
+    /// to hold.
+    fn append_to(&mut self, peer: ValidatorId) -> RaftMessage {
+        let p = peer as usize;
+        let next = self.next_index[p].max(self.committed.index + 1);
+        let (prev_index, first) = if !self.in_flight(p) {
+            (next - 1, next)
+        } else if self.sent[p] < self.last_index() {
+            (self.sent[p], self.sent[p] + 1)
+        } else {
+            (next - 1, self.last_index() + 1)
+        };
         let prev_term = self.term_at(prev_index).unwrap_or(0);
         let mut entries = Vec::new();
         let mut bytes = 0;
-        let start = (next - self.committed.index - 1) as usize;
+        let start = (first - self.committed.index - 1) as usize;
         for b in self.tail.iter().skip(start) {
-            let size = b.encode().len();
+            let size = b.encoded_len();
             if !entries.is_empty() && bytes + size > APPEND_BYTES_BUDGET {
                 break;
             }
             bytes += size;
             entries.push(b.clone());
+        }
+        if let Some(last) = entries.last() {
+            self.sent[p] = last.header.height;
+            self.sent_at[p] = self.now;
         }
         RaftMessage::AppendEntries {
             term: self.term,
@@ -713,12 +760,19 @@ impl Raft {
                 self.match_index[p] = index;
             }
             self.next_index[p] = self.match_index[p] + 1;
+            if self.sent[p] <= self.match_index[p] {
+                self.sent[p] = 0;
+            }
             self.leader_advance_commit(out);
-            if self.next_index[p] <= self.last_index() {
+            if self.has_unsent(from) {
                 let m = self.append_to(from);
                 self.send(out, from, m);
             }
         } else {
+            // What was in flight will not be appended after this: send it
+            // again (at once below if we move back, else with the next
+            // heartbeat).
+            self.sent[p] = 0;
             // The follower's entry at `index` has `hint_term`: the last
             // entry of ours that can match is the last one at or below it
             // with a term no later than that.

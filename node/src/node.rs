@@ -31,6 +31,8 @@ mod pow;
 
 /// Gossiped transactions buffered for the next batch verification.
 const MAX_GOSSIP_BUFFER: usize = 50_000;
+/// The largest block announcement (a header) accepted.
+const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
 const MAX_ORIGINS: usize = 10_000;
 
@@ -544,15 +546,23 @@ impl Driver {
                     }
                     Err(e) => self.penalize(from, format!("undecodable block: {e}")).await,
                 },
-                Topic::Blocks => match Block::decode(&data) {
-                    Ok(block) => {
-                        let head = self.shared.store.head()?.height;
-                        if block.header.height > head + 1 {
-                            self.start_sync(from).await;
+                // Raft and PBFT announce final blocks by header: a node
+                // that learns it is behind syncs the blocks (and their
+                // proofs of finality) from the sender.
+                Topic::Blocks => {
+                    match cairn_chain::codec::decode::<Header>(&data, MAX_ANNOUNCEMENT_BYTES) {
+                        Ok(header) => {
+                            let head = self.shared.store.head()?.height;
+                            if header.height > head + 1 {
+                                self.start_sync(from).await;
+                            }
+                        }
+                        Err(e) => {
+                            self.penalize(from, format!("undecodable block announcement: {e}"))
+                                .await
                         }
                     }
-                    Err(e) => self.penalize(from, format!("undecodable block: {e}")).await,
-                },
+                }
             },
             Event::Consensus { from, data } => self.on_consensus(from, &data).await?,
             Event::Blocks { from, blocks } => self.on_blocks(from, blocks).await?,
@@ -826,7 +836,7 @@ impl Driver {
                     })?;
                     self.command(Command::Publish {
                         topic: Topic::Blocks,
-                        data: block.encode(),
+                        data: cairn_chain::codec::encode(&block.header),
                     })
                     .await;
                 }
