@@ -5,6 +5,9 @@
 //! equation after refusing weak keys; when a batch fails, each item is checked
 //! alone so the caller learns which one is bad.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand::{CryptoRng, RngCore};
 
@@ -35,13 +38,48 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Most decompressed public keys kept (about 200 bytes each).
+const KEY_CACHE_MAX: usize = 65_536;
+
+/// Valid public keys already decompressed, by their bytes. Decompressing a
+/// point (a field exponentiation) costs about a third of a signature's share
+/// of a batch verification, and the same accounts sign again and again.
+/// Emptied when full (cheap, and bounded whatever the key stream).
+fn key_cache() -> &'static Mutex<HashMap<[u8; 32], VerifyingKey>> {
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 impl PublicKey {
-    fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
+    fn decompress(&self) -> Result<VerifyingKey, SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::BadPublicKey)?;
         if key.is_weak() {
             return Err(SignatureError::BadPublicKey);
         }
         Ok(key)
+    }
+
+    /// The decompressed key, from the cache if it is there.
+    fn cached_key(
+        &self,
+        cache: &mut HashMap<[u8; 32], VerifyingKey>,
+    ) -> Result<VerifyingKey, SignatureError> {
+        if let Some(k) = cache.get(&self.0) {
+            return Ok(*k);
+        }
+        let key = self.decompress()?;
+        if cache.len() >= KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(self.0, key);
+        Ok(key)
+    }
+
+    fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
+        match key_cache().lock() {
+            Ok(mut cache) => self.cached_key(&mut cache),
+            Err(_) => self.decompress(),
+        }
     }
 
     /// Checks that the bytes are a usable ed25519 public key.
@@ -72,8 +110,16 @@ pub fn verify_batch(
         return Ok(());
     }
     let mut keys = Vec::with_capacity(items.len());
-    for (i, (_, pk, _)) in items.iter().enumerate() {
-        keys.push(pk.verifying_key().map_err(|e| (i, e))?);
+    {
+        // One lock for the whole batch.
+        let mut guard = key_cache().lock();
+        for (i, (_, pk, _)) in items.iter().enumerate() {
+            let key = match guard.as_deref_mut() {
+                Ok(cache) => pk.cached_key(cache),
+                Err(_) => pk.decompress(),
+            };
+            keys.push(key.map_err(|e| (i, e))?);
+        }
     }
     let messages: Vec<&[u8]> = items.iter().map(|(m, _, _)| *m).collect();
     let signatures: Vec<ed25519_dalek::Signature> = items

@@ -1,6 +1,7 @@
 //! The HTTP API (JSON). Errors are `{"error": {"code", "message"}}` with a
 //! 4xx/5xx status.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -11,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_chain::state::read_account;
 use cairn_chain::{Address, Block, Hash, Transaction, MAX_TRANSACTION_BYTES};
+use cairn_p2p::{Command, Topic};
 use serde::Serialize;
 use serde_json::json;
 
@@ -274,10 +276,19 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
         .map_err(ApiError::internal)?
         .insert(tx.clone(), account)
         .map_err(rejected)?;
-    // The driver gossips it and tells the engine; a full channel only delays
-    // gossip, the transaction is already pending here.
-    let _ = s.accepted.try_send(vec![tx]);
+    // A full network queue loses the gossip, not the transaction: it is
+    // pending here, and pushed to peers that connect.
+    let _ = s.net_commands.try_send(gossip(&[tx]));
+    s.offer_due.store(true, Ordering::Release);
     Ok(hash)
+}
+
+/// The gossip of accepted transactions (one message per batch).
+fn gossip(txs: &[Transaction]) -> Command {
+    Command::Publish {
+        topic: Topic::Transactions,
+        data: cairn_chain::codec::encode(txs),
+    }
 }
 
 /// Most transactions in one `POST /transactions/batch`.
@@ -351,7 +362,12 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
             .filter(|(i, _)| next.next_if_eq(i).is_some())
             .map(|(_, tx)| tx)
             .collect();
-        let _ = s.accepted.try_send(gossip);
+        // Blocking (this runs on a blocking thread): the network's queue
+        // pushes back on submitters rather than losing the gossip.
+        for chunk in gossip.chunks(cairn_p2p::MAX_GOSSIP_BATCH) {
+            let _ = s.net_commands.blocking_send(self::gossip(chunk));
+        }
+        s.offer_due.store(true, Ordering::Release);
     }
     Ok(json!({ "accepted": count, "results": results }))
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod devnet;
+pub mod ingest;
 pub mod mempool;
 pub mod metrics;
 pub mod miner;

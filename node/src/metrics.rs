@@ -25,6 +25,8 @@ pub struct Metrics {
     view_changes: Gauge,
     /// Consensus messages from non-validators or with a bad signature.
     pub unauthenticated: Counter,
+    /// Transaction gossip dropped because admission was that far behind.
+    pub gossip_dropped: Counter,
     messages_dropped: Gauge,
     messages_rejected: Gauge,
     role: Family<RoleLabels, Gauge>,
@@ -57,6 +59,7 @@ impl Metrics {
             term: Gauge::default(),
             view_changes: Gauge::default(),
             unauthenticated: Counter::default(),
+            gossip_dropped: Counter::default(),
             messages_dropped: Gauge::default(),
             messages_rejected: Gauge::default(),
             role: Family::default(),
@@ -104,6 +107,11 @@ impl Metrics {
             "consensus_messages_unauthenticated",
             "Consensus messages from non-validators or with a bad signature",
             m.unauthenticated.clone(),
+        );
+        registry.register(
+            "gossip_transactions_dropped",
+            "Gossiped transaction batches dropped because admission was behind",
+            m.gossip_dropped.clone(),
         );
         registry.register(
             "consensus_messages_dropped",

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +30,6 @@ use crate::miner::Miner;
 
 mod pow;
 
-/// Gossiped transactions buffered for the next batch verification.
-const MAX_GOSSIP_BUFFER: usize = 50_000;
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
@@ -50,9 +49,9 @@ pub struct Shared {
     pub engine: Mutex<EngineStatus>,
     pub peers: Arc<Mutex<Vec<PeerInfo>>>,
     pub metrics: Metrics,
-    /// Transactions the API accepted (one submission or one batch), for
-    /// the driver to gossip.
-    pub accepted: mpsc::Sender<Vec<Transaction>>,
+    /// New transactions entered the mempool (API or gossip): the driver
+    /// tells the engine on its next tick.
+    pub offer_due: AtomicBool,
     /// Peers blocked by the operator or for misbehaviour.
     pub banned: Arc<Mutex<Vec<String>>>,
     /// Admin commands for the network (block and unblock peers).
@@ -292,7 +291,6 @@ pub async fn run(home: &Path) -> Result<()> {
         .or(validator_key.as_ref().map(SecretKey::address))
         .unwrap_or(cairn_chain::Address::ZERO);
 
-    let (accepted_tx, accepted_rx) = mpsc::channel(10_000);
     let status = engine.as_ref().map(|e| e.status()).unwrap_or(EngineStatus {
         engine: genesis.consensus.kind().as_str(),
         role: "observer",
@@ -321,7 +319,7 @@ pub async fn run(home: &Path) -> Result<()> {
         engine: Mutex::new(status),
         peers: net.peers.clone(),
         metrics: Metrics::new(),
-        accepted: accepted_tx,
+        offer_due: AtomicBool::new(false),
         banned: net.banned.clone(),
         net_commands: net.commands.clone(),
         genesis,
@@ -355,6 +353,9 @@ pub async fn run(home: &Path) -> Result<()> {
         .await
     });
 
+    let (ingest_tx, ingest_rx) = mpsc::channel(crate::ingest::QUEUE);
+    let _ingest = crate::ingest::spawn(shared.clone(), ingest_rx)
+        .context("starting the transaction admission thread")?;
     let mut driver = Driver {
         shared: shared.clone(),
         engine,
@@ -363,7 +364,7 @@ pub async fn run(home: &Path) -> Result<()> {
         validator_keys,
         validator_peers,
         net_cmd: net.commands.clone(),
-        gossip_txs: Vec::new(),
+        ingest: ingest_tx,
         syncing: None,
         miner,
         reward,
@@ -371,7 +372,7 @@ pub async fn run(home: &Path) -> Result<()> {
         origins: HashMap::new(),
         sync_locator: Vec::new(),
     };
-    let result = driver.run(net.events, accepted_rx, mined_rx).await;
+    let result = driver.run(net.events, mined_rx).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     tracing::info!("node stopped at height {}", store.head()?.height);
@@ -386,7 +387,8 @@ struct Driver {
     validator_keys: Vec<PublicKey>,
     validator_peers: Vec<Option<PeerId>>,
     net_cmd: mpsc::Sender<Command>,
-    gossip_txs: Vec<(PeerId, Transaction)>,
+    /// Gossiped transactions go to the admission thread.
+    ingest: mpsc::Sender<crate::ingest::Payload>,
     /// The peer a sync request is in flight to, and since when.
     syncing: Option<(PeerId, Instant)>,
     /// Proof-of-work: the mining threads (if this node mines), where
@@ -403,7 +405,6 @@ impl Driver {
     async fn run(
         &mut self,
         mut events: mpsc::Receiver<Event>,
-        mut accepted: mpsc::Receiver<Vec<Transaction>>,
         mut mined: mpsc::UnboundedReceiver<Block>,
     ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -416,10 +417,6 @@ impl Driver {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
                 _ = tick.tick() => self.on_tick().await?,
                 Some(block) = mined.recv() => self.on_mined(block).await?,
-                Some(txs) = accepted.recv() => {
-                    self.gossip_transactions(&txs).await;
-                    self.offer_transactions().await?;
-                }
                 ev = events.recv() => match ev {
                     Some(ev) => self.on_event(ev).await?,
                     None => bail!("the network task stopped"),
@@ -450,7 +447,11 @@ impl Driver {
     }
 
     async fn on_tick(&mut self) -> Result<()> {
-        self.flush_gossip_txs().await?;
+        // Once per tick, however many submissions and gossip batches came
+        // in: counting what is ready walks the pending senders.
+        if self.shared.offer_due.swap(false, Ordering::AcqRel) {
+            self.offer_transactions().await?;
+        }
         if let Some((_, since)) = self.syncing {
             if since.elapsed() > Duration::from_secs(30) {
                 self.syncing = None;
@@ -478,64 +479,18 @@ impl Driver {
         Ok(())
     }
 
-    /// Gossiped transactions are verified in one batch per tick.
-    async fn flush_gossip_txs(&mut self) -> Result<()> {
-        if self.gossip_txs.is_empty() {
-            return Ok(());
-        }
-        let (peers, txs): (Vec<PeerId>, Vec<Transaction>) =
-            std::mem::take(&mut self.gossip_txs).into_iter().unzip();
-        let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
-        let mut added = 0;
-        for (peer, tx) in peers.into_iter().zip(txs) {
-            if !all_ok && tx.verify_signature().is_err() {
-                self.penalize(peer, "transaction with a bad signature".into())
-                    .await;
-                continue;
-            }
-            let account = read_account(&*self.shared.store, &tx.sender())?;
-            let mut pool = self
-                .shared
-                .mempool
-                .lock()
-                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-            if pool.insert(tx, account).is_ok() {
-                added += 1;
-            }
-        }
-        if added > 0 {
-            self.offer_transactions().await?;
-        }
-        Ok(())
-    }
-
     async fn on_event(&mut self, ev: Event) -> Result<()> {
         match ev {
             Event::Gossip { topic, from, data } => match topic {
                 Topic::Transactions => {
-                    match cairn_chain::codec::decode::<Vec<Transaction>>(
-                        &data,
-                        cairn_p2p::MAX_TX_BATCH_BYTES,
-                    ) {
-                        Ok(txs) if txs.len() <= cairn_p2p::MAX_GOSSIP_BATCH => {
-                            if let Ok(pool) = self.shared.mempool.lock() {
-                                for tx in txs {
-                                    if self.gossip_txs.len() < MAX_GOSSIP_BUFFER
-                                        && !pool.contains(&tx.hash())
-                                    {
-                                        self.gossip_txs.push((from, tx));
-                                    }
-                                }
-                            }
-                        }
-                        Ok(txs) => {
-                            self.penalize(from, format!("{} transactions in one batch", txs.len()))
-                                .await
-                        }
-                        Err(e) => {
-                            self.penalize(from, format!("undecodable transactions: {e}"))
-                                .await
-                        }
+                    // Dropped when the admission thread is that far behind:
+                    // the publishing node keeps them in its own mempool.
+                    if self
+                        .ingest
+                        .try_send(crate::ingest::Payload { from, data })
+                        .is_err()
+                    {
+                        self.shared.metrics.gossip_dropped.inc();
                     }
                 }
                 Topic::Consensus => self.on_consensus(from, &data).await?,

@@ -96,6 +96,39 @@ fn reopen_keeps_head_and_refuses_another_genesis() {
     ));
 }
 
+/// Every state key ever seen reads (through the cache) what RocksDB holds.
+fn assert_reads_match_rocksdb(store: &Store, seen: &mut std::collections::BTreeSet<Vec<u8>>) {
+    let entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+        store.state_entries().expect("state").into_iter().collect();
+    seen.extend(entries.keys().cloned());
+    for key in seen.iter() {
+        assert_eq!(
+            StateReader::get(store, key).expect("get"),
+            entries.get(key).cloned(),
+            "state key {key:?}"
+        );
+    }
+}
+
+#[test]
+fn cached_state_reads_follow_commits_and_reverts() {
+    let chain = TestChain::new("store-cache", 12, 10_000);
+    let (_dir, store) = open(&chain);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut seen = std::collections::BTreeSet::new();
+    assert_reads_match_rocksdb(&store, &mut seen);
+    grow(&store, &chain, &mut rng, 3, 0);
+    assert_reads_match_rocksdb(&store, &mut seen);
+    grow(&store, &chain, &mut rng, 4, 1);
+    assert_reads_match_rocksdb(&store, &mut seen);
+    store.revert(4).expect("revert");
+    assert_reads_match_rocksdb(&store, &mut seen);
+    grow(&store, &chain, &mut rng, 2, 2);
+    assert_reads_match_rocksdb(&store, &mut seen);
+    store.revert(5).expect("revert");
+    assert_reads_match_rocksdb(&store, &mut seen);
+}
+
 #[test]
 fn revert_restores_exact_state_and_switches_branches() {
     let chain = TestChain::new("store-test", 12, 10_000);

@@ -1,0 +1,113 @@
+//! Transactions from peers, admitted on a thread of their own: decoded,
+//! checked against the mempool, signature-verified in batches and inserted,
+//! off the driver (which runs consensus and commits blocks) and off the
+//! network task. The driver only forwards gossip payloads here; this thread
+//! tells it through [`Shared::offer_due`] that new transactions are ready.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use cairn_chain::state::read_account;
+use cairn_chain::Transaction;
+use cairn_p2p::Command;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use crate::node::Shared;
+
+/// Most gossip payloads waiting for this thread; more are dropped (the
+/// network outruns verification: the sender's node still has them).
+pub const QUEUE: usize = 256;
+/// Most transactions verified in one batch.
+const MAX_VERIFY_BATCH: usize = 8_192;
+
+/// One gossip payload (an encoded batch of transactions) and its sender.
+#[derive(Debug)]
+pub struct Payload {
+    pub from: PeerId,
+    pub data: Vec<u8>,
+}
+
+/// Starts the thread; it stops when every sender of `rx` is gone.
+pub fn spawn(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Payload>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("cairn-ingest".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch: Vec<(PeerId, Transaction)> = Vec::new();
+                decode(&shared, first, &mut batch);
+                // Whatever else is queued joins the same verification.
+                while batch.len() < MAX_VERIFY_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => decode(&shared, p, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                admit(&shared, batch);
+            }
+        })
+}
+
+fn penalize(shared: &Shared, peer: PeerId, reason: String) {
+    let _ = shared
+        .net_commands
+        .blocking_send(Command::Penalize { peer, reason });
+}
+
+/// Decodes one payload into `out`, leaving out transactions already pending.
+fn decode(shared: &Shared, p: Payload, out: &mut Vec<(PeerId, Transaction)>) {
+    match cairn_chain::codec::decode::<Vec<Transaction>>(&p.data, cairn_p2p::MAX_TX_BATCH_BYTES) {
+        Ok(txs) if txs.len() <= cairn_p2p::MAX_GOSSIP_BATCH => {
+            let Ok(pool) = shared.mempool.lock() else {
+                return;
+            };
+            out.extend(
+                txs.into_iter()
+                    .filter(|tx| !pool.contains(&tx.hash()))
+                    .map(|tx| (p.from, tx)),
+            );
+        }
+        Ok(txs) => penalize(
+            shared,
+            p.from,
+            format!("{} transactions in one batch", txs.len()),
+        ),
+        Err(e) => penalize(shared, p.from, format!("undecodable transactions: {e}")),
+    }
+}
+
+/// Verifies `batch` in one go (one by one only if that fails, to find the
+/// bad ones and penalise their senders) and inserts what passes.
+fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let (peers, txs): (Vec<PeerId>, Vec<Transaction>) = batch.into_iter().unzip();
+    let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
+    let mut added = 0;
+    for (peer, tx) in peers.into_iter().zip(txs) {
+        if !all_ok && tx.verify_signature().is_err() {
+            penalize(shared, peer, "transaction with a bad signature".into());
+            continue;
+        }
+        let account = match read_account(&*shared.store, &tx.sender()) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("reading an account for the mempool: {e}");
+                continue;
+            }
+        };
+        let Ok(mut pool) = shared.mempool.lock() else {
+            return;
+        };
+        if pool.insert(tx, account).is_ok() {
+            added += 1;
+        }
+    }
+    if added > 0 {
+        shared.offer_due.store(true, Ordering::Release);
+    }
+}
