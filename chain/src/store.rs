@@ -94,6 +94,13 @@ pub struct TxLocation {
 /// The values the state keys a block changed had before it.
 type UndoRecord = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+/// All memtables together (see [`Store::open`]).
+const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
+/// One column family's memtable.
+const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
+/// The block cache shared by all column families.
+const BLOCK_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Most state entries [`Store`] keeps in memory (about 150 bytes each).
 const STATE_CACHE_MAX: usize = 200_000;
 
@@ -147,9 +154,22 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.set_max_open_files(512);
-        let cfs = COLUMN_FAMILIES
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // Memory bounds: RocksDB's defaults (64 MB memtables, two per
+        // column family, and a block cache per family) let a busy node grow
+        // past 300 MB. All memtables together stay under
+        // MEMTABLE_BUDGET (the largest is flushed when they pass it), and
+        // the families share one block cache.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let block_cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_write_buffer_size(MEMTABLE_BYTES);
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(&block_cache);
+            table.set_bloom_filter(10.0, false);
+            cf.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| StoreError::Open {
             path: path.to_owned(),
             reason: e.into_string(),
@@ -363,6 +383,20 @@ impl Store {
             for (k, v) in changes {
                 c.insert(k.clone(), v.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Gives memory back when idle: writes every memtable to disk and frees
+    /// it (the data was durable already, through the WAL) and empties the
+    /// state cache.
+    pub fn release_memory(&self) -> Result<(), StoreError> {
+        for name in COLUMN_FAMILIES {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        if let Ok(mut c) = self.cache() {
+            c.generation += 1;
+            c.entries = HashMap::new();
         }
         Ok(())
     }

@@ -6,6 +6,14 @@ use std::process::ExitCode;
 use cairn_genesis::EngineKind;
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: under load a node allocates
+/// and frees many short-lived buffers (transaction batches, blocks, state
+/// entries); glibc's allocator kept a node at its peak size long after the
+/// load stopped (measured: ~210 MB against ~40 MB idle), mimalloc returns
+/// freed pages to the system and allocates faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "cairn-node",

@@ -68,6 +68,11 @@ pub struct Mempool {
     /// transaction paying no more cannot evict anything, which is then
     /// known without scanning every sender.
     min_fee: u64,
+    /// Per pending sender, the length of its run of consecutive nonces from
+    /// `next` (what [`Mempool::ready_hint`] counts), and their sum: kept
+    /// up to date per touched sender, so the hint is O(1).
+    runs: HashMap<Address, usize>,
+    ready_total: usize,
 }
 
 impl Mempool {
@@ -80,6 +85,8 @@ impl Mempool {
             by_hash: HashMap::new(),
             next: HashMap::new(),
             min_fee: u64::MAX,
+            runs: HashMap::new(),
+            ready_total: 0,
         }
     }
 
@@ -160,7 +167,28 @@ impl Mempool {
             .or_default()
             .insert(tx.nonce, tx);
         self.next.insert(sender, account.nonce);
+        self.recount(&sender);
         Ok(hash)
+    }
+
+    /// Recomputes `sender`'s ready run after a change to its queue or nonce.
+    fn recount(&mut self, sender: &Address) {
+        let run = match (self.by_sender.get(sender), self.next.get(sender)) {
+            (Some(q), Some(&first)) => {
+                let mut n = first;
+                while q.contains_key(&n) {
+                    n += 1;
+                }
+                (n - first) as usize
+            }
+            _ => 0,
+        };
+        let old = if run == 0 {
+            self.runs.remove(sender)
+        } else {
+            self.runs.insert(*sender, run)
+        };
+        self.ready_total = self.ready_total - old.unwrap_or(0) + run;
     }
 
     /// Makes room for a transaction paying `fee`: drops the cheapest
@@ -193,6 +221,7 @@ impl Mempool {
             if self.by_hash.is_empty() {
                 self.min_fee = u64::MAX;
             }
+            self.recount(sender);
         }
     }
 
@@ -233,6 +262,7 @@ impl Mempool {
             for n in drop {
                 self.remove(&sender, n);
             }
+            self.recount(&sender);
         }
     }
 
@@ -279,18 +309,7 @@ impl Mempool {
     /// reorganisation lowered a nonce, when it can only undercount.
     /// O(ready) where [`Mempool::ready_count`] reads every sender's account.
     pub fn ready_hint(&self, cap: usize) -> usize {
-        let mut total = 0;
-        for (s, q) in &self.by_sender {
-            let mut n = self.next.get(s).copied().unwrap_or(0);
-            while q.contains_key(&n) {
-                total += 1;
-                if total >= cap {
-                    return total;
-                }
-                n += 1;
-            }
-        }
-        total
+        self.ready_total.min(cap)
     }
 
     /// How many transactions are ready now (for the engine).
@@ -331,6 +350,54 @@ mod tests {
         assert_eq!(pool.ready_hint(100), 0);
     }
     use cairn_chain::SecretKey;
+
+    /// The hint's running total equals a count from scratch after any mix
+    /// of inserts (gaps, replacements, evictions), prunes and discards.
+    #[test]
+    fn the_ready_total_matches_a_recount_after_every_change() {
+        use rand::{Rng, SeedableRng};
+        let keys: Vec<SecretKey> = (0..6)
+            .map(|i| SecretKey::from_label(&format!("run{i}")))
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut pool = Mempool::new("c".into(), 20, 8);
+        let mut committed = vec![0u64; keys.len()];
+        for _ in 0..2_000 {
+            let k = rng.gen_range(0..keys.len());
+            let key = &keys[k];
+            match rng.gen_range(0..10) {
+                0..=6 => {
+                    let nonce = committed[k] + rng.gen_range(0..6);
+                    let fee = rng.gen_range(1..5);
+                    let tx = Transaction::new_signed(key, "c", key.address(), 1, fee, nonce);
+                    let _ = pool.insert(tx, acct(1_000, committed[k]));
+                }
+                7 | 8 => {
+                    committed[k] += rng.gen_range(0..3);
+                    pool.prune([(key.address(), committed[k], rng.gen_range(0..20))]);
+                }
+                _ => {
+                    if let Some(tx) = pool.pending(100).into_iter().find(|t| t.from == key.public_key()) {
+                        pool.discard(&tx);
+                    }
+                }
+            }
+            let brute: usize = pool
+                .by_sender
+                .iter()
+                .map(|(s, q)| {
+                    let mut n = pool.next.get(s).copied().unwrap_or(0);
+                    let mut c = 0;
+                    while q.contains_key(&n) {
+                        c += 1;
+                        n += 1;
+                    }
+                    c
+                })
+                .sum();
+            assert_eq!(pool.ready_hint(usize::MAX), brute);
+        }
+    }
 
     fn acct(balance: u64, nonce: u64) -> Option<Account> {
         Some(Account {

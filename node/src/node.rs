@@ -30,6 +30,8 @@ use crate::miner::Miner;
 
 mod pow;
 
+/// How long without a commit before an idle node gives memory back.
+const IDLE_RELEASE: Duration = Duration::from_secs(10);
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
@@ -371,6 +373,8 @@ pub async fn run(home: &Path) -> Result<()> {
         is_pow,
         origins: HashMap::new(),
         sync_locator: Vec::new(),
+        last_commit: Instant::now(),
+        memory_released: true,
     };
     let result = driver.run(net.events, mined_rx).await;
     let _ = stop_tx.send(true);
@@ -399,6 +403,10 @@ struct Driver {
     is_pow: bool,
     origins: HashMap<Hash, PeerId>,
     sync_locator: Vec<Hash>,
+    /// When a block was last committed, and whether memory was given back
+    /// since (see [`Driver::release_memory_when_idle`]).
+    last_commit: Instant,
+    memory_released: bool,
 }
 
 impl Driver {
@@ -452,12 +460,30 @@ impl Driver {
         if self.shared.offer_due.swap(false, Ordering::AcqRel) {
             self.offer_transactions().await?;
         }
+        self.release_memory_when_idle();
         if let Some((_, since)) = self.syncing {
             if since.elapsed() > Duration::from_secs(30) {
                 self.syncing = None;
             }
         }
         self.feed(Input::Tick).await
+    }
+
+    /// After a load, a node that has committed nothing for a while gives
+    /// its memory back: RocksDB's memtables are flushed and the state cache
+    /// emptied (in the background). Without it a node keeps its peak size
+    /// for ever.
+    fn release_memory_when_idle(&mut self) {
+        if self.memory_released || self.last_commit.elapsed() < IDLE_RELEASE {
+            return;
+        }
+        self.memory_released = true;
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.release_memory() {
+                tracing::warn!("flushing memtables: {e}");
+            }
+        });
     }
 
     /// What the engine is told is ready (up to a full block; the mempool's
@@ -687,7 +713,7 @@ impl Driver {
     }
 
     /// Executes and commits a block on `head` (validating it fully).
-    fn commit(&self, head: &Header, block: &Block) -> Result<()> {
+    fn commit(&mut self, head: &Header, block: &Block) -> Result<()> {
         let store = &self.shared.store;
         let executed = self.execute(head, block)?;
         store.commit_block(block, &executed.changes)?;
@@ -701,6 +727,8 @@ impl Driver {
         if let Ok(mut pool) = self.shared.mempool.lock() {
             pool.prune(next_nonces);
         }
+        self.last_commit = Instant::now();
+        self.memory_released = false;
         let m = &self.shared.metrics;
         m.height.set(block.header.height as i64);
         m.finalized.set(block.header.height as i64);
