@@ -113,7 +113,7 @@ pub struct RaftParams {
 impl Default for RaftParams {
     fn default() -> Self {
         Self {
-            block_interval_ms: 500,
+            block_interval_ms: 100,
             election_timeout_ms: 1500,
             heartbeat_ms: 300,
             empty_blocks: false,
@@ -137,7 +137,7 @@ pub struct PbftParams {
 impl Default for PbftParams {
     fn default() -> Self {
         Self {
-            block_interval_ms: 500,
+            block_interval_ms: 100,
             view_timeout_ms: 3000,
             empty_blocks: false,
         }

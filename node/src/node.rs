@@ -375,6 +375,7 @@ pub async fn run(home: &Path) -> Result<()> {
         sync_locator: Vec::new(),
         last_commit: Instant::now(),
         memory_released: true,
+        executed: None,
     };
     let result = driver.run(net.events, mined_rx).await;
     let _ = stop_tx.send(true);
@@ -407,6 +408,9 @@ struct Driver {
     /// since (see [`Driver::release_memory_when_idle`]).
     last_commit: Instant,
     memory_released: bool,
+    /// The execution of the last block this node built or validated, by
+    /// its hash: committing that block then does not execute it again.
+    executed: Option<(Hash, cairn_chain::Executed)>,
 }
 
 impl Driver {
@@ -674,9 +678,10 @@ impl Driver {
     }
 
     /// Executes a proposed block on the head's state without storing it.
-    fn validate(&self, block: &Block) -> Result<()> {
+    fn validate(&mut self, block: &Block) -> Result<()> {
         let head = self.shared.store.head()?;
-        self.execute(&head, block)?;
+        let executed = self.execute(&head, block)?;
+        self.executed = Some((block.hash(), executed));
         Ok(())
     }
 
@@ -714,8 +719,14 @@ impl Driver {
 
     /// Executes and commits a block on `head` (validating it fully).
     fn commit(&mut self, head: &Header, block: &Block) -> Result<()> {
+        let hash = block.hash();
+        // A block built or validated here on this very head executes to the
+        // same changes: reuse them.
+        let executed = match self.executed.take() {
+            Some((h, ex)) if h == hash && block.header.parent == head.hash() => ex,
+            _ => self.execute(head, block)?,
+        };
         let store = &self.shared.store;
-        let executed = self.execute(head, block)?;
         store.commit_block(block, &executed.changes)?;
         let senders: std::collections::BTreeSet<_> =
             block.transactions.iter().map(Transaction::sender).collect();
@@ -885,7 +896,7 @@ impl Driver {
     /// Builds a block on `parent` (the last of `uncommitted`, or the head)
     /// from the mempool.
     fn build(
-        &self,
+        &mut self,
         parent: Hash,
         height: u64,
         engine_data: Vec<u8>,
@@ -936,6 +947,9 @@ impl Driver {
             candidates,
             engine_data,
         )?;
+        if uncommitted.is_empty() {
+            self.executed = Some((proposal.block.hash(), proposal.executed));
+        }
         if !proposal.rejected.is_empty() {
             // They no longer apply; kept, they would count as ready (and
             // keep the engine proposing) for ever.
