@@ -17,7 +17,9 @@ base_port=${BASE_PORT:-27600}
 doc=${DOC:-docs/benchmarks.md}
 work=$(mktemp -d)
 rows="$work/rows.md"
+idle="$work/idle.md"
 : >"$rows"
+: >"$idle"
 devnet_pid=
 
 stop_devnet() {
@@ -28,6 +30,17 @@ stop_devnet() {
     fi
 }
 trap 'stop_devnet; rm -rf "$work"' EXIT
+
+# Each node's resident memory in MB, "a / b / c / d".
+node_rss() {
+    local out="" bytes
+    for i in 0 1 2 3; do
+        bytes=$(curl -sf "http://127.0.0.1:$((base_port + 2 * i + 1))/metrics" |
+            awk '/^process_resident_memory_bytes/ {print $2}')
+        out="$out${out:+ / }$((${bytes:-0} / 1000000))"
+    done
+    echo "$out"
+}
 
 nodes=""
 for i in 0 1 2 3; do
@@ -44,6 +57,7 @@ for engine in $engines; do
         sleep 0.2
     done
     sleep 5 # peers connect, a leader or primary settles, miners start
+    rss_before=$(node_rss)
     for rate in $rates; do
         report="$work/$engine-$rate.json"
         echo "== $engine at $rate transfers/s for $duration s"
@@ -57,9 +71,11 @@ cpu = " / ".join(f'{x.get("cpu_percent", 0):.0f}' for x in n)
 mem = " / ".join(f'{x.get("peak_rss_mb", 0):.0f}' for x in n)
 rej = ", ".join(f"{k} {v}" for k, v in r["rejections"].items()) or "none"
 l = r["latency_ms"]
+pb = r.get("pow_blocks") or {}
+stale = f'{pb["stale_rate"] * 100:.1f} % of {pb["blocks"]}' if "stale_rate" in pb else "–"
 with open(sys.argv[2], "a") as f:
     f.write(f'| {r["engine"]} | {r["offered_rate"]:,} | {r["committed_per_s"]:,.0f} | '
-            f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {cpu} | {mem} | {rej} |\n')
+            f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {cpu} | {mem} | {stale} | {rej} |\n')
 EOF
         limit_ms=10000
         if [ "$engine" = pow ]; then limit_ms=30000; fi
@@ -68,6 +84,9 @@ import json; r = json.load(open('$report'))
 print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > $limit_ms))")
         if [ "$saturated" = 1 ]; then break; fi
     done
+    # Memory after the load: idle nodes flush their memtables after 10 s.
+    sleep 30
+    echo "- $engine: $rss_before MB per node before the load, $(node_rss) MB 30 s after the last step" >>"$idle"
     stop_devnet
 done
 
@@ -79,9 +98,13 @@ table="$work/table.md"
     echo "and the load generator on this machine; $duration s per step, $accounts benchmark accounts."
     echo "CPU is per node (100 % = one core); memory is each node's peak resident size."
     echo
-    echo "| engine | offered /s | committed /s | p50 ms | p99 ms | CPU % per node | peak MB per node | rejections |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| engine | offered /s | committed /s | p50 ms | p99 ms | CPU % per node | peak MB per node | stale blocks | rejections |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     cat "$rows"
+    echo
+    echo "Resident memory before and after the load:"
+    echo
+    cat "$idle"
 } >"$table"
 python3 - "$doc" "$table" <<'EOF'
 import sys

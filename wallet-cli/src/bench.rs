@@ -214,6 +214,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     let before: Vec<Option<(f64, f64, f64)>> =
         nodes.iter().map(|n| process_figures(&a, n)).collect();
     let start_height = status["height"].as_u64().unwrap_or(0);
+    let pow_before = pow_blocks(&a, &first);
 
     // Commit watcher: every new block on the first node.
     let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -347,6 +348,20 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     let _ = watcher.join();
     let after: Vec<Option<(f64, f64, f64)>> =
         nodes.iter().map(|n| process_figures(&a, n)).collect();
+    // Proof-of-work: of the valid blocks the first node accepted during the
+    // run (every branch), the share that did not end on its chain.
+    let stale = match (pow_before, pow_blocks(&a, &first)) {
+        (Some((h0, b0)), Some((h1, b1))) if b1 > b0 => {
+            let blocks = b1 - b0;
+            let canonical = h1.saturating_sub(h0).min(blocks);
+            json!({
+                "blocks": blocks,
+                "canonical": canonical,
+                "stale_rate": (blocks - canonical) as f64 / blocks as f64,
+            })
+        }
+        _ => Value::Null,
+    };
 
     let commits = committed.lock().map_err(|_| anyhow!("lock"))?.clone();
     let mut latencies = Vec::with_capacity(total);
@@ -397,7 +412,15 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
         },
         "rejections": rej,
         "per_node": per_node,
+        "pow_blocks": stale,
     }))
+}
+
+/// Proof-of-work only: the node's height and the blocks it has accepted
+/// into its fork tree since it started.
+fn pow_blocks(agent: &ureq::Agent, node: &str) -> Option<(u64, u64)> {
+    let c = get_json(agent, &format!("{node}/consensus")).ok()?;
+    Some((c["height"].as_u64()?, c["accepted_blocks"].as_u64()?))
 }
 
 /// The report as a few lines of text.
@@ -421,6 +444,14 @@ pub fn summary(r: &Value) -> String {
         r["latency_ms"]["max"].as_f64().unwrap_or(0.0),
         r["rejections"],
     );
+    if let Some(rate) = r["pow_blocks"]["stale_rate"].as_f64() {
+        out.push_str(&format!(
+            "blocks: {} accepted, {} on the chain, stale rate {:.1} %\n",
+            r["pow_blocks"]["blocks"],
+            r["pow_blocks"]["canonical"],
+            rate * 100.0
+        ));
+    }
     for n in r["per_node"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  {}: CPU {:.0} %, RSS {:.0} MB (peak {:.0} MB)\n",
