@@ -513,6 +513,12 @@ impl Pow {
             self.max_reorg_depth = self.max_reorg_depth.max(revert);
         }
         self.head = best;
+        // Stop mining on the old head before the driver spends time
+        // applying the new one: whatever the miners found meanwhile would
+        // be stale.
+        if self.cfg.mining && self.template.take().is_some() {
+            out.push(Action::StopMining);
+        }
         out.push(Action::SetHead { revert, apply });
         self.prune();
         self.new_template(out);
