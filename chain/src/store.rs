@@ -73,6 +73,8 @@ pub enum StoreError {
         parent: Hash,
         head: Hash,
     },
+    #[error("block {block} has no undo record: it was committed as final and cannot be reverted")]
+    NoUndo { block: Hash },
     #[error("cannot revert {requested} blocks from height {height}: genesis is never reverted")]
     RevertPastGenesis { requested: u64, height: u64 },
 }
@@ -133,6 +135,8 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     cache: Mutex<StateCache>,
+    /// Whether commits write undo records (see [`Store::set_undo`]).
+    undo: bool,
 }
 
 fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
@@ -178,7 +182,17 @@ impl Store {
             db,
             path: path.to_owned(),
             cache: Mutex::new(StateCache::default()),
+            undo: true,
         })
+    }
+
+    /// Whether [`Store::commit_block`] writes an undo record with each block
+    /// (the default). Chains whose blocks are final when committed (Raft,
+    /// PBFT) never revert and skip the cost: reading every changed key's
+    /// old value and writing them all again. [`Store::revert`] refuses to
+    /// pass a block committed without one.
+    pub fn set_undo(&mut self, undo: bool) {
+        self.undo = undo;
     }
 
     /// The directory the store lives in.
@@ -335,30 +349,11 @@ impl Store {
                 head,
             });
         }
-        let state_cf = self.cf(CF_STATE);
-        // Old values for the undo record: from the cache (execution read
-        // most of them), the rest from RocksDB in one multi-get.
-        let mut undo: UndoRecord = Vec::with_capacity(changes.len());
-        let mut missing = Vec::new();
-        {
-            let cache = self.cache();
-            for key in changes.keys() {
-                match cache.as_ref().ok().and_then(|c| c.entries.get(key)) {
-                    Some(old) => undo.push((key.clone(), old.clone())),
-                    None => {
-                        missing.push(undo.len());
-                        undo.push((key.clone(), None));
-                    }
-                }
-            }
-        }
-        let old_values = self
-            .db
-            .multi_get_cf(missing.iter().map(|&i| (state_cf, undo[i].0.as_slice())));
-        for (&i, old) in missing.iter().zip(old_values) {
-            undo[i].1 = old?;
-        }
         let mut batch = WriteBatch::default();
+        if self.undo {
+            let undo = self.undo_record(changes)?;
+            batch.put_cf(self.cf(CF_UNDO), hash.0, codec::encode(&undo));
+        }
         batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
         batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
         batch.put_cf(self.cf(CF_HEIGHTS), height_key(block.header.height), hash.0);
@@ -372,7 +367,6 @@ impl Store {
             batch.put_cf(tx_cf, tx.hash().0, codec::encode(&loc));
         }
         self.put_state(&mut batch, changes);
-        batch.put_cf(self.cf(CF_UNDO), hash.0, codec::encode(&undo));
         batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
         // The cache changes under its lock together with the write, so
         // that no reader caches a value from before it afterwards.
@@ -401,6 +395,34 @@ impl Store {
         Ok(())
     }
 
+    /// The values the keys `changes` writes have now: from the cache
+    /// (execution read most of them), the rest from RocksDB in one
+    /// multi-get.
+    fn undo_record(&self, changes: &StateChanges) -> Result<UndoRecord, StoreError> {
+        let state_cf = self.cf(CF_STATE);
+        let mut undo: UndoRecord = Vec::with_capacity(changes.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.cache();
+            for key in changes.keys() {
+                match cache.as_ref().ok().and_then(|c| c.entries.get(key)) {
+                    Some(old) => undo.push((key.clone(), old.clone())),
+                    None => {
+                        missing.push(undo.len());
+                        undo.push((key.clone(), None));
+                    }
+                }
+            }
+        }
+        let old_values = self
+            .db
+            .multi_get_cf(missing.iter().map(|&i| (state_cf, undo[i].0.as_slice())));
+        for (&i, old) in missing.iter().zip(old_values) {
+            undo[i].1 = old?;
+        }
+        Ok(undo)
+    }
+
     fn cache(&self) -> Result<MutexGuard<'_, StateCache>, ()> {
         self.cache.lock().map_err(|_| ())
     }
@@ -426,7 +448,7 @@ impl Store {
             let undo_bytes = self
                 .db
                 .get_cf(self.cf(CF_UNDO), hash.0)?
-                .ok_or_else(|| corrupt("chain", format!("undo record of {hash} is missing")))?;
+                .ok_or(StoreError::NoUndo { block: hash })?;
             let undo: UndoRecord = codec::decode(&undo_bytes, MAX_UNDO_BYTES)
                 .map_err(|e| corrupt(format!("undo record of {hash}"), e))?;
             // Reverting newest first: a key changed by several blocks ends

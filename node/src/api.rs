@@ -308,26 +308,44 @@ async fn submit_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 /// in one batch, and inserts each; answers one result per transaction, in
 /// order: `{"hash"}` or `{"error": {"code", "message"}}`.
 fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| rejected(Rejection::Malformed(format!("expected a JSON array: {e}"))))?;
-    if items.len() > MAX_BATCH {
-        return Err(rejected(Rejection::Malformed(format!(
-            "{} transactions in one batch; the limit is {MAX_BATCH}",
-            items.len()
-        ))));
-    }
+    let too_many = |n: usize| {
+        rejected(Rejection::Malformed(format!(
+            "{n} transactions in one batch; the limit is {MAX_BATCH}"
+        )))
+    };
     // The parsed transactions in one vector (for one batch verification),
-    // and per entry where its transaction is or why it did not parse.
-    let mut txs = Vec::with_capacity(items.len());
-    let slots: Vec<Result<usize, ApiError>> = items
-        .into_iter()
-        .map(|v| {
-            let tx = serde_json::from_value::<Transaction>(v)
-                .map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
-            txs.push(tx);
-            Ok(txs.len() - 1)
-        })
-        .collect();
+    // and per entry where its transaction is or why it did not parse. The
+    // common case — every entry a transaction — parses the body once;
+    // otherwise entries are parsed one by one to say which is wrong.
+    let (txs, slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
+        match serde_json::from_slice::<Vec<Transaction>>(body) {
+            Ok(txs) => {
+                if txs.len() > MAX_BATCH {
+                    return Err(too_many(txs.len()));
+                }
+                let slots = (0..txs.len()).map(Ok).collect();
+                (txs, slots)
+            }
+            Err(_) => {
+                let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
+                    rejected(Rejection::Malformed(format!("expected a JSON array: {e}")))
+                })?;
+                if items.len() > MAX_BATCH {
+                    return Err(too_many(items.len()));
+                }
+                let mut txs = Vec::with_capacity(items.len());
+                let slots = items
+                    .into_iter()
+                    .map(|v| {
+                        let tx = serde_json::from_value::<Transaction>(v)
+                            .map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
+                        txs.push(tx);
+                        Ok(txs.len() - 1)
+                    })
+                    .collect();
+                (txs, slots)
+            }
+        };
     // One batch verification; only if it fails, one by one to find which.
     let all_good = cairn_chain::verify_transactions(&txs).is_ok();
     let mut results = Vec::with_capacity(slots.len());

@@ -377,7 +377,11 @@ mod tests {
                     pool.prune([(key.address(), committed[k], rng.gen_range(0..20))]);
                 }
                 _ => {
-                    if let Some(tx) = pool.pending(100).into_iter().find(|t| t.from == key.public_key()) {
+                    if let Some(tx) = pool
+                        .pending(100)
+                        .into_iter()
+                        .find(|t| t.from == key.public_key())
+                    {
                         pool.discard(&tx);
                     }
                 }

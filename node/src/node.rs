@@ -164,7 +164,10 @@ pub async fn run(home: &Path) -> Result<()> {
     let (genesis_block, genesis_state) = genesis.build();
 
     let data_dir = NodeConfig::resolve(home, &config.data_dir);
-    let store = Arc::new(Store::open(&data_dir)?);
+    let mut store = Store::open(&data_dir)?;
+    // Raft and PBFT commit final blocks, never reverted: no undo records.
+    store.set_undo(matches!(genesis.consensus, ConsensusConfig::Pow(_)));
+    let store = Arc::new(store);
     store
         .init_genesis(&genesis_block, &genesis_state)
         .context("this database belongs to another network")?;

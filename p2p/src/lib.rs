@@ -419,13 +419,10 @@ impl SwarmTask {
             Command::SendTransactions { peer, mut txs } => {
                 if self.swarm.is_connected(&peer) && !txs.is_empty() {
                     txs.truncate(MAX_PUSHED_TRANSACTIONS);
-                    self.swarm
-                        .behaviour_mut()
-                        .rr
-                        .send_request(
-                            &peer,
-                            Request::Transactions(txs.into_iter().map(ByteBuf::from).collect()),
-                        );
+                    self.swarm.behaviour_mut().rr.send_request(
+                        &peer,
+                        Request::Transactions(txs.into_iter().map(ByteBuf::from).collect()),
+                    );
                 }
             }
             Command::GetBlocks { peer, from, max } => {

@@ -90,10 +90,11 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     assert!(status(urls[old]).is_some(), "node still serving");
 
     // 4. A batch: one answer per transaction, in order; the good ones
-    // commit, the bad one is named.
+    // commit, the bad ones are named (a forged signature, an entry that
+    // is not a transaction).
     let good = |n| Transaction::new_signed(&key, "e2e-raft", to, 5, 1, n);
     let batch = format!(
-        "[{}, {}, {}]",
+        "[{}, {}, {}, {{\"amount\": 1}}]",
         serde_json::to_string(&good(nonce)).expect("json"),
         serde_json::to_string(&forged).expect("json"),
         serde_json::to_string(&good(nonce + 1)).expect("json"),
@@ -109,6 +110,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         good(nonce + 1).hash().to_string(),
         "{json}"
     );
+    assert_eq!(results[3]["error"]["code"], "malformed", "{json}");
     eventually("the batch commits", || {
         urls.iter().all(|u| {
             http_get(&format!("{u}/accounts/{to}"))

@@ -182,6 +182,26 @@ fn revert_restores_exact_state_and_switches_branches() {
 }
 
 #[test]
+fn a_store_without_undo_records_refuses_to_revert() {
+    let chain = TestChain::new("store-final", 6, 10_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path()).expect("open");
+    store.set_undo(false);
+    store
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect("genesis");
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let blocks = grow(&store, &chain, &mut rng, 2, 0);
+    let state = store.state_entries().expect("state");
+    assert!(matches!(
+        store.revert(1),
+        Err(StoreError::NoUndo { block }) if block == blocks[1].hash()
+    ));
+    assert_eq!(store.head_hash().expect("head"), blocks[1].hash());
+    assert_eq!(store.state_entries().expect("state"), state);
+}
+
+#[test]
 fn revert_refuses_to_pass_genesis() {
     let chain = TestChain::new("store-test", 4, 10_000);
     let (_dir, store) = open(&chain);
