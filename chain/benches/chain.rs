@@ -14,10 +14,10 @@ use rand_chacha::ChaCha8Rng;
 
 fn signatures(c: &mut Criterion) {
     let mut g = c.benchmark_group("ed25519");
-    let keys: Vec<SecretKey> = (0..256)
+    let keys: Vec<SecretKey> = (0..4096)
         .map(|i| SecretKey::from_label(&format!("k{i}")))
         .collect();
-    let msgs: Vec<Vec<u8>> = (0..256u32).map(|i| i.to_le_bytes().repeat(30)).collect();
+    let msgs: Vec<Vec<u8>> = (0..4096u32).map(|i| i.to_le_bytes().repeat(30)).collect();
     let sigs: Vec<(PublicKey, Signature)> = keys
         .iter()
         .zip(&msgs)
@@ -27,7 +27,7 @@ fn signatures(c: &mut Criterion) {
     g.bench_function("verify_one", |b| {
         b.iter(|| sigs[0].0.verify(black_box(&msgs[0]), &sigs[0].1))
     });
-    for n in [64usize, 256] {
+    for n in [64usize, 256, 1024, 4096] {
         let items: Vec<(&[u8], PublicKey, Signature)> = msgs[..n]
             .iter()
             .zip(&sigs[..n])
