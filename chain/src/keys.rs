@@ -5,7 +5,7 @@
 //! equation after refusing weak keys; when a batch fails, each item is checked
 //! alone so the caller learns which one is bad.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Mutex, OnceLock};
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};

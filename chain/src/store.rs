@@ -19,7 +19,7 @@
 //! at any instant reopens at the last head whose batch completed, with exactly
 //! that head's state. Blocks that leave the canonical chain stay stored.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 

@@ -83,7 +83,7 @@ impl Transaction {
 
     /// The transaction's identifier: SHA-256 of its canonical encoding.
     pub fn hash(&self) -> Hash {
-        Hash::digest(&codec::encode(self))
+        codec::digest(self)
     }
 
     /// The sender's account address.

@@ -10,7 +10,9 @@
 //! - Blocks take, per sender, the run of consecutive nonces from the account's
 //!   nonce, highest fee first across senders.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use foldhash::{HashMap, HashMapExt};
 
 use cairn_chain::{Account, Address, Hash, Transaction};
 

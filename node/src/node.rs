@@ -1,7 +1,9 @@
 //! The running node: opens the store, starts the network and the HTTP API,
 //! and drives the consensus engine in one loop (the only writer of blocks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
