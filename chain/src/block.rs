@@ -37,7 +37,7 @@ pub struct Header {
 impl Header {
     /// The block hash: SHA-256 of the header's canonical encoding.
     pub fn hash(&self) -> Hash {
-        codec::digest(self)
+        Hash::digest(&codec::encode(self))
     }
 }
 

@@ -50,24 +50,6 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
     size.bytes_written
 }
 
-/// SHA-256 of [`encode`]'s output for `value`, streamed into the hasher
-/// without building the encoding (transaction and block hashes are taken
-/// on every hot path).
-pub fn digest<T: Serialize + ?Sized>(value: &T) -> crate::Hash {
-    use sha2::{Digest, Sha256};
-    struct Hasher(Sha256);
-    impl bincode::enc::write::Writer for Hasher {
-        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-            self.0.update(bytes);
-            Ok(())
-        }
-    }
-    let mut hasher = Hasher(Sha256::new());
-    bincode::serde::encode_into_writer(value, &mut hasher, config())
-        .expect("bincode encodes every type of this crate (sized sequences, no maps)");
-    crate::Hash(hasher.0.finalize().into())
-}
-
 /// Decodes one `T` that must fill `bytes` exactly, refusing inputs longer
 /// than `max` bytes (and longer than [`MAX_DECODE_BYTES`]).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
@@ -91,13 +73,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digest_is_the_hash_of_the_encoding() {
-        let value = ("cairn", 7u64, vec![1u8, 2, 3], [9u8; 32]);
-        assert_eq!(digest(&value), crate::Hash::digest(&encode(&value)));
-        assert_ne!(digest(&value), digest(&("cairn", 8u64)));
-    }
 
     #[test]
     fn integers_are_fixed_width_little_endian() {

@@ -68,22 +68,42 @@ impl Transaction {
         tx
     }
 
-    /// The bytes the signature covers.
+    /// The bytes the signature covers: the canonical encoding of
+    /// `(SIGNING_DOMAIN, chain_id, from, to, amount, fee, nonce)`.
+    ///
+    /// Written out by hand — every node takes it for every transaction it
+    /// verifies — and checked against [`codec::encode`] by the tests.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        codec::encode(&(
-            SIGNING_DOMAIN,
-            &self.chain_id,
-            &self.from,
-            &self.to,
-            self.amount,
-            self.fee,
-            self.nonce,
-        ))
+        let mut out =
+            Vec::with_capacity(8 + SIGNING_DOMAIN.len() + 8 + self.chain_id.len() + 32 + 20 + 24);
+        out.extend_from_slice(&(SIGNING_DOMAIN.len() as u64).to_le_bytes());
+        out.extend_from_slice(SIGNING_DOMAIN.as_bytes());
+        out.extend_from_slice(&(self.chain_id.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.chain_id.as_bytes());
+        out.extend_from_slice(&self.from.0);
+        out.extend_from_slice(&self.to.0);
+        out.extend_from_slice(&self.amount.to_le_bytes());
+        out.extend_from_slice(&self.fee.to_le_bytes());
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+        out
     }
 
     /// The transaction's identifier: SHA-256 of its canonical encoding.
+    ///
+    /// The encoding is fed to the hasher field by field, without building
+    /// it (a node hashes every transaction several times); the tests check
+    /// it equals hashing [`Transaction::encode`].
     pub fn hash(&self) -> Hash {
-        codec::digest(self)
+        Hash::digest_parts(&[
+            &(self.chain_id.len() as u64).to_le_bytes(),
+            self.chain_id.as_bytes(),
+            &self.from.0,
+            &self.to.0,
+            &self.amount.to_le_bytes(),
+            &self.fee.to_le_bytes(),
+            &self.nonce.to_le_bytes(),
+            &self.signature.0,
+        ])
     }
 
     /// The sender's account address.
@@ -149,6 +169,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn hand_written_encodings_match_the_codec(amount: u64, fee: u64, nonce: u64, chain in "[a-z0-9-]{0,64}") {
+            let tx = sample(amount, fee, nonce, &chain);
+            prop_assert_eq!(tx.hash(), Hash::digest(&codec::encode(&tx)));
+            let signed = codec::encode(&(
+                SIGNING_DOMAIN,
+                &tx.chain_id,
+                &tx.from,
+                &tx.to,
+                tx.amount,
+                tx.fee,
+                tx.nonce,
+            ));
+            prop_assert_eq!(tx.signing_bytes(), signed);
+        }
+
         #[test]
         fn encode_decode_round_trips(amount: u64, fee: u64, nonce: u64, chain in "[a-z0-9-]{0,64}") {
             let tx = sample(amount, fee, nonce, &chain);
