@@ -6,6 +6,8 @@
 # the table between the markers in docs/benchmarks.md (or $DOC).
 #
 #   ENGINES="raft pbft pow" RATES="1000 2000 4000 8000" DURATION=60 scripts/bench-network.sh
+#
+# RATES_raft, RATES_pbft and RATES_pow, when set, replace RATES for one engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -58,7 +60,8 @@ for engine in $engines; do
     done
     sleep 5 # peers connect, a leader or primary settles, miners start
     rss_before=$(node_rss)
-    for rate in $rates; do
+    engine_rates_var="RATES_$engine"
+    for rate in ${!engine_rates_var:-$rates}; do
         report="$work/$engine-$rate.json"
         echo "== $engine at $rate transfers/s for $duration s"
         "$bin/cairn-wallet" bench --nodes "$nodes" --accounts "$accounts" --rate "$rate" \
