@@ -31,7 +31,8 @@ stop_devnet() {
         devnet_pid=
     fi
 }
-trap 'stop_devnet; rm -rf "$work"' EXIT
+# KEEP=1 keeps the devnets' directories and logs (the path is printed).
+trap 'stop_devnet; if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi' EXIT
 
 # Each node's resident memory in MB, "a / b / c / d".
 node_rss() {

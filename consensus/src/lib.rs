@@ -89,7 +89,9 @@ pub enum Input {
         reason: String,
         head: Hash,
     },
-    /// The blocks [`Action::SetHead`] reverted (the old head first).
+    /// The blocks [`Action::SetHead`] reverted (the old head first). The
+    /// engine keeps no bodies of canonical blocks: it needs these to switch
+    /// back to them.
     Reverted { blocks: Vec<Block> },
 }
 

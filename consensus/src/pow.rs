@@ -72,8 +72,9 @@ struct Entry {
     difficulty: u64,
     /// Cumulative work up to and including this block.
     work: u128,
-    /// The body, to apply it; `None` for blocks loaded from the store at
-    /// start that have not been reverted since (they are canonical).
+    /// The body, to apply it; `None` once the block is on the canonical
+    /// chain (handed to the driver, or loaded from the store at start)
+    /// until it is reverted.
     body: Option<Block>,
     /// Arrival order: of two branches with equal work, the first seen wins.
     seq: u64,
@@ -493,15 +494,22 @@ impl Pow {
         if revert > MAX_REORG_DEPTH {
             return;
         }
-        let mut apply = Vec::with_capacity(branch.len());
-        for hash in branch.iter().rev() {
-            match self.tree.get(hash).and_then(|e| e.body.clone()) {
-                Some(b) => apply.push(b),
-                // Cannot happen: only canonical blocks lack a body, and a
-                // branch off the canonical chain holds none.
-                None => return,
-            }
+        // Cannot happen: only canonical blocks lack a body, and a branch
+        // off the canonical chain holds none.
+        if branch
+            .iter()
+            .any(|h| self.tree.get(h).is_none_or(|e| e.body.is_none()))
+        {
+            return;
         }
+        // The bodies go to the store: the tree keeps headers only (a
+        // reverted block's body comes back with Input::Reverted), or it
+        // would hold every block of the last MAX_REORG_DEPTH in memory.
+        let apply: Vec<Block> = branch
+            .iter()
+            .rev()
+            .filter_map(|h| self.tree.get_mut(h).and_then(|e| e.body.take()))
+            .collect();
         for h in fork_height + 1..=head_height {
             self.canonical.remove(&h);
         }

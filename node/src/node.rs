@@ -1,7 +1,7 @@
 //! The running node: opens the store, starts the network and the HTTP API,
 //! and drives the consensus engine in one loop (the only writer of blocks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
@@ -38,6 +38,10 @@ const IDLE_RELEASE: Duration = Duration::from_secs(10);
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
 const MAX_ORIGINS: usize = 10_000;
+/// Raft: most blocks a leader has appended but not yet committed. The
+/// next block is built on the uncommitted ones, so replication of one block
+/// overlaps the building of the next.
+const RAFT_PIPELINE: usize = 3;
 
 /// Everything the HTTP API reads, shared with the driver.
 #[derive(Debug)]
@@ -245,9 +249,9 @@ pub async fn run(home: &Path) -> Result<()> {
                 block_interval_ms: p.block_interval_ms,
                 empty_blocks: p.empty_blocks,
                 full_block: MAX_BLOCK_TRANSACTIONS,
-                // The driver reports ready transactions after each commit,
-                // not after each block built: one block in flight.
-                max_uncommitted: 1,
+                // The driver reports what remains ready after each block
+                // built and each commit, net of the blocks in flight.
+                max_uncommitted: RAFT_PIPELINE,
                 // Differs per node and per start: a restarted node must not
                 // replay the same timeouts as before its crash.
                 seed: u64::from_le_bytes(seed) ^ now_ms(),
@@ -311,6 +315,7 @@ pub async fn run(home: &Path) -> Result<()> {
         pow: None,
     });
     let is_pow = matches!(genesis.consensus, ConsensusConfig::Pow(_));
+    let pipelined = matches!(genesis.consensus, ConsensusConfig::Raft(_));
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         store: store.clone(),
@@ -380,7 +385,9 @@ pub async fn run(home: &Path) -> Result<()> {
         sync_locator: Vec::new(),
         last_commit: Instant::now(),
         memory_released: true,
-        executed: None,
+        executed: VecDeque::new(),
+        in_flight: Vec::new(),
+        pipelined,
     };
     let result = driver.run(net.events, mined_rx).await;
     let _ = stop_tx.send(true);
@@ -413,9 +420,16 @@ struct Driver {
     /// since (see [`Driver::release_memory_when_idle`]).
     last_commit: Instant,
     memory_released: bool,
-    /// The execution of the last block this node built or validated, by
-    /// its hash: committing that block then does not execute it again.
-    executed: Option<(Hash, cairn_chain::Executed)>,
+    /// The executions of the last blocks this node built or validated, by
+    /// hash: committing (or building on) such a block does not execute it
+    /// again.
+    executed: VecDeque<(Hash, cairn_chain::Executed)>,
+    /// Blocks this node built that are not committed yet, with their
+    /// transaction counts: those transactions are still in the mempool but
+    /// no longer ready for the next block.
+    in_flight: Vec<(Hash, usize)>,
+    /// Whether the engine builds blocks on uncommitted ones (Raft).
+    pipelined: bool,
 }
 
 impl Driver {
@@ -487,6 +501,7 @@ impl Driver {
             return;
         }
         self.memory_released = true;
+        cairn_allocator::collect();
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = store.release_memory() {
@@ -496,14 +511,31 @@ impl Driver {
     }
 
     /// What the engine is told is ready (up to a full block; the mempool's
-    /// hint, without a store read per sender).
+    /// hint, without a store read per sender), less what blocks in flight
+    /// already carry.
     fn ready_count(&self) -> Result<usize> {
         let pool = self
             .shared
             .mempool
             .lock()
             .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-        Ok(pool.ready_hint(MAX_BLOCK_TRANSACTIONS))
+        let carried: usize = self.in_flight.iter().map(|(_, n)| n).sum();
+        Ok(pool
+            .ready_hint(MAX_BLOCK_TRANSACTIONS + carried)
+            .saturating_sub(carried))
+    }
+
+    /// Keeps an execution for [`Driver::commit`] and [`Driver::build`].
+    fn remember_execution(&mut self, hash: Hash, executed: cairn_chain::Executed) {
+        if self.executed.len() > RAFT_PIPELINE {
+            self.executed.pop_front();
+        }
+        self.executed.push_back((hash, executed));
+    }
+
+    fn take_execution(&mut self, hash: &Hash) -> Option<cairn_chain::Executed> {
+        let i = self.executed.iter().position(|(h, _)| h == hash)?;
+        self.executed.remove(i).map(|(_, ex)| ex)
     }
 
     async fn offer_transactions(&mut self) -> Result<()> {
@@ -686,7 +718,7 @@ impl Driver {
     fn validate(&mut self, block: &Block) -> Result<()> {
         let head = self.shared.store.head()?;
         let executed = self.execute(&head, block)?;
-        self.executed = Some((block.hash(), executed));
+        self.remember_execution(block.hash(), executed);
         Ok(())
     }
 
@@ -727,8 +759,9 @@ impl Driver {
         let hash = block.hash();
         // A block built or validated here on this very head executes to the
         // same changes: reuse them.
-        let executed = match self.executed.take() {
-            Some((h, ex)) if h == hash && block.header.parent == head.hash() => ex,
+        let cached = self.take_execution(&hash);
+        let executed = match cached {
+            Some(ex) if block.header.parent == head.hash() => ex,
             _ => self.execute(head, block)?,
         };
         let store = &self.shared.store;
@@ -762,7 +795,7 @@ impl Driver {
     /// Hands one input to the engine and carries out its actions (and the
     /// inputs those produce) in order.
     async fn feed(&mut self, input: Input) -> Result<()> {
-        let mut queue = std::collections::VecDeque::from([input]);
+        let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             // Wall-clock time: proof-of-work compares it with block
             // timestamps; the other engines only measure intervals.
@@ -777,6 +810,11 @@ impl Driver {
         }
         if let Some(engine) = &self.engine {
             let st = engine.status();
+            // Nothing in flight, or no longer leading: the blocks this node
+            // built are committed or gone.
+            if st.uncommitted == 0 || st.leader != self.me {
+                self.in_flight.clear();
+            }
             self.shared.metrics.set_engine(&st);
             if let Ok(mut s) = self.shared.engine.lock() {
                 *s = st;
@@ -820,7 +858,21 @@ impl Driver {
                 uncommitted,
             } => {
                 let block = self.build(parent, height, engine_data, &uncommitted)?;
-                return Ok(vec![Input::BlockBuilt { block }]);
+                if !self.pipelined {
+                    return Ok(vec![Input::BlockBuilt { block }]);
+                }
+                // Raft builds the next block while this one replicates: it
+                // needs to know what is left for it.
+                self.in_flight = uncommitted
+                    .iter()
+                    .chain(std::iter::once(&block))
+                    .map(|b| (b.hash(), b.transactions.len()))
+                    .collect();
+                let count = self.ready_count()?;
+                return Ok(vec![
+                    Input::BlockBuilt { block },
+                    Input::TransactionsAvailable { count },
+                ]);
             }
             Action::Commit { blocks } => {
                 for block in blocks {
@@ -833,6 +885,8 @@ impl Driver {
                     self.commit(&head, &block).with_context(|| {
                         format!("cannot apply final block {}", block.header.height)
                     })?;
+                    let hash = block.hash();
+                    self.in_flight.retain(|(h, _)| *h != hash);
                     self.command(Command::Publish {
                         topic: Topic::Blocks,
                         data: cairn_chain::codec::encode(&block.header),
@@ -912,14 +966,20 @@ impl Driver {
         let mut overlay = Overlay::new(&**store);
         let mut parent_header = store.head()?;
         for b in uncommitted {
-            let ex = execute_block(
-                &overlay,
-                params,
-                &parent_header,
-                b,
-                SignatureCheck::AlreadyVerified,
-            )?;
-            overlay.apply(&ex.changes);
+            let hash = b.hash();
+            match self.executed.iter().find(|(h, _)| *h == hash) {
+                Some((_, ex)) => overlay.apply(&ex.changes),
+                None => {
+                    let ex = execute_block(
+                        &overlay,
+                        params,
+                        &parent_header,
+                        b,
+                        SignatureCheck::AlreadyVerified,
+                    )?;
+                    overlay.apply(&ex.changes);
+                }
+            }
             parent_header = b.header.clone();
         }
         if parent_header.hash() != parent || parent_header.height + 1 != height {
@@ -952,9 +1012,7 @@ impl Driver {
             candidates,
             engine_data,
         )?;
-        if uncommitted.is_empty() {
-            self.executed = Some((proposal.block.hash(), proposal.executed));
-        }
+        self.remember_execution(proposal.block.hash(), proposal.executed);
         if !proposal.rejected.is_empty() {
             // They no longer apply; kept, they would count as ready (and
             // keep the engine proposing) for ever.
