@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 /// and frees many short-lived buffers (transaction batches, blocks, state
 /// entries); glibc's allocator kept a node at its peak size long after the
 /// load stopped (measured: ~210 MB against ~40 MB idle), mimalloc returns
-/// freed pages to the system (at once: see `cairn_allocator`) and
-/// allocates faster.
+/// freed pages to the system (an idle node asks it to at once: see
+/// `cairn_allocator`) and allocates faster.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -57,7 +57,6 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    cairn_allocator::purge_promptly();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
