@@ -88,9 +88,21 @@ import json; r = json.load(open('$report'))
 print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > $limit_ms))")
         if [ "$saturated" = 1 ]; then break; fi
     done
-    # Memory after the load: idle nodes flush their memtables after 10 s.
-    sleep 30
-    echo "- $engine: $rss_before MB per node before the load, $(node_rss) MB 30 s after the last step" >>"$idle"
+    # Memory after the load: once every mempool is empty (the backlog of a
+    # saturated step committed, at most 3 minutes), nodes give memory back
+    # after 10 s without a committed transaction.
+    for _ in $(seq 1 180); do
+        pending=0
+        for i in 0 1 2 3; do
+            n=$(curl -sf "http://127.0.0.1:$((base_port + 2 * i + 1))/metrics" |
+                awk '/^cairn_mempool_transactions/ {print $2}')
+            pending=$((pending + ${n:-0}))
+        done
+        if [ "$pending" = 0 ]; then break; fi
+        sleep 1
+    done
+    sleep 20
+    echo "- $engine: $rss_before MB per node before the load, $(node_rss) MB 20 s after the mempools emptied" >>"$idle"
     stop_devnet
 done
 

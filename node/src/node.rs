@@ -32,7 +32,8 @@ use crate::miner::Miner;
 
 mod pow;
 
-/// How long without a commit before an idle node gives memory back.
+/// How long without a committed transaction before an idle node gives
+/// memory back.
 const IDLE_RELEASE: Duration = Duration::from_secs(10);
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
@@ -416,8 +417,9 @@ struct Driver {
     is_pow: bool,
     origins: HashMap<Hash, PeerId>,
     sync_locator: Vec<Hash>,
-    /// When a block was last committed, and whether memory was given back
-    /// since (see [`Driver::release_memory_when_idle`]).
+    /// When a block with transactions was last committed (proof-of-work
+    /// keeps mining empty blocks when idle), and whether memory was given
+    /// back since (see [`Driver::release_memory_when_idle`]).
     last_commit: Instant,
     memory_released: bool,
     /// The executions of the last blocks this node built or validated, by
@@ -492,9 +494,9 @@ impl Driver {
         self.feed(Input::Tick).await
     }
 
-    /// After a load, a node that has committed nothing for a while gives
-    /// its memory back: RocksDB's memtables are flushed and the state cache
-    /// emptied (in the background). Without it a node keeps its peak size
+    /// After a load, a node that has committed no transaction for a while
+    /// gives its memory back: RocksDB's memtables are flushed and the state
+    /// cache emptied (in the background), mimalloc's free pages returned. Without it a node keeps its peak size
     /// for ever.
     fn release_memory_when_idle(&mut self) {
         if self.memory_released || self.last_commit.elapsed() < IDLE_RELEASE {
@@ -776,8 +778,10 @@ impl Driver {
         if let Ok(mut pool) = self.shared.mempool.lock() {
             pool.prune(next_nonces);
         }
-        self.last_commit = Instant::now();
-        self.memory_released = false;
+        if !block.transactions.is_empty() {
+            self.last_commit = Instant::now();
+            self.memory_released = false;
+        }
         let m = &self.shared.metrics;
         m.height.set(block.header.height as i64);
         m.finalized.set(block.header.height as i64);
