@@ -495,20 +495,21 @@ impl Driver {
     }
 
     /// After a load, a node that has committed no transaction for a while
-    /// gives its memory back: RocksDB's memtables are flushed and the state
-    /// cache emptied (in the background), mimalloc's free pages returned. Without it a node keeps its peak size
-    /// for ever.
+    /// gives its memory back (in the background): RocksDB's memtables are
+    /// flushed, the state cache emptied, then mimalloc's free pages
+    /// returned. Without it a node keeps its peak size for ever.
     fn release_memory_when_idle(&mut self) {
         if self.memory_released || self.last_commit.elapsed() < IDLE_RELEASE {
             return;
         }
         self.memory_released = true;
-        cairn_allocator::collect();
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = store.release_memory() {
                 tracing::warn!("flushing memtables: {e}");
             }
+            // After the caches above are freed, so their pages go too.
+            cairn_allocator::collect();
         });
     }
 
@@ -527,9 +528,11 @@ impl Driver {
             .saturating_sub(carried))
     }
 
-    /// Keeps an execution for [`Driver::commit`] and [`Driver::build`].
+    /// Keeps an execution for [`Driver::commit`] and [`Driver::build`]:
+    /// one per block in flight for a pipelined engine, else the last one.
     fn remember_execution(&mut self, hash: Hash, executed: cairn_chain::Executed) {
-        if self.executed.len() > RAFT_PIPELINE {
+        let keep = if self.pipelined { RAFT_PIPELINE + 1 } else { 1 };
+        while self.executed.len() >= keep {
             self.executed.pop_front();
         }
         self.executed.push_back((hash, executed));
