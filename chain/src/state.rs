@@ -3,8 +3,8 @@
 //!
 //! Keys (all in one keyspace, the store's `state` column family):
 //! - `a` ‖ address (20 bytes) → [`Account`]
-//! - `n` ‖ level (1 byte) ‖ index (8 bytes, big-endian) → tree node hash
-//!   (see [`crate::state_tree`])
+//! - `p` ‖ tier (1 byte) ‖ index (8 bytes, big-endian) → a page of 30
+//!   state-tree node hashes (see [`crate::state_tree`])
 //! - `c` → number of accounts (u64)
 
 use std::collections::BTreeMap;

@@ -51,6 +51,10 @@ const COLUMN_FAMILIES: [&str; 8] = [
 ];
 const META_HEAD: &[u8] = b"head";
 const META_GENESIS: &[u8] = b"genesis";
+const META_FORMAT: &[u8] = b"format";
+/// The layout of the stored state, written with genesis. 1: a key per
+/// state-tree node (no `format` entry); 2: tree nodes in pages.
+const FORMAT: u32 = 2;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_UNDO_BYTES: usize = 512 * 1024 * 1024;
 
@@ -65,6 +69,15 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("the database belongs to genesis {stored}, not {expected}")]
     GenesisMismatch { stored: Hash, expected: Hash },
+    #[error(
+        "the database at {path} stores state in format {found}, this node reads format {expected}: \
+         it was written by another version of Cairn; delete it to sync again (a devnet: --fresh)"
+    )]
+    Format {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("the database has no genesis block yet")]
     NotInitialised,
     #[error("block {block} has parent {parent}, but the head is {head}")]
@@ -103,11 +116,16 @@ const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
 /// The block cache shared by all column families.
 const BLOCK_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Most state entries [`Store`] keeps in memory (about 150 bytes each).
-const STATE_CACHE_MAX: usize = 200_000;
+/// Most bytes of state entries [`Store`] keeps in memory (keys and values,
+/// plus [`CACHE_ENTRY_OVERHEAD`] each): accounts are about 60 bytes, pages
+/// of the state tree about a kilobyte.
+const STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// What an entry costs the cache besides its key and value (map slot,
+/// vector headers, allocator rounding).
+const CACHE_ENTRY_OVERHEAD: usize = 80;
 
 /// State entries recently read or written, absent ones included. A transfer's
-/// accounts and tree nodes are read by mempool admission, block building,
+/// accounts and tree pages are read by mempool admission, block building,
 /// execution and the undo record: without the cache each read is a lookup
 /// in RocksDB's memtable skiplist (a profile under load showed them at about
 /// a fifth of a node's time). Write-through: a commit updates it after its
@@ -117,15 +135,31 @@ const STATE_CACHE_MAX: usize = 200_000;
 #[derive(Debug, Default)]
 struct StateCache {
     entries: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What `entries` holds, counted as [`STATE_CACHE_BYTES`] says.
+    bytes: usize,
     generation: u64,
+}
+
+fn cache_cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + CACHE_ENTRY_OVERHEAD
 }
 
 impl StateCache {
     fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if self.entries.len() >= STATE_CACHE_MAX {
-            self.entries.clear();
+        let cost = cache_cost(&key, &value);
+        if self.bytes + cost > STATE_CACHE_BYTES {
+            self.clear();
         }
-        self.entries.insert(key, value);
+        let key_len = key.len();
+        if let Some(old) = self.entries.insert(key, value) {
+            self.bytes -= key_len + old.as_ref().map_or(0, Vec::len) + CACHE_ENTRY_OVERHEAD;
+        }
+        self.bytes += cost;
+    }
+
+    fn clear(&mut self) {
+        self.entries = HashMap::new();
+        self.bytes = 0;
     }
 }
 
@@ -223,6 +257,19 @@ impl Store {
                     expected: hash,
                 });
             }
+            let found = match self.db.get_cf(self.cf(CF_META), META_FORMAT)? {
+                None => 1,
+                Some(b) => <[u8; 4]>::try_from(b.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt("format entry", format!("{} bytes", b.len())))?,
+            };
+            if found != FORMAT {
+                return Err(StoreError::Format {
+                    path: self.path.clone(),
+                    found,
+                    expected: FORMAT,
+                });
+            }
             return Ok(());
         }
         let mut batch = WriteBatch::default();
@@ -232,11 +279,12 @@ impl Store {
         self.put_state(&mut batch, state);
         batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
         batch.put_cf(self.cf(CF_META), META_GENESIS, hash.0);
+        batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT.to_be_bytes());
         let mut cache = self.cache();
         self.db.write_opt(batch, &Self::synced())?;
         if let Ok(c) = cache.as_mut() {
             c.generation += 1;
-            c.entries.clear();
+            c.clear();
         }
         Ok(())
     }
@@ -390,7 +438,7 @@ impl Store {
         }
         if let Ok(mut c) = self.cache() {
             c.generation += 1;
-            c.entries = HashMap::new();
+            c.clear();
         }
         Ok(())
     }
@@ -474,7 +522,7 @@ impl Store {
         self.db.write_opt(batch, &Self::synced())?;
         if let Ok(c) = cache.as_mut() {
             c.generation += 1;
-            c.entries.clear();
+            c.clear();
         }
         Ok(reverted)
     }

@@ -246,3 +246,47 @@ fn engine_state_round_trips() {
     assert_eq!(store.engine_get(b"term").expect("get"), Some(b"7".to_vec()));
     assert_eq!(store.engine_get(b"none").expect("get"), None);
 }
+
+#[test]
+fn the_state_cache_stays_within_its_byte_bound() {
+    let mut c = StateCache::default();
+    c.insert(b"k".to_vec(), Some(vec![0u8; 100]));
+    c.insert(b"k".to_vec(), Some(vec![0u8; 10]));
+    c.insert(b"absent".to_vec(), None);
+    // Replacing a value counts only the new one.
+    assert_eq!(c.bytes, (1 + 10 + CACHE_ENTRY_OVERHEAD) + (6 + CACHE_ENTRY_OVERHEAD));
+    for i in 0u32..40_000 {
+        c.insert(i.to_be_bytes().to_vec(), Some(vec![0u8; 1_000]));
+        assert!(c.bytes <= STATE_CACHE_BYTES);
+    }
+    let counted: usize = c.entries.iter().map(|(k, v)| cache_cost(k, v)).sum();
+    assert_eq!(c.bytes, counted);
+    assert!(c.entries.len() < 40_000, "the cache was emptied when full");
+}
+
+/// A database from before the paged state tree (no `format` entry) is
+/// refused with an error that says what to do, not read as if empty.
+#[test]
+fn a_database_in_another_format_is_refused() {
+    let chain = TestChain::new("format", 4, 10_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .init_genesis(&chain.genesis, &chain.genesis_state)
+            .expect("genesis");
+        store
+            .db
+            .delete_cf(store.cf(CF_META), META_FORMAT)
+            .expect("delete");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let err = store
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect_err("old format");
+    assert!(
+        matches!(err, StoreError::Format { found: 1, expected: FORMAT, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("delete it"), "{err}");
+}
