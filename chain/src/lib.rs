@@ -34,7 +34,7 @@ pub use execution::{
 pub use hash::Hash;
 pub use keys::{verify_batch, PublicKey, SecretKey, Signature, SignatureError};
 pub use state::{Account, MemState, Overlay, StateChanges, StateError, StateReader};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, StoreMemory};
 pub use transaction::{
     verify_transactions, Transaction, TransactionFormatError, MAX_CHAIN_ID_LEN,
     MAX_TRANSACTION_BYTES,

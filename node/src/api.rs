@@ -454,6 +454,7 @@ async fn peers(State(s): State<Arc<Shared>>) -> ApiResult<Vec<cairn_p2p::PeerInf
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let mempool = s.mempool.lock().map(|m| m.len()).unwrap_or(0);
     s.metrics.mempool.set(mempool as i64);
+    s.metrics.set_store_memory(&s.store.memory());
     s.metrics
         .peers
         .set(s.peers.lock().map(|p| p.len()).unwrap_or(0) as i64);

@@ -54,13 +54,81 @@ impl Rejection {
     }
 }
 
+/// One sender's pending transactions, in nonce order. A sender has at most
+/// `max_per_sender`, under load mostly one or two: a sorted vector costs
+/// their size, where a B-tree map's first node costs eleven transactions'
+/// (about 2 KB per sender; a profile at 15,000 transfers/s showed the
+/// mempool's maps at 44 MB for 24,000 transactions).
+#[derive(Debug, Default)]
+struct Queue(Vec<Transaction>);
+
+impl Queue {
+    fn position(&self, nonce: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&nonce, |tx| tx.nonce)
+    }
+
+    fn get(&self, nonce: &u64) -> Option<&Transaction> {
+        self.position(*nonce).ok().map(|i| &self.0[i])
+    }
+
+    fn contains_key(&self, nonce: &u64) -> bool {
+        self.position(*nonce).is_ok()
+    }
+
+    /// Adds `tx`, replacing the transaction with its nonce if any.
+    fn insert(&mut self, tx: Transaction) -> Option<Transaction> {
+        match self.position(tx.nonce) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i], tx)),
+            Err(i) => {
+                // Grown one at a time: queues stay short.
+                self.0.reserve_exact(1);
+                self.0.insert(i, tx);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, nonce: &u64) -> Option<Transaction> {
+        let i = self.position(*nonce).ok()?;
+        let tx = self.0.remove(i);
+        if self.0.len() * 4 <= self.0.capacity() {
+            self.0.shrink_to_fit();
+        }
+        Some(tx)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn last(&self) -> Option<&Transaction> {
+        self.0.last()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Transaction> {
+        self.0.iter()
+    }
+
+    /// The transactions with nonces below `nonce`.
+    fn below(&self, nonce: u64) -> impl Iterator<Item = &Transaction> {
+        let end = self.position(nonce).unwrap_or_else(|i| i);
+        self.0[..end].iter()
+    }
+
+    /// The transactions with nonces from `nonce` on.
+    fn from(&self, nonce: u64) -> impl Iterator<Item = &Transaction> {
+        let start = self.position(nonce).unwrap_or_else(|i| i);
+        self.0[start..].iter()
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Mempool {
     chain_id: String,
     max_total: usize,
     max_per_sender: usize,
-    by_sender: BTreeMap<Address, BTreeMap<u64, Transaction>>,
+    by_sender: BTreeMap<Address, Queue>,
     by_hash: HashMap<Hash, (Address, u64)>,
     /// Each pending sender's committed nonce as last seen (on insert and
     /// prune): what [`Mempool::ready_hint`] counts from without reading
@@ -164,10 +232,7 @@ impl Mempool {
         }
         self.min_fee = self.min_fee.min(tx.fee);
         self.by_hash.insert(hash, (sender, tx.nonce));
-        self.by_sender
-            .entry(sender)
-            .or_default()
-            .insert(tx.nonce, tx);
+        self.by_sender.entry(sender).or_default().insert(tx);
         self.next.insert(sender, account.nonce);
         self.recount(&sender);
         Ok(hash)
@@ -200,7 +265,7 @@ impl Mempool {
             .by_sender
             .iter()
             .filter(|(s, _)| *s != sender)
-            .filter_map(|(s, q)| q.iter().next_back().map(|(n, tx)| (tx.fee, *s, *n)))
+            .filter_map(|(s, q)| q.last().map(|tx| (tx.fee, *s, tx.nonce)))
             .min();
         match victim {
             Some((victim_fee, s, n)) if victim_fee < fee => {
@@ -238,11 +303,12 @@ impl Mempool {
                 continue;
             };
             self.next.insert(sender, next_nonce);
-            let mut drop: Vec<u64> = q.range(..next_nonce).map(|(n, _)| *n).collect();
+            let mut drop: Vec<u64> = q.below(next_nonce).map(|tx| tx.nonce).collect();
             let mut spent: u64 = 0;
             let mut expected = next_nonce;
             let mut broke = false;
-            for (&n, tx) in q.range(next_nonce..) {
+            for tx in q.from(next_nonce) {
+                let n = tx.nonce;
                 if broke || n != expected {
                     // A gap: what follows waits for the missing nonce.
                     if broke {
@@ -334,6 +400,27 @@ impl Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_keeps_nonce_order_whatever_the_insert_order() {
+        let key = SecretKey::from_label("queue");
+        let tx = |n: u64, fee: u64| Transaction::new_signed(&key, "c", key.address(), 1, fee, n);
+        let mut q = Queue::default();
+        for n in [5u64, 2, 9, 3] {
+            assert!(q.insert(tx(n, 1)).is_none());
+        }
+        let nonces = |it: &mut dyn Iterator<Item = &Transaction>| it.map(|t| t.nonce).collect::<Vec<_>>();
+        assert_eq!(nonces(&mut q.values()), vec![2, 3, 5, 9]);
+        assert_eq!(nonces(&mut q.below(5)), vec![2, 3]);
+        assert_eq!(nonces(&mut q.from(4)), vec![5, 9]);
+        assert_eq!(q.last().map(|t| t.nonce), Some(9));
+        // Same nonce: replaced, the old one handed back.
+        assert_eq!(q.insert(tx(5, 7)).map(|t| t.fee), Some(1));
+        assert_eq!(q.get(&5).map(|t| t.fee), Some(7));
+        assert_eq!(q.remove(&2).map(|t| t.nonce), Some(2));
+        assert!(q.remove(&2).is_none());
+        assert!(!q.contains_key(&2) && q.contains_key(&3));
+    }
 
     #[test]
     fn the_ready_hint_counts_runs_from_the_committed_nonce_and_stops_at_the_cap() {

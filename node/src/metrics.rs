@@ -37,6 +37,7 @@ pub struct Metrics {
     pub reorgs: Counter,
     pub reverted_blocks: Counter,
     difficulty: Gauge,
+    store_memory: Family<Vec<(String, String)>, Gauge>,
     last_role: Mutex<String>,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             reorgs: Counter::default(),
             reverted_blocks: Counter::default(),
             difficulty: Gauge::default(),
+            store_memory: Family::default(),
             last_role: Mutex::new(String::new()),
         };
         let registry = &mut m.registry;
@@ -153,7 +155,25 @@ impl Metrics {
             "Difficulty the next block needs",
             m.difficulty.clone(),
         );
+        registry.register(
+            "store_memory_bytes",
+            "Memory the block store holds, by part: RocksDB memtables and block cache, the state cache",
+            m.store_memory.clone(),
+        );
         m
+    }
+
+    /// Sets the store's memory gauges.
+    pub fn set_store_memory(&self, mem: &cairn_chain::StoreMemory) {
+        for (part, bytes) in [
+            ("memtables", mem.memtables),
+            ("block_cache", mem.block_cache),
+            ("state_cache", mem.state_cache),
+        ] {
+            self.store_memory
+                .get_or_create(&vec![("part".into(), part.into())])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_engine(&self, status: &EngineStatus) {
