@@ -7,7 +7,8 @@
 #
 #   ENGINES="raft pbft pow" RATES="1000 2000 4000 8000" DURATION=60 scripts/bench-network.sh
 #
-# RATES_raft, RATES_pbft and RATES_pow, when set, replace RATES for one engine.
+# RATES_raft, RATES_pbft and RATES_pow, when set, replace RATES for one engine;
+# BENCH_ARGS is passed on to `cairn-wallet bench` (e.g. "--series-every 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -66,7 +67,7 @@ for engine in $engines; do
         report="$work/$engine-$rate.json"
         echo "== $engine at $rate transfers/s for $duration s"
         "$bin/cairn-wallet" bench --nodes "$nodes" --accounts "$accounts" --rate "$rate" \
-            --duration "$duration" --out "$report" | tee -a "$work/summary.txt"
+            --duration "$duration" --out "$report" ${BENCH_ARGS:-} | tee -a "$work/summary.txt"
         python3 - "$report" "$rows" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))

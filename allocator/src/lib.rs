@@ -14,6 +14,37 @@
 //!
 //! The only `unsafe` of the workspace: calls into mimalloc's C API.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Moves on with every [`request_collect`]; each thread remembers the last
+/// one it acted on.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static SEEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Asks every thread to [`collect`] its heap the next time it calls
+/// [`collect_if_requested`] (mimalloc collects one thread's heap at a time:
+/// pages a thread owns go back only when that thread collects), and
+/// collects the calling thread's at once.
+pub fn request_collect() {
+    let epoch = EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
+    SEEN.with(|s| s.set(epoch));
+    collect();
+}
+
+/// Collects the calling thread's heap if a [`request_collect`] came since
+/// it last did: one atomic load otherwise, cheap enough for a hook that runs
+/// whenever a worker thread goes idle.
+pub fn collect_if_requested() {
+    let epoch = EPOCH.load(Ordering::Relaxed);
+    if SEEN.with(|s| s.replace(epoch)) != epoch {
+        collect();
+    }
+}
+
 /// Returns the free memory of the calling thread's heap and of mimalloc's
 /// arenas to the system, whatever the purge delay.
 pub fn collect() {
@@ -28,6 +59,24 @@ pub fn collect() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_reaches_each_thread_once() {
+        request_collect();
+        let seen_here = SEEN.with(Cell::get);
+        assert_eq!(seen_here, EPOCH.load(Ordering::Relaxed));
+        // Another thread has not acted on it yet: it does, once.
+        std::thread::spawn(|| {
+            assert_eq!(SEEN.with(Cell::get), 0);
+            collect_if_requested();
+            let after = SEEN.with(Cell::get);
+            assert!(after >= 1);
+            collect_if_requested();
+            assert_eq!(SEEN.with(Cell::get), after.max(EPOCH.load(Ordering::Relaxed)));
+        })
+        .join()
+        .expect("thread");
+    }
 
     /// Resident size of this process in bytes (Linux).
     fn resident() -> usize {

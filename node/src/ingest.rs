@@ -5,19 +5,22 @@
 //! tells it through [`Shared::offer_due`] that new transactions are ready.
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_chain::state::read_account;
 use cairn_chain::Transaction;
 use cairn_p2p::Command;
 use libp2p::PeerId;
-use tokio::sync::mpsc;
 
 use crate::node::Shared;
 
 /// Most gossip payloads waiting for this thread; more are dropped (the
 /// network outruns verification: the sender's node still has them).
 pub const QUEUE: usize = 256;
+/// How often a quiet thread looks whether the node asked for memory back.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Most transactions verified in one batch.
 const MAX_VERIFY_BATCH: usize = 8_192;
 
@@ -31,23 +34,30 @@ pub struct Payload {
 /// Starts the thread; it stops when every sender of `rx` is gone.
 pub fn spawn(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Payload>,
+    rx: Receiver<Payload>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cairn-ingest".into())
-        .spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch: Vec<(PeerId, Transaction)> = Vec::new();
-                decode(&shared, first, &mut batch);
-                // Whatever else is queued joins the same verification.
-                while batch.len() < MAX_VERIFY_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => decode(&shared, p, &mut batch),
-                        Err(_) => break,
-                    }
+        .spawn(move || loop {
+            let first = match rx.recv_timeout(IDLE_CHECK) {
+                Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Quiet: give free pages back if the node asked.
+                    cairn_allocator::collect_if_requested();
+                    continue;
                 }
-                admit(&shared, batch);
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch: Vec<(PeerId, Transaction)> = Vec::new();
+            decode(&shared, first, &mut batch);
+            // Whatever else is queued joins the same verification.
+            while batch.len() < MAX_VERIFY_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => decode(&shared, p, &mut batch),
+                    Err(_) => break,
+                }
             }
+            admit(&shared, batch);
         })
 }
 

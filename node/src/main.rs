@@ -70,6 +70,9 @@ fn main() -> ExitCode {
             cairn_node::devnet::die_with_supervisor();
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // An idle node asks every thread to give its free pages
+                // back: workers do as they go idle.
+                .on_thread_park(cairn_allocator::collect_if_requested)
                 .build()
             {
                 Ok(rt) => rt.block_on(cairn_node::node::run(&home)),

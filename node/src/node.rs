@@ -366,7 +366,7 @@ pub async fn run(home: &Path) -> Result<()> {
         .await
     });
 
-    let (ingest_tx, ingest_rx) = mpsc::channel(crate::ingest::QUEUE);
+    let (ingest_tx, ingest_rx) = std::sync::mpsc::sync_channel(crate::ingest::QUEUE);
     let _ingest = crate::ingest::spawn(shared.clone(), ingest_rx)
         .context("starting the transaction admission thread")?;
     let mut driver = Driver {
@@ -406,7 +406,7 @@ struct Driver {
     validator_peers: Vec<Option<PeerId>>,
     net_cmd: mpsc::Sender<Command>,
     /// Gossiped transactions go to the admission thread.
-    ingest: mpsc::Sender<crate::ingest::Payload>,
+    ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
     /// The peer a sync request is in flight to, and since when.
     syncing: Option<(PeerId, Instant)>,
     /// Proof-of-work: the mining threads (if this node mines), where
@@ -486,6 +486,8 @@ impl Driver {
             self.offer_transactions().await?;
         }
         self.release_memory_when_idle();
+        // The driver's own heap (this thread is no runtime worker).
+        cairn_allocator::collect_if_requested();
         if let Some((_, since)) = self.syncing {
             if since.elapsed() > Duration::from_secs(30) {
                 self.syncing = None;
@@ -508,8 +510,9 @@ impl Driver {
             if let Err(e) = store.release_memory() {
                 tracing::warn!("flushing memtables: {e}");
             }
-            // After the caches above are freed, so their pages go too.
-            cairn_allocator::collect();
+            // After the caches above are freed, so their pages go too;
+            // every other thread of the node as it next goes idle.
+            cairn_allocator::request_collect();
         });
     }
 

@@ -32,6 +32,8 @@ pub struct BenchSpec {
     /// How long to wait for the last commits after the run.
     pub drain: Duration,
     pub senders: usize,
+    /// Latency percentiles per window of this length, too.
+    pub series_every: Duration,
 }
 
 struct Batch {
@@ -365,15 +367,37 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
 
     let commits = committed.lock().map_err(|_| anyhow!("lock"))?.clone();
     let mut latencies = Vec::with_capacity(total);
+    // The same per window of the schedule: where in the run the tail is.
+    let mut windows: Vec<Vec<f64>> = Vec::new();
+    let window_s = spec.series_every.as_secs_f64().max(0.001);
     let mut last_commit = start;
     for (due, hashes) in &scheduled {
+        let w = (due.duration_since(start).as_secs_f64() / window_s) as usize;
+        if windows.len() <= w {
+            windows.resize_with(w + 1, Vec::new);
+        }
         for h in hashes {
             if let Some(t) = commits.get(h) {
-                latencies.push(t.saturating_duration_since(*due).as_secs_f64() * 1000.0);
+                let ms = t.saturating_duration_since(*due).as_secs_f64() * 1000.0;
+                latencies.push(ms);
+                windows[w].push(ms);
                 last_commit = last_commit.max(*t);
             }
         }
     }
+    let series: Vec<Value> = windows
+        .iter_mut()
+        .enumerate()
+        .map(|(i, l)| {
+            l.sort_by(|a, b| a.total_cmp(b));
+            json!({
+                "from_s": i as f64 * window_s,
+                "committed": l.len(),
+                "p50": percentile(l, 0.50),
+                "p99": percentile(l, 0.99),
+            })
+        })
+        .collect();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let committed_n = latencies.len();
     let window = last_commit
@@ -410,6 +434,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
             "p99": percentile(&latencies, 0.99),
             "max": latencies.last().copied().unwrap_or(0.0),
         },
+        "latency_series": series,
         "rejections": rej,
         "per_node": per_node,
         "pow_blocks": stale,
@@ -451,6 +476,22 @@ pub fn summary(r: &Value) -> String {
             r["pow_blocks"]["canonical"],
             rate * 100.0
         ));
+    }
+    let series: Vec<String> = r["latency_series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            format!(
+                "{:.0}s {:.0}/{:.0}",
+                w["from_s"].as_f64().unwrap_or(0.0),
+                w["p50"].as_f64().unwrap_or(0.0),
+                w["p99"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    if !series.is_empty() {
+        out.push_str(&format!("p50/p99 ms by window: {}\n", series.join(", ")));
     }
     for n in r["per_node"].as_array().into_iter().flatten() {
         out.push_str(&format!(

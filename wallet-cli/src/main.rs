@@ -101,6 +101,9 @@ enum Cmd {
         /// Concurrent HTTP senders.
         #[arg(long, default_value_t = 8)]
         senders: usize,
+        /// Latency percentiles per window of this many seconds, too.
+        #[arg(long, default_value_t = 10)]
+        series_every: u64,
         /// Also write the report as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -269,10 +272,13 @@ fn run(cli: Cli) -> Result<()> {
             batch_ms,
             drain,
             senders,
+            series_every,
             out,
         } => {
-            if accounts == 0 || rate == 0 || duration == 0 || batch_ms == 0 {
-                bail!("--accounts, --rate, --duration and --batch-ms must be positive");
+            if accounts == 0 || rate == 0 || duration == 0 || batch_ms == 0 || series_every == 0 {
+                bail!(
+                    "--accounts, --rate, --duration, --batch-ms and --series-every must be positive"
+                );
             }
             let spec = bench::BenchSpec {
                 nodes: if nodes.is_empty() {
@@ -287,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_every: Duration::from_millis(batch_ms),
                 drain: Duration::from_secs(drain),
                 senders,
+                series_every: Duration::from_secs(series_every),
             };
             let report = bench::run(&spec)?;
             if let Some(path) = out {
