@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use cairn_chain::state::read_account;
 use cairn_chain::{
-    execute_block, propose_block, Block, ExecutionParams, Hash, Header, Overlay, PublicKey,
+    execute_block, propose_block, Address, Block, ExecutionParams, Hash, Header, Overlay, PublicKey,
     SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
 };
 use cairn_consensus::pow::{header_work, locator_heights, RetargetRule};
@@ -998,18 +998,19 @@ impl Driver {
                 parent_header.height
             );
         }
+        // Senders' nonces after the blocks this one goes on.
+        let mut ahead: HashMap<Address, u64> = HashMap::new();
+        for tx in uncommitted.iter().flat_map(|b| &b.transactions) {
+            let next = ahead.entry(tx.sender()).or_default();
+            *next = (*next).max(tx.nonce + 1);
+        }
         let candidates = {
             let pool = self
                 .shared
                 .mempool
                 .lock()
                 .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-            pool.ready(MAX_BLOCK_TRANSACTIONS, |a| {
-                read_account(&overlay, a)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |x| x.nonce)
-            })
+            pool.ready(MAX_BLOCK_TRANSACTIONS, |a| ahead.get(a).copied())
         };
         let proposer = self.reward;
         let timestamp = now_ms().max(parent_header.timestamp_ms);

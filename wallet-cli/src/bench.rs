@@ -27,6 +27,10 @@ pub struct BenchSpec {
     /// Offered transfers per second.
     pub rate: u64,
     pub duration: Duration,
+    /// Load offered before `duration`, left out of the figures (the series
+    /// shows it): caches, connections and allocators of a node that has
+    /// been idle warm up, and the backlog they cause drains.
+    pub warmup: Duration,
     /// One batch every this long.
     pub batch_every: Duration,
     /// How long to wait for the last commits after the run.
@@ -106,7 +110,7 @@ fn sign_batches(
     keys: &[SecretKey],
     start_nonces: &[u64],
 ) -> Result<Vec<Batch>> {
-    let total = (spec.rate as f64 * spec.duration.as_secs_f64()).round() as usize;
+    let total = (spec.rate as f64 * (spec.warmup + spec.duration).as_secs_f64()).round() as usize;
     let per_batch = ((spec.rate as f64 * spec.batch_every.as_secs_f64()).round() as usize).max(1);
     let batches = total.div_ceil(per_batch);
     let k = keys.len();
@@ -210,10 +214,13 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
         .map(|i| SecretKey::bench_account(spec.seed, i))
         .collect();
     let start_nonces = nonces(&first, &keys)?;
-    eprintln!("signing {} transfers…", spec.rate * spec.duration.as_secs());
+    eprintln!(
+        "signing {} transfers…",
+        spec.rate * (spec.warmup + spec.duration).as_secs()
+    );
     let batches = sign_batches(spec, &chain_id, &keys, &start_nonces)?;
     let total: usize = batches.iter().map(|b| b.hashes.len()).sum();
-    let before: Vec<Option<(f64, f64, f64)>> =
+    let mut before: Vec<Option<(f64, f64, f64)>> =
         nodes.iter().map(|n| process_figures(&a, n)).collect();
     let start_height = status["height"].as_u64().unwrap_or(0);
     let pow_before = pow_blocks(&a, &first);
@@ -258,7 +265,11 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     let (tx, rx) = mpsc::channel::<Batch>();
     let rx = Arc::new(Mutex::new(rx));
     let rejections: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let accepted: Arc<Mutex<u64>> = Arc::default();
+    // Accepted in all, and of the measured run (batches due after the
+    // warm-up: from this index on).
+    let accepted: Arc<Mutex<(u64, u64)>> = Arc::default();
+    let first_measured =
+        spec.warmup.as_nanos().div_ceil(spec.batch_every.as_nanos().max(1)) as usize;
     let mut senders = Vec::new();
     for _ in 0..spec.senders.max(1) {
         let rx = rx.clone();
@@ -289,7 +300,10 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
                                 }
                             }
                             if let Ok(mut a) = accepted.lock() {
-                                *a += ok;
+                                a.0 += ok;
+                                if batch.index >= first_measured {
+                                    a.1 += ok;
+                                }
                             }
                         }
                         Ok(v) => {
@@ -310,17 +324,30 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     }
 
     eprintln!(
-        "offering {} transfers/s for {} s to {} nodes…",
+        "offering {} transfers/s for {} s{} to {} nodes…",
         spec.rate,
         spec.duration.as_secs(),
+        if spec.warmup.is_zero() {
+            String::new()
+        } else {
+            format!(" after {} s of warm-up", spec.warmup.as_secs())
+        },
         nodes.len()
     );
     let start = Instant::now();
+    // Where the measured run starts: the figures cover what is due from here.
+    let measured = start + spec.warmup;
+    let mut warm = spec.warmup.is_zero();
     let mut scheduled: Vec<(Instant, Vec<String>)> = Vec::with_capacity(batches.len());
     for batch in batches {
         let due = start + spec.batch_every * batch.index as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
+        }
+        if !warm && due >= measured {
+            // CPU counted from the end of the warm-up.
+            warm = true;
+            before = nodes.iter().map(|n| process_figures(&a, n)).collect();
         }
         scheduled.push((due, batch.hashes.clone()));
         tx.send(batch).map_err(|_| anyhow!("the senders stopped"))?;
@@ -329,14 +356,14 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     for s in senders {
         let _ = s.join();
     }
-    let offered_secs = start.elapsed().as_secs_f64();
+    let offered_secs = measured.elapsed().as_secs_f64();
     // Drain: until everything accepted is committed, or no progress for
     // the drain time.
-    let accepted_count = accepted.lock().map_or(0, |a| *a);
+    let (accepted_all, accepted_count) = accepted.lock().map_or((0, 0), |a| *a);
     let mut last = (0usize, Instant::now());
     loop {
         let n = committed.lock().map_or(0, |c| c.len());
-        if n as u64 >= accepted_count {
+        if n as u64 >= accepted_all {
             break;
         }
         if n != last.0 {
@@ -370,18 +397,25 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     // The same per window of the schedule: where in the run the tail is.
     let mut windows: Vec<Vec<f64>> = Vec::new();
     let window_s = spec.series_every.as_secs_f64().max(0.001);
-    let mut last_commit = start;
+    let mut last_commit = measured;
+    let mut measured_offered = 0;
     for (due, hashes) in &scheduled {
         let w = (due.duration_since(start).as_secs_f64() / window_s) as usize;
         if windows.len() <= w {
             windows.resize_with(w + 1, Vec::new);
         }
+        let in_run = *due >= measured;
+        if in_run {
+            measured_offered += hashes.len();
+        }
         for h in hashes {
             if let Some(t) = commits.get(h) {
                 let ms = t.saturating_duration_since(*due).as_secs_f64() * 1000.0;
-                latencies.push(ms);
                 windows[w].push(ms);
-                last_commit = last_commit.max(*t);
+                if in_run {
+                    latencies.push(ms);
+                    last_commit = last_commit.max(*t);
+                }
             }
         }
     }
@@ -391,7 +425,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
         .map(|(i, l)| {
             l.sort_by(|a, b| a.total_cmp(b));
             json!({
-                "from_s": i as f64 * window_s,
+                "from_s": i as f64 * window_s - spec.warmup.as_secs_f64(),
                 "committed": l.len(),
                 "p50": percentile(l, 0.50),
                 "p99": percentile(l, 0.99),
@@ -401,7 +435,7 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let committed_n = latencies.len();
     let window = last_commit
-        .duration_since(start)
+        .duration_since(measured)
         .as_secs_f64()
         .max(offered_secs);
     let per_node: Vec<Value> = nodes
@@ -424,7 +458,8 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
         "nodes": nodes.len(),
         "offered_rate": spec.rate,
         "duration_s": spec.duration.as_secs_f64(),
-        "offered": total,
+        "warmup_s": spec.warmup.as_secs_f64(),
+        "offered": measured_offered,
         "accepted": accepted_count,
         "committed": committed_n,
         "committed_per_s": committed_n as f64 / window,

@@ -101,6 +101,10 @@ enum Cmd {
         /// Concurrent HTTP senders.
         #[arg(long, default_value_t = 8)]
         senders: usize,
+        /// Seconds of load before the measured --duration, left out of
+        /// the figures (shown in the latency series, at negative times).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
         /// Latency percentiles per window of this many seconds, too.
         #[arg(long, default_value_t = 10)]
         series_every: u64,
@@ -273,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             drain,
             senders,
             series_every,
+            warmup,
             out,
         } => {
             if accounts == 0 || rate == 0 || duration == 0 || batch_ms == 0 || series_every == 0 {
@@ -294,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
                 drain: Duration::from_secs(drain),
                 senders,
                 series_every: Duration::from_secs(series_every),
+                warmup: Duration::from_secs(warmup),
             };
             let report = bench::run(&spec)?;
             if let Some(path) = out {
