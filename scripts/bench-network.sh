@@ -15,6 +15,10 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 engines=${ENGINES:-"raft pbft pow"}
 rates=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000"}
 duration=${DURATION:-60}
+# Seconds of load at each step's rate before its measured $duration s, not
+# counted (caches, allocators and connections of nodes that went idle
+# between steps warm up; see docs/benchmarks.md).
+warmup=${WARMUP:-10}
 accounts=${ACCOUNTS:-20000}
 base_port=${BASE_PORT:-27600}
 doc=${DOC:-docs/benchmarks.md}
@@ -67,7 +71,8 @@ for engine in $engines; do
         report="$work/$engine-$rate.json"
         echo "== $engine at $rate transfers/s for $duration s"
         "$bin/cairn-wallet" bench --nodes "$nodes" --accounts "$accounts" --rate "$rate" \
-            --duration "$duration" --out "$report" ${BENCH_ARGS:-} | tee -a "$work/summary.txt"
+            --duration "$duration" --warmup "$warmup" --out "$report" ${BENCH_ARGS:-} |
+            tee -a "$work/summary.txt"
         python3 - "$report" "$rows" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -112,7 +117,8 @@ cores=$(nproc)
 table="$work/table.md"
 {
     echo "Measured $(date -u +%Y-%m-%d) on $cpu_model, $cores cores, with all 4 validators"
-    echo "and the load generator on this machine; $duration s per step, $accounts benchmark accounts."
+    echo "and the load generator on this machine; $duration s per step measured after $warmup s of"
+    echo "warm-up at the same rate; $accounts benchmark accounts."
     echo "CPU is per node (100 % = one core); memory is each node's peak resident size."
     echo
     echo "| engine | offered /s | committed /s | p50 ms | p99 ms | CPU % per node | peak MB per node | stale blocks | rejections |"

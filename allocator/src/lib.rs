@@ -72,7 +72,10 @@ mod tests {
             let after = SEEN.with(Cell::get);
             assert!(after >= 1);
             collect_if_requested();
-            assert_eq!(SEEN.with(Cell::get), after.max(EPOCH.load(Ordering::Relaxed)));
+            assert_eq!(
+                SEEN.with(Cell::get),
+                after.max(EPOCH.load(Ordering::Relaxed))
+            );
         })
         .join()
         .expect("thread");

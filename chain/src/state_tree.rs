@@ -156,7 +156,12 @@ impl Pages {
         })
     }
 
-    fn get(&mut self, state: &impl StateReader, level: u32, index: u64) -> Result<Hash, StateError> {
+    fn get(
+        &mut self,
+        state: &impl StateReader,
+        level: u32,
+        index: u64,
+    ) -> Result<Hash, StateError> {
         let (id, slot) = locate(level, index);
         Ok(self.page(state, id)?.0 .0[slot])
     }

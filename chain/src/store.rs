@@ -49,6 +49,8 @@ const COLUMN_FAMILIES: [&str; 8] = [
     CF_ENGINE,
     CF_META,
 ];
+/// Block entries at least this large are stored in blob files.
+const BLOB_MIN_BYTES: u64 = 4 * 1024;
 /// Families whose entries are written once under hash keys (see
 /// [`Store::open`]).
 const WRITE_ONCE_FAMILIES: [&str; 4] = [CF_BLOCKS, CF_HEADERS, CF_TX_INDEX, CF_UNDO];
@@ -227,17 +229,6 @@ impl Store {
         // MEMTABLE_BUDGET (the largest is flushed when they pass it), and
         // the families share one block cache.
         opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
-        // Compactions yield the CPU to consensus and admission: under load
-        // they took a core for up to 1.7 s at once on every node together
-        // (the nodes write alike), and commits stalled behind them.
-        // Flushes (the high-priority pool) keep their priority: writes
-        // wait for them.
-        let mut env = rocksdb::Env::new().map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            reason: e.into_string(),
-        })?;
-        env.lower_thread_pool_cpu_priority();
-        opts.set_env(&env);
         let block_cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let cfs = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf = Options::default();
@@ -246,10 +237,20 @@ impl Store {
                 // Written once under random keys (hashes): every new file
                 // overlaps all older data, so leveled compaction rewrote
                 // the family whole each time (129 MB after a minute at
-                // 15,000 transfers/s, and growing). Size-tiered merges
-                // runs of similar size: each byte is rewritten about
-                // log(size) times.
+                // 15,000 transfers/s, and growing: up to 1.7 s of a core,
+                // on every node at once since they write alike, and
+                // commits stalled behind it). Size-tiered merges runs of
+                // similar size: each byte is rewritten about log(size)
+                // times.
                 cf.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            }
+            if *name == CF_BLOCKS {
+                // Block bodies (up to megabytes) go to blob files, written
+                // once at flush and never rewritten: compactions move only
+                // the small references. Blocks are never deleted, so there
+                // is nothing for blob garbage collection to do.
+                cf.set_enable_blob_files(true);
+                cf.set_min_blob_size(BLOB_MIN_BYTES);
             }
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_block_cache(&block_cache);

@@ -417,7 +417,8 @@ mod tests {
         for n in [5u64, 2, 9, 3] {
             assert!(q.insert(tx(n, 1)).is_none());
         }
-        let nonces = |it: &mut dyn Iterator<Item = &Transaction>| it.map(|t| t.nonce).collect::<Vec<_>>();
+        let nonces =
+            |it: &mut dyn Iterator<Item = &Transaction>| it.map(|t| t.nonce).collect::<Vec<_>>();
         assert_eq!(nonces(&mut q.values()), vec![2, 3, 5, 9]);
         assert_eq!(nonces(&mut q.below(5)), vec![2, 3]);
         assert_eq!(nonces(&mut q.from(4)), vec![5, 9]);

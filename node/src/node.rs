@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use cairn_chain::state::read_account;
 use cairn_chain::{
-    execute_block, propose_block, Address, Block, ExecutionParams, Hash, Header, Overlay, PublicKey,
-    SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
+    execute_block, propose_block, Address, Block, ExecutionParams, Hash, Header, Overlay,
+    PublicKey, SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
 };
 use cairn_consensus::pow::{header_work, locator_heights, RetargetRule};
 use cairn_consensus::raft::{block_term, CommittedHead};

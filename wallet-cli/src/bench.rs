@@ -268,8 +268,10 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     // Accepted in all, and of the measured run (batches due after the
     // warm-up: from this index on).
     let accepted: Arc<Mutex<(u64, u64)>> = Arc::default();
-    let first_measured =
-        spec.warmup.as_nanos().div_ceil(spec.batch_every.as_nanos().max(1)) as usize;
+    let first_measured = spec
+        .warmup
+        .as_nanos()
+        .div_ceil(spec.batch_every.as_nanos().max(1)) as usize;
     let mut senders = Vec::new();
     for _ in 0..spec.senders.max(1) {
         let rx = rx.clone();

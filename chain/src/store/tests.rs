@@ -254,7 +254,10 @@ fn the_state_cache_stays_within_its_byte_bound() {
     c.insert(b"k".to_vec(), Some(vec![0u8; 10]));
     c.insert(b"absent".to_vec(), None);
     // Replacing a value counts only the new one.
-    assert_eq!(c.bytes, (1 + 10 + CACHE_ENTRY_OVERHEAD) + (6 + CACHE_ENTRY_OVERHEAD));
+    assert_eq!(
+        c.bytes,
+        (1 + 10 + CACHE_ENTRY_OVERHEAD) + (6 + CACHE_ENTRY_OVERHEAD)
+    );
     for i in 0u32..40_000 {
         c.insert(i.to_be_bytes().to_vec(), Some(vec![0u8; 1_000]));
         assert!(c.bytes <= STATE_CACHE_BYTES);
@@ -285,7 +288,14 @@ fn a_database_in_another_format_is_refused() {
         .init_genesis(&chain.genesis, &chain.genesis_state)
         .expect_err("old format");
     assert!(
-        matches!(err, StoreError::Format { found: 1, expected: FORMAT, .. }),
+        matches!(
+            err,
+            StoreError::Format {
+                found: 1,
+                expected: FORMAT,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("delete it"), "{err}");
