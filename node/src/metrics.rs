@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type RoleLabels = Vec<(String, String)>;
+type Labels = Vec<(String, String)>;
 
 /// The node's metrics.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Metrics {
     pub gossip_dropped: Counter,
     messages_dropped: Gauge,
     messages_rejected: Gauge,
-    role: Family<RoleLabels, Gauge>,
+    role: Family<Labels, Gauge>,
     /// Proof-of-work: blocks this node mined, blocks refused as invalid,
     /// reorganisations, blocks reverted by them, next difficulty.
     pub mined_blocks: Counter,
@@ -37,7 +37,7 @@ pub struct Metrics {
     pub reorgs: Counter,
     pub reverted_blocks: Counter,
     difficulty: Gauge,
-    store_memory: Family<Vec<(String, String)>, Gauge>,
+    store_memory: Family<Labels, Gauge>,
     last_role: Mutex<String>,
 }
 

@@ -774,16 +774,7 @@ impl Driver {
         };
         let store = &self.shared.store;
         store.commit_block(block, &executed.changes)?;
-        let senders: std::collections::BTreeSet<_> =
-            block.transactions.iter().map(Transaction::sender).collect();
-        let mut next_nonces = Vec::with_capacity(senders.len());
-        for s in senders {
-            let account = read_account(&**store, &s)?.unwrap_or_default();
-            next_nonces.push((s, account.nonce, account.balance));
-        }
-        if let Ok(mut pool) = self.shared.mempool.lock() {
-            pool.prune(next_nonces);
-        }
+        self.prune_senders(&block.transactions)?;
         if !block.transactions.is_empty() {
             self.last_commit = Instant::now();
             self.memory_released = false;
@@ -799,6 +790,22 @@ impl Driver {
             txs = block.transactions.len(),
             "committed block"
         );
+        Ok(())
+    }
+
+    /// Brings the mempool's view of the senders of `txs` up to the store's
+    /// head (their nonces and balances moved: a commit, or a revert), and
+    /// drops what can no longer be included.
+    pub(super) fn prune_senders(&self, txs: &[Transaction]) -> Result<()> {
+        let senders: std::collections::BTreeSet<_> = txs.iter().map(Transaction::sender).collect();
+        let mut next_nonces = Vec::with_capacity(senders.len());
+        for s in senders {
+            let account = read_account(&*self.shared.store, &s)?.unwrap_or_default();
+            next_nonces.push((s, account.nonce, account.balance));
+        }
+        if let Ok(mut pool) = self.shared.mempool.lock() {
+            pool.prune(next_nonces);
+        }
         Ok(())
     }
 

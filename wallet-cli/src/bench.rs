@@ -340,18 +340,20 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     // Where the measured run starts: the figures cover what is due from here.
     let measured = start + spec.warmup;
     let mut warm = spec.warmup.is_zero();
-    let mut scheduled: Vec<(Instant, Vec<String>)> = Vec::with_capacity(batches.len());
+    // Each batch's due time, whether it is measured, and its transfers.
+    let mut scheduled: Vec<(Instant, bool, Vec<String>)> = Vec::with_capacity(batches.len());
     for batch in batches {
         let due = start + spec.batch_every * batch.index as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        if !warm && due >= measured {
+        let in_run = batch.index >= first_measured;
+        if !warm && in_run {
             // CPU counted from the end of the warm-up.
             warm = true;
             before = nodes.iter().map(|n| process_figures(&a, n)).collect();
         }
-        scheduled.push((due, batch.hashes.clone()));
+        scheduled.push((due, in_run, batch.hashes.clone()));
         tx.send(batch).map_err(|_| anyhow!("the senders stopped"))?;
     }
     drop(tx);
@@ -401,20 +403,19 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
     let window_s = spec.series_every.as_secs_f64().max(0.001);
     let mut last_commit = measured;
     let mut measured_offered = 0;
-    for (due, hashes) in &scheduled {
+    for (due, in_run, hashes) in &scheduled {
         let w = (due.duration_since(start).as_secs_f64() / window_s) as usize;
         if windows.len() <= w {
             windows.resize_with(w + 1, Vec::new);
         }
-        let in_run = *due >= measured;
-        if in_run {
+        if *in_run {
             measured_offered += hashes.len();
         }
         for h in hashes {
             if let Some(t) = commits.get(h) {
                 let ms = t.saturating_duration_since(*due).as_secs_f64() * 1000.0;
                 windows[w].push(ms);
-                if in_run {
+                if *in_run {
                     latencies.push(ms);
                     last_commit = last_commit.max(*t);
                 }

@@ -120,18 +120,8 @@ impl Driver {
         }
         // The reverted blocks moved their senders' nonces back: the
         // mempool's view of them (what blocks are built from) follows.
-        let senders: std::collections::BTreeSet<_> = reverted
-            .iter()
-            .flat_map(|b| &b.transactions)
-            .map(cairn_chain::Transaction::sender)
-            .collect();
-        let mut nonces = Vec::with_capacity(senders.len());
-        for s in senders {
-            let account = read_account(&*store, &s)?.unwrap_or_default();
-            nonces.push((s, account.nonce, account.balance));
-        }
-        if let Ok(mut pool) = self.shared.mempool.lock() {
-            pool.prune(nonces);
+        for b in &reverted {
+            self.prune_senders(&b.transactions)?;
         }
         if !back.is_empty() {
             tracing::info!(
