@@ -255,7 +255,7 @@ async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 
 fn rejected(r: Rejection) -> ApiError {
     let status = match r {
-        Rejection::Full => StatusCode::SERVICE_UNAVAILABLE,
+        Rejection::Full | Rejection::GapsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, r.code(), r.to_string())
@@ -452,8 +452,13 @@ async fn peers(State(s): State<Arc<Shared>>) -> ApiResult<Vec<cairn_p2p::PeerInf
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let mempool = s.mempool.lock().map(|m| m.len()).unwrap_or(0);
+    let (mempool, waiting) = s
+        .mempool
+        .lock()
+        .map(|m| (m.len(), m.waiting_len()))
+        .unwrap_or((0, 0));
     s.metrics.mempool.set(mempool as i64);
+    s.metrics.mempool_waiting.set(waiting as i64);
     s.metrics.set_store_memory(&s.store.memory());
     s.metrics
         .peers

@@ -7,12 +7,20 @@
 //! - Replacement: same sender and nonce with a strictly higher fee replaces.
 //! - Limits: per sender and in total; when full, a new transaction evicts the
 //!   cheapest last-in-line transaction of another sender if it pays more.
+//! - Waiting transactions (behind a nonce gap) hold at most a quarter of the
+//!   pool, and a full pool drops them first: a transaction that can go in a
+//!   block evicts the cheapest waiting one whatever the fees. Otherwise a
+//!   pool filled with transactions whose missing nonces were refused (while
+//!   it was full) stays full for ever, refuses everything else and leaves
+//!   the block builder nothing: the chain stops (seen under a load test
+//!   offering more than a devnet could commit).
 //! - Blocks take, per sender, the run of consecutive nonces from the account's
 //!   nonce, highest fee first across senders.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use cairn_chain::{Account, Address, Hash, Transaction};
 
@@ -37,6 +45,11 @@ pub enum Rejection {
     Duplicate,
     #[error("mempool is full")]
     Full,
+    #[error(
+        "the mempool holds its limit of {limit} transactions waiting for an earlier nonce \
+         (the account's next nonce is {expected}); send the missing nonces first"
+    )]
+    GapsFull { limit: usize, expected: u64 },
 }
 
 impl Rejection {
@@ -49,7 +62,7 @@ impl Rejection {
             Rejection::Malformed(_) => "malformed",
             Rejection::Underpriced { .. } => "underpriced",
             Rejection::Duplicate => "duplicate",
-            Rejection::Full => "mempool_full",
+            Rejection::Full | Rejection::GapsFull { .. } => "mempool_full",
         }
     }
 }
@@ -60,29 +73,39 @@ impl Rejection {
 /// (about 2 KB per sender; a profile at 15,000 transfers/s showed the
 /// mempool's maps at 44 MB for 24,000 transactions).
 #[derive(Debug, Default)]
-struct Queue(Vec<Transaction>);
+struct Queue(Vec<Pending>);
+
+/// A pending transaction and when this node last gossiped it (it arrived,
+/// or [`Mempool::rebroadcast`] announced it again).
+#[derive(Debug)]
+struct Pending {
+    tx: Transaction,
+    gossiped: Instant,
+}
 
 impl Queue {
     fn position(&self, nonce: u64) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&nonce, |tx| tx.nonce)
+        self.0.binary_search_by_key(&nonce, |p| p.tx.nonce)
     }
 
     fn get(&self, nonce: &u64) -> Option<&Transaction> {
-        self.position(*nonce).ok().map(|i| &self.0[i])
+        self.position(*nonce).ok().map(|i| &self.0[i].tx)
     }
 
     fn contains_key(&self, nonce: &u64) -> bool {
         self.position(*nonce).is_ok()
     }
 
-    /// Adds `tx`, replacing the transaction with its nonce if any.
-    fn insert(&mut self, tx: Transaction) -> Option<Transaction> {
-        match self.position(tx.nonce) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i], tx)),
+    /// Adds `tx` (gossiped at `now`), replacing the transaction with its
+    /// nonce if any.
+    fn insert(&mut self, tx: Transaction, now: Instant) -> Option<Transaction> {
+        let pending = Pending { tx, gossiped: now };
+        match self.position(pending.tx.nonce) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i], pending).tx),
             Err(i) => {
                 // Grown one at a time: queues stay short.
                 self.0.reserve_exact(1);
-                self.0.insert(i, tx);
+                self.0.insert(i, pending);
                 None
             }
         }
@@ -90,35 +113,49 @@ impl Queue {
 
     fn remove(&mut self, nonce: &u64) -> Option<Transaction> {
         let i = self.position(*nonce).ok()?;
-        let tx = self.0.remove(i);
+        let p = self.0.remove(i);
         if self.0.len() * 4 <= self.0.capacity() {
             self.0.shrink_to_fit();
         }
-        Some(tx)
+        Some(p.tx)
     }
 
     fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn last(&self) -> Option<&Transaction> {
-        self.0.last()
+        self.0.last().map(|p| &p.tx)
     }
 
     fn values(&self) -> impl Iterator<Item = &Transaction> {
-        self.0.iter()
+        self.0.iter().map(|p| &p.tx)
     }
 
     /// The transactions with nonces below `nonce`.
     fn below(&self, nonce: u64) -> impl Iterator<Item = &Transaction> {
         let end = self.position(nonce).unwrap_or_else(|i| i);
-        self.0[..end].iter()
+        self.0[..end].iter().map(|p| &p.tx)
     }
 
     /// The transactions with nonces from `nonce` on.
     fn from(&self, nonce: u64) -> impl Iterator<Item = &Transaction> {
         let start = self.position(nonce).unwrap_or_else(|i| i);
-        self.0[start..].iter()
+        self.0[start..].iter().map(|p| &p.tx)
+    }
+
+    /// The run of consecutive nonces from `nonce`, to mark as gossiped.
+    fn run_mut(&mut self, nonce: u64) -> impl Iterator<Item = &mut Pending> {
+        let start = self.position(nonce).unwrap_or(self.0.len());
+        self.0[start..]
+            .iter_mut()
+            .enumerate()
+            .take_while(move |(i, p)| p.tx.nonce == nonce + *i as u64)
+            .map(|(_, p)| p)
     }
 }
 
@@ -129,7 +166,9 @@ pub struct Mempool {
     max_total: usize,
     max_per_sender: usize,
     by_sender: BTreeMap<Address, Queue>,
-    by_hash: HashMap<Hash, (Address, u64)>,
+    by_hash: HashSet<Hash>,
+    /// The sender [`Mempool::rebroadcast`] starts from next.
+    rebroadcast_from: Option<Address>,
     /// Each pending sender's committed nonce as last seen (on insert and
     /// prune): what [`Mempool::ready_hint`] counts from without reading
     /// the store.
@@ -143,6 +182,13 @@ pub struct Mempool {
     /// up to date per touched sender, so the hint is O(1).
     runs: HashMap<Address, usize>,
     ready_total: usize,
+    /// Most transactions waiting behind a nonce gap (a quarter of the pool).
+    max_waiting: usize,
+    /// The senders with transactions behind a gap (their queue is longer
+    /// than their run), by the fee of their last one: what a full pool
+    /// drops first, cheapest first. `waiting_fee` is each one's key.
+    waiting: BTreeSet<(u64, Address)>,
+    waiting_fee: HashMap<Address, u64>,
 }
 
 impl Mempool {
@@ -152,12 +198,21 @@ impl Mempool {
             max_total: max_total.max(1),
             max_per_sender: max_per_sender.max(1),
             by_sender: BTreeMap::new(),
-            by_hash: HashMap::new(),
+            by_hash: HashSet::new(),
+            rebroadcast_from: None,
             next: HashMap::new(),
             min_fee: u64::MAX,
             runs: HashMap::new(),
             ready_total: 0,
+            max_waiting: (max_total / 4).max(1),
+            waiting: BTreeSet::new(),
+            waiting_fee: HashMap::new(),
         }
+    }
+
+    /// How many transactions wait behind a nonce gap.
+    pub fn waiting_len(&self) -> usize {
+        self.len() - self.ready_total
     }
 
     pub fn len(&self) -> usize {
@@ -169,7 +224,7 @@ impl Mempool {
     }
 
     pub fn contains(&self, hash: &Hash) -> bool {
-        self.by_hash.contains_key(hash)
+        self.by_hash.contains(hash)
     }
 
     /// Up to `max` pending transactions, each sender's in nonce order.
@@ -186,7 +241,7 @@ impl Mempool {
     /// the sender's committed account (`None`: it does not exist yet).
     pub fn insert(&mut self, tx: Transaction, account: Option<Account>) -> Result<Hash, Rejection> {
         let hash = tx.hash();
-        if self.by_hash.contains_key(&hash) {
+        if self.by_hash.contains(&hash) {
             return Err(Rejection::Duplicate);
         }
         if tx.chain_id != self.chain_id {
@@ -218,21 +273,39 @@ impl Mempool {
             });
         }
         let sender = tx.sender();
-        if let Some(old) = self.by_sender.get(&sender).and_then(|q| q.get(&tx.nonce)) {
+        let queue = self.by_sender.get(&sender);
+        if let Some(old) = queue.and_then(|q| q.get(&tx.nonce)) {
             if tx.fee <= old.fee {
                 return Err(Rejection::Underpriced { fee: old.fee });
             }
             let old_hash = old.hash();
             self.by_hash.remove(&old_hash);
-        } else if self.len() >= self.max_total {
-            if tx.fee <= self.min_fee {
-                return Err(Rejection::Full);
+        } else {
+            // Whether it can go in a block (no gap before it) or waits.
+            let mut first_gap = account.nonce;
+            if let Some(q) = queue {
+                while q.contains_key(&first_gap) {
+                    first_gap += 1;
+                }
             }
-            self.evict_for(&sender, tx.fee)?;
+            if tx.nonce == first_gap {
+                if self.len() >= self.max_total {
+                    self.make_room_for_ready(&sender, tx.fee)?;
+                }
+            } else if self.len() >= self.max_total || self.waiting_len() >= self.max_waiting {
+                self.make_room_for_waiting(&sender, tx.fee)
+                    .map_err(|()| Rejection::GapsFull {
+                        limit: self.max_waiting,
+                        expected: account.nonce,
+                    })?;
+            }
         }
         self.min_fee = self.min_fee.min(tx.fee);
-        self.by_hash.insert(hash, (sender, tx.nonce));
-        self.by_sender.entry(sender).or_default().insert(tx);
+        self.by_hash.insert(hash);
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(tx, Instant::now());
         self.next.insert(sender, account.nonce);
         self.recount(&sender);
         Ok(hash)
@@ -256,6 +329,56 @@ impl Mempool {
             self.runs.insert(*sender, run)
         };
         self.ready_total = self.ready_total - old.unwrap_or(0) + run;
+        let waiting = self
+            .by_sender
+            .get(sender)
+            .filter(|q| q.len() > run)
+            .and_then(|q| q.last())
+            .map(|tx| tx.fee);
+        if self.waiting_fee.get(sender) != waiting.as_ref() {
+            if let Some(fee) = self.waiting_fee.remove(sender) {
+                self.waiting.remove(&(fee, *sender));
+            }
+            if let Some(fee) = waiting {
+                self.waiting.insert((fee, *sender));
+                self.waiting_fee.insert(*sender, fee);
+            }
+        }
+    }
+
+    /// The cheapest last waiting transaction of a sender other than
+    /// `sender`, as (fee, its sender, nonce).
+    fn cheapest_waiting(&self, sender: &Address) -> Option<(u64, Address, u64)> {
+        self.waiting
+            .iter()
+            .find(|(_, s)| s != sender)
+            .and_then(|&(fee, s)| Some((fee, s, self.by_sender.get(&s)?.last()?.nonce)))
+    }
+
+    /// Makes room in a full pool for a transaction that can go in a block:
+    /// drops the cheapest waiting transaction if there is one, whatever it
+    /// pays, else the cheapest last-in-line one if it pays less than `fee`.
+    fn make_room_for_ready(&mut self, sender: &Address, fee: u64) -> Result<(), Rejection> {
+        if let Some((_, s, n)) = self.cheapest_waiting(sender) {
+            self.remove(&s, n);
+            return Ok(());
+        }
+        if fee <= self.min_fee {
+            return Err(Rejection::Full);
+        }
+        self.evict_for(sender, fee)
+    }
+
+    /// Makes room for a transaction that waits behind a gap: only by
+    /// dropping a waiting transaction of another sender that pays less.
+    fn make_room_for_waiting(&mut self, sender: &Address, fee: u64) -> Result<(), ()> {
+        match self.cheapest_waiting(sender) {
+            Some((victim_fee, s, n)) if victim_fee < fee => {
+                self.remove(&s, n);
+                Ok(())
+            }
+            _ => Err(()),
+        }
     }
 
     /// Makes room for a transaction paying `fee`: drops the cheapest
@@ -378,6 +501,46 @@ impl Mempool {
         out
     }
 
+    /// Transactions a block could take (the run of nonces from each
+    /// sender's committed one) last gossiped from here at least `age`
+    /// before `now`, at most `max`, marked as gossiped `now`: for the node
+    /// to announce again. Gossip is not retried, and a peer whose pool was
+    /// full refused what it got: a Raft leader that missed transactions its
+    /// followers accepted would never include them, and the followers'
+    /// pools would stay full of them. Each call starts at the sender where
+    /// the last one stopped, so every sender gets its turn.
+    pub fn rebroadcast(&mut self, now: Instant, age: Duration, max: usize) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        let start = self.rebroadcast_from.take();
+        let order: Box<dyn Iterator<Item = (&Address, &mut Queue)>> = match start {
+            Some(a) => {
+                let (before, after): (Vec<_>, Vec<_>) =
+                    self.by_sender.iter_mut().partition(|(s, _)| **s < a);
+                Box::new(after.into_iter().chain(before))
+            }
+            None => Box::new(self.by_sender.iter_mut()),
+        };
+        for (sender, q) in order {
+            if out.len() >= max {
+                self.rebroadcast_from = Some(*sender);
+                break;
+            }
+            let Some(&first) = self.next.get(sender) else {
+                continue;
+            };
+            for p in q.run_mut(first) {
+                if out.len() >= max {
+                    break;
+                }
+                if now.saturating_duration_since(p.gossiped) >= age {
+                    p.gossiped = now;
+                    out.push(p.tx.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// About how many transactions are ready, counting at most `cap`,
     /// without reading the store: per sender the run of nonces from its
     /// committed nonce as of the last insert or prune. Every commit prunes
@@ -415,7 +578,7 @@ mod tests {
         let tx = |n: u64, fee: u64| Transaction::new_signed(&key, "c", key.address(), 1, fee, n);
         let mut q = Queue::default();
         for n in [5u64, 2, 9, 3] {
-            assert!(q.insert(tx(n, 1)).is_none());
+            assert!(q.insert(tx(n, 1), Instant::now()).is_none());
         }
         let nonces =
             |it: &mut dyn Iterator<Item = &Transaction>| it.map(|t| t.nonce).collect::<Vec<_>>();
@@ -424,7 +587,7 @@ mod tests {
         assert_eq!(nonces(&mut q.from(4)), vec![5, 9]);
         assert_eq!(q.last().map(|t| t.nonce), Some(9));
         // Same nonce: replaced, the old one handed back.
-        assert_eq!(q.insert(tx(5, 7)).map(|t| t.fee), Some(1));
+        assert_eq!(q.insert(tx(5, 7), Instant::now()).map(|t| t.fee), Some(1));
         assert_eq!(q.get(&5).map(|t| t.fee), Some(7));
         assert_eq!(q.remove(&2).map(|t| t.nonce), Some(2));
         assert!(q.remove(&2).is_none());
@@ -498,6 +661,15 @@ mod tests {
                 })
                 .sum();
             assert_eq!(pool.ready_hint(usize::MAX), brute);
+            // The waiting senders, keyed by their last fee, from scratch.
+            let waiting: BTreeSet<(u64, Address)> = pool
+                .by_sender
+                .iter()
+                .filter(|(s, q)| q.len() > pool.runs.get(*s).copied().unwrap_or(0))
+                .filter_map(|(s, q)| Some((q.last()?.fee, *s)))
+                .collect();
+            assert_eq!(pool.waiting, waiting);
+            assert_eq!(pool.waiting_fee.len(), waiting.len());
         }
     }
 
@@ -576,6 +748,116 @@ mod tests {
         let tx = Transaction::new_signed(&k, "c", to, 5, 1, 0);
         m.discard(&tx);
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_full_pool_drops_waiting_transactions_for_ones_a_block_can_take() {
+        let to = SecretKey::from_label("to").address();
+        let keys: Vec<SecretKey> = (0..12)
+            .map(|i| SecretKey::from_label(&format!("w{i}")))
+            .collect();
+        let tx = |k: usize, nonce: u64, fee: u64| {
+            Transaction::new_signed(&keys[k], "c", to, 1, fee, nonce)
+        };
+        let code = |r: Result<Hash, Rejection>| r.map(|_| ()).map_err(|e| e.code());
+        // 8 slots, of which at most 2 wait behind a gap.
+        let mut m = Mempool::new("c".into(), 8, 10);
+        m.insert(tx(0, 1, 5), acct(100, 0)).expect("waits");
+        m.insert(tx(1, 1, 6), acct(100, 0)).expect("waits");
+        assert_eq!(m.waiting_len(), 2);
+        // The waiting quarter is held: another one must pay more than the
+        // cheapest waiting one, which it then replaces.
+        assert_eq!(
+            code(m.insert(tx(2, 1, 5), acct(100, 0))),
+            Err("mempool_full")
+        );
+        m.insert(tx(2, 1, 7), acct(100, 0))
+            .expect("evicts the fee-5 one");
+        assert_eq!(m.waiting_len(), 2);
+        assert!(!m.contains(&tx(0, 1, 5).hash()));
+        // Fill the pool with transactions a block can take.
+        for k in 3..9 {
+            m.insert(tx(k, 0, 1), acct(100, 0)).expect("ready");
+        }
+        assert_eq!(m.len(), 8);
+        // Full: one more that a block can take gets in, at the lowest fee,
+        // by dropping the cheapest waiting one (fee 6), not a ready one.
+        m.insert(tx(9, 0, 1), acct(100, 0))
+            .expect("a waiting one makes room");
+        assert_eq!((m.len(), m.waiting_len()), (8, 1));
+        assert!(!m.contains(&tx(1, 1, 6).hash()));
+        assert_eq!(m.ready(100, |_| None).len(), 7);
+        // A waiting one gets in only over a cheaper waiting one.
+        assert_eq!(
+            code(m.insert(tx(10, 1, 7), acct(100, 0))),
+            Err("mempool_full")
+        );
+        m.insert(tx(10, 1, 8), acct(100, 0))
+            .expect("over the fee-7 one");
+        assert_eq!((m.len(), m.waiting_len()), (8, 1));
+        // Nothing waiting to drop but its own: the rule for a full pool
+        // of ready transactions (evict a cheaper last-in-line one of
+        // another sender, else refuse) applies.
+        assert_eq!(
+            code(m.insert(tx(10, 0, 1), acct(100, 0))),
+            Err("mempool_full")
+        );
+        m.insert(tx(11, 0, 1), acct(100, 0))
+            .expect("drops sender 10's waiting one");
+        assert_eq!((m.len(), m.waiting_len()), (8, 0));
+        assert_eq!(
+            code(m.insert(tx(0, 0, 1), acct(100, 0))),
+            Err("mempool_full")
+        );
+        m.insert(tx(0, 0, 2), acct(100, 0))
+            .expect("evicts a fee-1 one");
+        assert_eq!(m.len(), 8);
+    }
+
+    #[test]
+    fn what_stays_pending_is_gossiped_again_every_sender_in_turn() {
+        let to = SecretKey::from_label("to").address();
+        let a = SecretKey::from_label("ra");
+        let b = SecretKey::from_label("rb");
+        let mut m = Mempool::new("c".into(), 100, 10);
+        let t0 = Instant::now();
+        for (k, n) in [(&a, 0), (&a, 1), (&a, 3), (&b, 0)] {
+            m.insert(Transaction::new_signed(k, "c", to, 1, 1, n), acct(100, 0))
+                .expect("insert");
+        }
+        let age = Duration::from_secs(10);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let nonces = |txs: Vec<Transaction>| {
+            let mut v: Vec<(bool, u64)> = txs
+                .iter()
+                .map(|t| (t.from == a.public_key(), t.nonce))
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(m.rebroadcast(t0, age, 100).is_empty(), "just gossiped");
+        // After the age: what a block could take, not nonce 3 (behind a gap).
+        assert_eq!(
+            nonces(m.rebroadcast(at(11), age, 100)),
+            vec![(false, 0), (true, 0), (true, 1)]
+        );
+        assert!(
+            m.rebroadcast(at(12), age, 100).is_empty(),
+            "announced at 11 s"
+        );
+        // Capped: the next call goes on where the last one stopped.
+        let first = m.rebroadcast(at(22), age, 2);
+        assert_eq!(first.len(), 2);
+        let second = m.rebroadcast(at(22), age, 2);
+        assert_eq!(second.len(), 1);
+        assert_eq!(
+            nonces(first.into_iter().chain(second).collect()),
+            vec![(false, 0), (true, 0), (true, 1)]
+        );
+        assert!(m.rebroadcast(at(22), age, 2).is_empty());
+        // Committed ones are gone from the pool and from the rebroadcast.
+        m.prune([(a.address(), 2, 100)]);
+        assert_eq!(nonces(m.rebroadcast(at(40), age, 100)), vec![(false, 0)]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub finalized: Gauge,
     pub peers: Gauge,
     pub mempool: Gauge,
+    pub mempool_waiting: Gauge,
     pub blocks: Counter,
     pub transactions: Counter,
     pub term: Gauge,
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub unauthenticated: Counter,
     /// Transaction gossip dropped because admission was that far behind.
     pub gossip_dropped: Counter,
+    pub rebroadcast: Counter,
     messages_dropped: Gauge,
     messages_rejected: Gauge,
     role: Family<Labels, Gauge>,
@@ -55,12 +57,14 @@ impl Metrics {
             finalized: Gauge::default(),
             peers: Gauge::default(),
             mempool: Gauge::default(),
+            mempool_waiting: Gauge::default(),
             blocks: Counter::default(),
             transactions: Counter::default(),
             term: Gauge::default(),
             view_changes: Gauge::default(),
             unauthenticated: Counter::default(),
             gossip_dropped: Counter::default(),
+            rebroadcast: Counter::default(),
             messages_dropped: Gauge::default(),
             messages_rejected: Gauge::default(),
             role: Family::default(),
@@ -84,6 +88,11 @@ impl Metrics {
             "mempool_transactions",
             "Transactions in the mempool",
             m.mempool.clone(),
+        );
+        registry.register(
+            "mempool_waiting_transactions",
+            "Transactions in the mempool waiting behind a nonce gap",
+            m.mempool_waiting.clone(),
         );
         registry.register(
             "blocks_committed",
@@ -114,6 +123,11 @@ impl Metrics {
             "gossip_transactions_dropped",
             "Gossiped transaction batches dropped because admission was behind",
             m.gossip_dropped.clone(),
+        );
+        registry.register(
+            "transactions_rebroadcast",
+            "Pending transactions gossiped again because they stayed pending",
+            m.rebroadcast.clone(),
         );
         registry.register(
             "consensus_messages_dropped",

@@ -35,6 +35,14 @@ mod pow;
 /// How long without a committed transaction before an idle node gives
 /// memory back.
 const IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// How often a node looks for transactions to gossip again, which ones
+/// (pending at least this long since last gossiped) and how many at most
+/// (see [`Mempool::rebroadcast`]). Blocks come every 100 ms (Raft, PBFT) or
+/// 2 s (proof-of-work): a transaction a block could take that is still
+/// pending after 10 s has likely been missed by the block builder.
+const REBROADCAST_EVERY: Duration = Duration::from_secs(5);
+const REBROADCAST_AFTER: Duration = Duration::from_secs(10);
+const MAX_REBROADCAST: usize = 20_000;
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
@@ -386,6 +394,7 @@ pub async fn run(home: &Path) -> Result<()> {
         sync_locator: Vec::new(),
         last_commit: Instant::now(),
         memory_released: true,
+        last_rebroadcast: Instant::now(),
         executed: VecDeque::new(),
         in_flight: Vec::new(),
         pipelined,
@@ -422,6 +431,7 @@ struct Driver {
     /// back since (see [`Driver::release_memory_when_idle`]).
     last_commit: Instant,
     memory_released: bool,
+    last_rebroadcast: Instant,
     /// The executions of the last blocks this node built or validated, by
     /// hash: committing (or building on) such a block does not execute it
     /// again.
@@ -486,6 +496,10 @@ impl Driver {
             self.offer_transactions().await?;
         }
         self.release_memory_when_idle();
+        if self.last_rebroadcast.elapsed() >= REBROADCAST_EVERY {
+            self.last_rebroadcast = Instant::now();
+            self.rebroadcast().await;
+        }
         // The driver's own heap (this thread is no runtime worker).
         cairn_allocator::collect_if_requested();
         if let Some((_, since)) = self.syncing {
@@ -494,6 +508,20 @@ impl Driver {
             }
         }
         self.feed(Input::Tick).await
+    }
+
+    /// Gossips again the pending transactions a block could take that
+    /// stayed pending (see [`Mempool::rebroadcast`]).
+    async fn rebroadcast(&mut self) {
+        let txs = match self.shared.mempool.lock() {
+            Ok(mut pool) => pool.rebroadcast(Instant::now(), REBROADCAST_AFTER, MAX_REBROADCAST),
+            Err(_) => return,
+        };
+        if !txs.is_empty() {
+            tracing::debug!("gossiping {} pending transactions again", txs.len());
+            self.shared.metrics.rebroadcast.inc_by(txs.len() as u64);
+            self.gossip_transactions(&txs).await;
+        }
     }
 
     /// After a load, a node that has committed no transaction for a while
