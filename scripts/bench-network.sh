@@ -94,14 +94,18 @@ import json; r = json.load(open('$report'))
 print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99'] > $limit_ms))")
         if [ "$saturated" = 1 ]; then break; fi
     done
-    # Memory after the load: once every mempool is empty (the backlog of a
-    # saturated step committed, at most 3 minutes), nodes give memory back
-    # after 10 s without a committed transaction.
+    # Memory after the load: once no mempool holds a transaction a block
+    # could take (the backlog of a saturated step committed, at most 3
+    # minutes; transactions behind a nonce gap — a refused earlier nonce —
+    # stay), nodes give memory back after 10 s without a committed
+    # transaction.
     for _ in $(seq 1 180); do
         pending=0
         for i in 0 1 2 3; do
             n=$(curl -sf "http://127.0.0.1:$((base_port + 2 * i + 1))/metrics" |
-                awk '/^cairn_mempool_transactions/ {print $2}')
+                awk '/^cairn_mempool_transactions / {all = $2}
+                     /^cairn_mempool_waiting_transactions / {waiting = $2}
+                     END {print all - waiting}')
             pending=$((pending + ${n:-0}))
         done
         if [ "$pending" = 0 ]; then break; fi

@@ -212,7 +212,7 @@ impl Mempool {
 
     /// How many transactions wait behind a nonce gap.
     pub fn waiting_len(&self) -> usize {
-        self.len() - self.ready_total
+        self.len().saturating_sub(self.ready_total)
     }
 
     pub fn len(&self) -> usize {
