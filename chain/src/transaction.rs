@@ -147,8 +147,11 @@ impl Transaction {
 
 /// Verifies the signatures of `txs` in one batch; on failure returns the index
 /// of a transaction whose signature does not verify.
-pub fn verify_transactions(txs: &[Transaction]) -> Result<(), (usize, SignatureError)> {
-    let messages: Vec<Vec<u8>> = txs.iter().map(Transaction::signing_bytes).collect();
+pub fn verify_transactions<'a>(
+    txs: impl IntoIterator<Item = &'a Transaction>,
+) -> Result<(), (usize, SignatureError)> {
+    let txs: Vec<&Transaction> = txs.into_iter().collect();
+    let messages: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_bytes()).collect();
     let items: Vec<(&[u8], PublicKey, Signature)> = txs
         .iter()
         .zip(&messages)

@@ -95,7 +95,24 @@ fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
     if batch.is_empty() {
         return;
     }
-    let (peers, txs): (Vec<PeerId>, Vec<Transaction>) = batch.into_iter().unzip();
+    // What the pool would refuse anyway (full, a used nonce) is dropped
+    // before the signature check: under overload that is much of what
+    // peers gossip, and checking it cost the CPU commits needed.
+    let (peers, txs): (Vec<PeerId>, Vec<Transaction>) = {
+        let Ok(pool) = shared.mempool.lock() else {
+            return;
+        };
+        batch
+            .into_iter()
+            .filter(|(_, tx)| match read_account(&*shared.store, &tx.sender()) {
+                Ok(account) => pool.check(tx, account.as_ref()).is_ok(),
+                Err(_) => true, // reported when inserting
+            })
+            .unzip()
+    };
+    if txs.is_empty() {
+        return;
+    }
     let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
     let mut added = 0;
     for (peer, tx) in peers.into_iter().zip(txs) {

@@ -75,6 +75,16 @@ impl Rejection {
 #[derive(Debug, Default)]
 struct Queue(Vec<Pending>);
 
+/// What [`Mempool::insert`] must drop to take a transaction.
+#[derive(Debug)]
+enum Room {
+    Free,
+    /// The pending transaction with the same sender and nonce (this hash).
+    Replaces(Hash),
+    /// Another transaction, to make room: (sender, nonce).
+    Evicts(Address, u64),
+}
+
 /// A pending transaction and when this node last gossiped it (it arrived,
 /// or [`Mempool::rebroadcast`] announced it again).
 #[derive(Debug)]
@@ -241,7 +251,37 @@ impl Mempool {
     /// the sender's committed account (`None`: it does not exist yet).
     pub fn insert(&mut self, tx: Transaction, account: Option<Account>) -> Result<Hash, Rejection> {
         let hash = tx.hash();
-        if self.by_hash.contains(&hash) {
+        let account = account.unwrap_or_default();
+        match self.plan(&tx, &hash, &account)? {
+            Room::Free => {}
+            Room::Replaces(old) => {
+                self.by_hash.remove(&old);
+            }
+            Room::Evicts(s, n) => self.remove(&s, n),
+        }
+        let sender = tx.sender();
+        self.min_fee = self.min_fee.min(tx.fee);
+        self.by_hash.insert(hash);
+        self.by_sender
+            .entry(sender)
+            .or_default()
+            .insert(tx, Instant::now());
+        self.next.insert(sender, account.nonce);
+        self.recount(&sender);
+        Ok(hash)
+    }
+
+    /// Whether [`Mempool::insert`] would take `tx` now, without taking it
+    /// and without its signature: what is refused anyway (a full pool, a
+    /// used nonce, a duplicate) is not worth a signature check.
+    pub fn check(&self, tx: &Transaction, account: Option<&Account>) -> Result<(), Rejection> {
+        let account = account.cloned().unwrap_or_default();
+        self.plan(tx, &tx.hash(), &account).map(|_| ())
+    }
+
+    /// The rules of [`Mempool::insert`], and what it must drop first.
+    fn plan(&self, tx: &Transaction, hash: &Hash, account: &Account) -> Result<Room, Rejection> {
+        if self.by_hash.contains(hash) {
             return Err(Rejection::Duplicate);
         }
         if tx.chain_id != self.chain_id {
@@ -252,7 +292,6 @@ impl Mempool {
         }
         tx.check_format()
             .map_err(|e| Rejection::Malformed(e.to_string()))?;
-        let account = account.unwrap_or_default();
         if tx.nonce < account.nonce {
             return Err(Rejection::BadNonce {
                 expected: account.nonce,
@@ -278,37 +317,43 @@ impl Mempool {
             if tx.fee <= old.fee {
                 return Err(Rejection::Underpriced { fee: old.fee });
             }
-            let old_hash = old.hash();
-            self.by_hash.remove(&old_hash);
-        } else {
-            // Whether it can go in a block (no gap before it) or waits.
-            let mut first_gap = account.nonce;
-            if let Some(q) = queue {
-                while q.contains_key(&first_gap) {
-                    first_gap += 1;
-                }
-            }
-            if tx.nonce == first_gap {
-                if self.len() >= self.max_total {
-                    self.make_room_for_ready(&sender, tx.fee)?;
-                }
-            } else if self.len() >= self.max_total || self.waiting_len() >= self.max_waiting {
-                self.make_room_for_waiting(&sender, tx.fee)
-                    .map_err(|()| Rejection::GapsFull {
-                        limit: self.max_waiting,
-                        expected: account.nonce,
-                    })?;
+            return Ok(Room::Replaces(old.hash()));
+        }
+        // Whether it can go in a block (no gap before it) or waits.
+        let mut first_gap = account.nonce;
+        if let Some(q) = queue {
+            while q.contains_key(&first_gap) {
+                first_gap += 1;
             }
         }
-        self.min_fee = self.min_fee.min(tx.fee);
-        self.by_hash.insert(hash);
-        self.by_sender
-            .entry(sender)
-            .or_default()
-            .insert(tx, Instant::now());
-        self.next.insert(sender, account.nonce);
-        self.recount(&sender);
-        Ok(hash)
+        if tx.nonce == first_gap {
+            if self.len() < self.max_total {
+                return Ok(Room::Free);
+            }
+            // Full: the cheapest waiting transaction goes, whatever it
+            // pays; else the cheapest last-in-line one, if it pays less.
+            if let Some((_, s, n)) = self.cheapest_waiting(&sender) {
+                return Ok(Room::Evicts(s, n));
+            }
+            if tx.fee <= self.min_fee {
+                return Err(Rejection::Full);
+            }
+            return match self.cheapest_last(&sender) {
+                Some((fee, s, n)) if fee < tx.fee => Ok(Room::Evicts(s, n)),
+                _ => Err(Rejection::Full),
+            };
+        }
+        if self.len() < self.max_total && self.waiting_len() < self.max_waiting {
+            return Ok(Room::Free);
+        }
+        // It would wait: only in place of a cheaper waiting one.
+        match self.cheapest_waiting(&sender) {
+            Some((fee, s, n)) if fee < tx.fee => Ok(Room::Evicts(s, n)),
+            _ => Err(Rejection::GapsFull {
+                limit: self.max_waiting,
+                expected: account.nonce,
+            }),
+        }
     }
 
     /// Recomputes `sender`'s ready run after a change to its queue or nonce.
@@ -355,48 +400,16 @@ impl Mempool {
             .and_then(|&(fee, s)| Some((fee, s, self.by_sender.get(&s)?.last()?.nonce)))
     }
 
-    /// Makes room in a full pool for a transaction that can go in a block:
-    /// drops the cheapest waiting transaction if there is one, whatever it
-    /// pays, else the cheapest last-in-line one if it pays less than `fee`.
-    fn make_room_for_ready(&mut self, sender: &Address, fee: u64) -> Result<(), Rejection> {
-        if let Some((_, s, n)) = self.cheapest_waiting(sender) {
-            self.remove(&s, n);
-            return Ok(());
-        }
-        if fee <= self.min_fee {
-            return Err(Rejection::Full);
-        }
-        self.evict_for(sender, fee)
-    }
-
-    /// Makes room for a transaction that waits behind a gap: only by
-    /// dropping a waiting transaction of another sender that pays less.
-    fn make_room_for_waiting(&mut self, sender: &Address, fee: u64) -> Result<(), ()> {
-        match self.cheapest_waiting(sender) {
-            Some((victim_fee, s, n)) if victim_fee < fee => {
-                self.remove(&s, n);
-                Ok(())
-            }
-            _ => Err(()),
-        }
-    }
-
-    /// Makes room for a transaction paying `fee`: drops the cheapest
-    /// transaction that is last in its sender's queue, if it pays less.
-    fn evict_for(&mut self, sender: &Address, fee: u64) -> Result<(), Rejection> {
-        let victim = self
-            .by_sender
+    /// The cheapest transaction that is last in its sender's queue, of a
+    /// sender other than `sender`, as (fee, its sender, nonce). A scan of
+    /// every sender: only reached when the pool is full, holds nothing
+    /// waiting, and the newcomer pays more than the pool's lowest fee.
+    fn cheapest_last(&self, sender: &Address) -> Option<(u64, Address, u64)> {
+        self.by_sender
             .iter()
             .filter(|(s, _)| *s != sender)
             .filter_map(|(s, q)| q.last().map(|tx| (tx.fee, *s, tx.nonce)))
-            .min();
-        match victim {
-            Some((victim_fee, s, n)) if victim_fee < fee => {
-                self.remove(&s, n);
-                Ok(())
-            }
-            _ => Err(Rejection::Full),
-        }
+            .min()
     }
 
     fn remove(&mut self, sender: &Address, nonce: u64) {
@@ -631,7 +644,11 @@ mod tests {
                     let nonce = committed[k] + rng.gen_range(0..6);
                     let fee = rng.gen_range(1..5);
                     let tx = Transaction::new_signed(key, "c", key.address(), 1, fee, nonce);
-                    let _ = pool.insert(tx, acct(1_000, committed[k]));
+                    let account = acct(1_000, committed[k]);
+                    // The check without inserting predicts the insert.
+                    let predicted = pool.check(&tx, account.as_ref()).map_err(|e| e.code());
+                    let got = pool.insert(tx, account).map(|_| ()).map_err(|e| e.code());
+                    assert_eq!(predicted, got);
                 }
                 7 | 8 => {
                     committed[k] += rng.gen_range(0..3);
