@@ -102,6 +102,7 @@ impl Queue {
         self.position(*nonce).ok().map(|i| &self.0[i].tx)
     }
 
+    #[cfg(test)]
     fn contains_key(&self, nonce: &u64) -> bool {
         self.position(*nonce).is_ok()
     }
@@ -158,14 +159,23 @@ impl Queue {
         self.0[start..].iter().map(|p| &p.tx)
     }
 
+    /// How many consecutive nonces from `nonce` are here.
+    fn run_len(&self, nonce: u64) -> usize {
+        let Ok(start) = self.position(nonce) else {
+            return 0;
+        };
+        self.0[start..]
+            .iter()
+            .zip(nonce..)
+            .take_while(|(p, n)| p.tx.nonce == *n)
+            .count()
+    }
+
     /// The run of consecutive nonces from `nonce`, to mark as gossiped.
     fn run_mut(&mut self, nonce: u64) -> impl Iterator<Item = &mut Pending> {
+        let len = self.run_len(nonce);
         let start = self.position(nonce).unwrap_or(self.0.len());
-        self.0[start..]
-            .iter_mut()
-            .enumerate()
-            .take_while(move |(i, p)| p.tx.nonce == nonce + *i as u64)
-            .map(|(_, p)| p)
+        self.0[start..].iter_mut().take(len)
     }
 }
 
@@ -320,13 +330,8 @@ impl Mempool {
             return Ok(Room::Replaces(old.hash()));
         }
         // Whether it can go in a block (no gap before it) or waits.
-        let mut first_gap = account.nonce;
-        if let Some(q) = queue {
-            while q.contains_key(&first_gap) {
-                first_gap += 1;
-            }
-        }
-        if tx.nonce == first_gap {
+        let run = queue.map_or(0, |q| q.run_len(account.nonce));
+        if tx.nonce == account.nonce.saturating_add(run as u64) {
             if self.len() < self.max_total {
                 return Ok(Room::Free);
             }
@@ -359,13 +364,7 @@ impl Mempool {
     /// Recomputes `sender`'s ready run after a change to its queue or nonce.
     fn recount(&mut self, sender: &Address) {
         let run = match (self.by_sender.get(sender), self.next.get(sender)) {
-            (Some(q), Some(&first)) => {
-                let mut n = first;
-                while q.contains_key(&n) {
-                    n += 1;
-                }
-                (n - first) as usize
-            }
+            (Some(q), Some(&first)) => q.run_len(first),
             _ => 0,
         };
         let old = if run == 0 {
@@ -568,15 +567,7 @@ impl Mempool {
     pub fn ready_count(&self, next_nonce: impl Fn(&Address) -> u64) -> usize {
         self.by_sender
             .iter()
-            .map(|(s, q)| {
-                let mut n = next_nonce(s);
-                let mut c = 0;
-                while q.contains_key(&n) {
-                    c += 1;
-                    n += 1;
-                }
-                c
-            })
+            .map(|(s, q)| q.run_len(next_nonce(s)))
             .sum()
     }
 }

@@ -1037,7 +1037,7 @@ impl Driver {
         let mut ahead: HashMap<Address, u64> = HashMap::new();
         for tx in uncommitted.iter().flat_map(|b| &b.transactions) {
             let next = ahead.entry(tx.sender()).or_default();
-            *next = (*next).max(tx.nonce + 1);
+            *next = (*next).max(tx.nonce.saturating_add(1));
         }
         let candidates = {
             let pool = self
