@@ -86,29 +86,103 @@ impl Block {
 
     /// State-independent checks: limits and the transaction root.
     pub fn check_format(&self) -> Result<(), BlockFormatError> {
-        if self.transactions.len() > MAX_BLOCK_TRANSACTIONS {
-            return Err(BlockFormatError::TooManyTransactions {
-                count: self.transactions.len(),
-            });
+        check_limits(&self.header, self.transactions.len(), &self.seal)?;
+        check_root(&self.header, transactions_root(&self.transactions))
+    }
+}
+
+fn check_limits(header: &Header, count: usize, seal: &[u8]) -> Result<(), BlockFormatError> {
+    if count > MAX_BLOCK_TRANSACTIONS {
+        return Err(BlockFormatError::TooManyTransactions { count });
+    }
+    if header.engine_data.len() > MAX_ENGINE_DATA_BYTES {
+        return Err(BlockFormatError::EngineDataTooLarge {
+            len: header.engine_data.len(),
+        });
+    }
+    if seal.len() > MAX_SEAL_BYTES {
+        return Err(BlockFormatError::SealTooLarge { len: seal.len() });
+    }
+    Ok(())
+}
+
+fn check_root(header: &Header, actual: Hash) -> Result<(), BlockFormatError> {
+    if actual != header.tx_root {
+        return Err(BlockFormatError::TxRootMismatch {
+            expected: header.tx_root,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The largest encoded [`CompactBlock`] accepted from a peer.
+pub const MAX_COMPACT_BLOCK_BYTES: usize =
+    MAX_BLOCK_TRANSACTIONS * 32 + MAX_ENGINE_DATA_BYTES + MAX_SEAL_BYTES + 64 * 1024;
+
+/// A block told by its transactions' hashes instead of the transactions
+/// (compact block relay, after Bitcoin's BIP 152). Peers already hold
+/// nearly every transaction of a new block in their mempools, from gossip;
+/// a hash is 32 bytes where a transfer is about 150, and a receiver
+/// neither decodes nor hashes the transactions again. A receiver that
+/// lacks some fetches the whole block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactBlock {
+    pub header: Header,
+    pub tx_hashes: Vec<Hash>,
+    pub seal: Vec<u8>,
+}
+
+impl CompactBlock {
+    /// The compact form of `block`.
+    pub fn of(block: &Block) -> Self {
+        Self {
+            header: block.header.clone(),
+            tx_hashes: block.transactions.iter().map(Transaction::hash).collect(),
+            seal: block.seal.clone(),
         }
-        if self.header.engine_data.len() > MAX_ENGINE_DATA_BYTES {
-            return Err(BlockFormatError::EngineDataTooLarge {
-                len: self.header.engine_data.len(),
-            });
+    }
+
+    /// The block's hash (its header's).
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    /// Canonical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes one compact block, refusing oversized or trailing input.
+    pub fn decode(bytes: &[u8]) -> Result<Self, codec::CodecError> {
+        codec::decode(bytes, MAX_COMPACT_BLOCK_BYTES)
+    }
+
+    /// [`Block::check_format`]'s checks, the root over the hashes: a block
+    /// assembled from transactions with these hashes passes them too.
+    pub fn check_format(&self) -> Result<(), BlockFormatError> {
+        check_limits(&self.header, self.tx_hashes.len(), &self.seal)?;
+        check_root(&self.header, transactions_root_of(&self.tx_hashes))
+    }
+
+    /// The block, with each transaction found by `lookup`, or the number of
+    /// transactions `lookup` did not find. A transaction found must have the
+    /// hash it was asked for.
+    pub fn assemble<'a>(
+        self,
+        lookup: impl Fn(&Hash) -> Option<&'a Transaction>,
+    ) -> Result<Block, usize> {
+        let found: Vec<Option<&Transaction>> = self.tx_hashes.iter().map(lookup).collect();
+        let missing = found.iter().filter(|t| t.is_none()).count();
+        if missing > 0 {
+            return Err(missing);
         }
-        if self.seal.len() > MAX_SEAL_BYTES {
-            return Err(BlockFormatError::SealTooLarge {
-                len: self.seal.len(),
-            });
-        }
-        let actual = transactions_root(&self.transactions);
-        if actual != self.header.tx_root {
-            return Err(BlockFormatError::TxRootMismatch {
-                expected: self.header.tx_root,
-                actual,
-            });
-        }
-        Ok(())
+        let transactions = found.into_iter().flatten().cloned().collect();
+        Ok(Block {
+            header: self.header,
+            transactions,
+            seal: self.seal,
+        })
     }
 }
 
@@ -119,11 +193,16 @@ impl Block {
 /// duplicated, so two different lists cannot share a root). The empty list's
 /// root is [`Hash::ZERO`].
 pub fn transactions_root(txs: &[Transaction]) -> Hash {
-    let leaves: Vec<Hash> = txs
-        .iter()
-        .map(|tx| Hash::digest_parts(&[&[0u8], tx.hash().as_ref()]))
-        .collect();
-    merkle_root(leaves)
+    merkle_root(txs.iter().map(|tx| leaf(&tx.hash())).collect())
+}
+
+/// [`transactions_root`] of the transactions with these hashes.
+pub fn transactions_root_of(hashes: &[Hash]) -> Hash {
+    merkle_root(hashes.iter().map(leaf).collect())
+}
+
+fn leaf(tx_hash: &Hash) -> Hash {
+    Hash::digest_parts(&[&[0u8], tx_hash.as_ref()])
 }
 
 fn merkle_root(mut level: Vec<Hash>) -> Hash {
@@ -186,6 +265,44 @@ mod tests {
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let _ = Block::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn a_compact_block_assembles_into_the_block() {
+        let b = block_with(5);
+        let compact = CompactBlock::of(&b);
+        assert_eq!(compact.hash(), b.hash());
+        assert_eq!(compact.check_format(), Ok(()));
+        assert_eq!(CompactBlock::decode(&compact.encode()), Ok(compact.clone()));
+        let pool: std::collections::HashMap<Hash, Transaction> = b
+            .transactions
+            .iter()
+            .map(|tx| (tx.hash(), tx.clone()))
+            .collect();
+        let back = compact.clone().assemble(|h| pool.get(h));
+        assert_eq!(back, Ok(b.clone()));
+        assert_eq!(back.map(|b| b.check_format()), Ok(Ok(())));
+        // Two transactions this node never saw.
+        let (t1, t3) = (b.transactions[1].hash(), b.transactions[3].hash());
+        let lacking = compact
+            .clone()
+            .assemble(|h| pool.get(h).filter(|_| *h != t1 && *h != t3));
+        assert_eq!(lacking, Err(2));
+    }
+
+    #[test]
+    fn a_compact_block_with_other_hashes_fails_the_root() {
+        let b = block_with(4);
+        let mut compact = CompactBlock::of(&b);
+        compact.tx_hashes.swap(0, 1);
+        assert!(matches!(
+            compact.check_format(),
+            Err(BlockFormatError::TxRootMismatch { .. })
+        ));
+        let mut dropped = CompactBlock::of(&b);
+        dropped.tx_hashes.pop();
+        assert!(dropped.check_format().is_err());
+        assert!(CompactBlock::decode(&[0xff; 100]).is_err());
     }
 
     #[test]

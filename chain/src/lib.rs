@@ -22,8 +22,9 @@ mod transaction;
 
 pub use address::{Address, ADDRESS_HRP};
 pub use block::{
-    transactions_root, Block, BlockFormatError, Header, MAX_BLOCK_BYTES, MAX_BLOCK_TRANSACTIONS,
-    MAX_ENGINE_DATA_BYTES, MAX_SEAL_BYTES,
+    transactions_root, transactions_root_of, Block, BlockFormatError, CompactBlock, Header,
+    MAX_BLOCK_BYTES, MAX_BLOCK_TRANSACTIONS, MAX_COMPACT_BLOCK_BYTES, MAX_ENGINE_DATA_BYTES,
+    MAX_SEAL_BYTES,
 };
 pub use error::ParseError;
 pub use execution::{

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 
 use cairn_chain::{Account, Address, Hash, Transaction};
 
@@ -186,7 +186,8 @@ pub struct Mempool {
     max_total: usize,
     max_per_sender: usize,
     by_sender: BTreeMap<Address, Queue>,
-    by_hash: HashSet<Hash>,
+    /// Every pending transaction's hash, to its sender and nonce.
+    by_hash: HashMap<Hash, (Address, u64)>,
     /// The sender [`Mempool::rebroadcast`] starts from next.
     rebroadcast_from: Option<Address>,
     /// Each pending sender's committed nonce as last seen (on insert and
@@ -218,7 +219,7 @@ impl Mempool {
             max_total: max_total.max(1),
             max_per_sender: max_per_sender.max(1),
             by_sender: BTreeMap::new(),
-            by_hash: HashSet::new(),
+            by_hash: HashMap::new(),
             rebroadcast_from: None,
             next: HashMap::new(),
             min_fee: u64::MAX,
@@ -244,7 +245,13 @@ impl Mempool {
     }
 
     pub fn contains(&self, hash: &Hash) -> bool {
-        self.by_hash.contains(hash)
+        self.by_hash.contains_key(hash)
+    }
+
+    /// The pending transaction with this hash.
+    pub fn get(&self, hash: &Hash) -> Option<&Transaction> {
+        let (sender, nonce) = self.by_hash.get(hash)?;
+        self.by_sender.get(sender)?.get(nonce)
     }
 
     /// Up to `max` pending transactions, each sender's in nonce order.
@@ -271,7 +278,7 @@ impl Mempool {
         }
         let sender = tx.sender();
         self.min_fee = self.min_fee.min(tx.fee);
-        self.by_hash.insert(hash);
+        self.by_hash.insert(hash, (sender, tx.nonce));
         self.by_sender
             .entry(sender)
             .or_default()
@@ -291,7 +298,7 @@ impl Mempool {
 
     /// The rules of [`Mempool::insert`], and what it must drop first.
     fn plan(&self, tx: &Transaction, hash: &Hash, account: &Account) -> Result<Room, Rejection> {
-        if self.by_hash.contains(hash) {
+        if self.by_hash.contains_key(hash) {
             return Err(Rejection::Duplicate);
         }
         if tx.chain_id != self.chain_id {
@@ -678,6 +685,12 @@ mod tests {
                 .collect();
             assert_eq!(pool.waiting, waiting);
             assert_eq!(pool.waiting_fee.len(), waiting.len());
+            // The hash index finds exactly what the queues hold.
+            let held: Vec<&Transaction> = pool.by_sender.values().flat_map(Queue::values).collect();
+            assert_eq!(held.len(), pool.len());
+            for tx in held {
+                assert_eq!(pool.get(&tx.hash()), Some(tx));
+            }
         }
     }
 

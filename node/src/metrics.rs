@@ -38,6 +38,9 @@ pub struct Metrics {
     pub rejected_blocks: Counter,
     pub reorgs: Counter,
     pub reverted_blocks: Counter,
+    /// Compact blocks from peers, by outcome: assembled from the mempool,
+    /// or fetched whole because transactions were missing.
+    compact_blocks: Family<Labels, Counter>,
     difficulty: Gauge,
     store_memory: Family<Labels, Gauge>,
     last_role: Mutex<String>,
@@ -72,6 +75,7 @@ impl Metrics {
             rejected_blocks: Counter::default(),
             reorgs: Counter::default(),
             reverted_blocks: Counter::default(),
+            compact_blocks: Family::default(),
             difficulty: Gauge::default(),
             store_memory: Family::default(),
             last_role: Mutex::new(String::new()),
@@ -165,6 +169,11 @@ impl Metrics {
             m.reverted_blocks.clone(),
         );
         registry.register(
+            "pow_compact_blocks",
+            "Blocks announced by transaction hashes, by outcome: assembled from the mempool, or fetched whole (transactions missing)",
+            m.compact_blocks.clone(),
+        );
+        registry.register(
             "pow_difficulty",
             "Difficulty the next block needs",
             m.difficulty.clone(),
@@ -175,6 +184,15 @@ impl Metrics {
             m.store_memory.clone(),
         );
         m
+    }
+
+    /// Counts a compact block from a peer: `assembled` from the mempool,
+    /// or not (fetched whole).
+    pub fn compact_block(&self, assembled: bool) {
+        let outcome = if assembled { "assembled" } else { "fetched" };
+        self.compact_blocks
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
     }
 
     /// Sets the store's memory gauges.

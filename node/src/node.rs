@@ -597,13 +597,7 @@ impl Driver {
                     }
                 }
                 Topic::Consensus => self.on_consensus(from, &data).await?,
-                Topic::Blocks if self.is_pow => match Block::decode(&data) {
-                    Ok(block) => {
-                        self.remember_origin(block.hash(), from);
-                        self.feed(Input::Block { block }).await?;
-                    }
-                    Err(e) => self.penalize(from, format!("undecodable block: {e}")).await,
-                },
+                Topic::Blocks if self.is_pow => self.on_compact_block(from, &data).await?,
                 // Raft and PBFT announce final blocks by header: a node
                 // that learns it is behind syncs the blocks (and their
                 // proofs of finality) from the sender.

@@ -51,6 +51,21 @@ pub fn http_get(url: &str) -> Option<Value> {
     r.body_mut().read_json().ok()
 }
 
+/// The value of one sample of the node's Prometheus metrics, by its full
+/// name with labels as printed (e.g. `cairn_height` or
+/// `cairn_pow_compact_blocks_total{outcome="assembled"}`).
+pub fn metric(url: &str, sample: &str) -> Option<f64> {
+    let mut r = ureq::get(&format!("{url}/metrics")).call().ok()?;
+    let text = r.body_mut().read_to_string().ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 pub fn post_raw(url: &str, body: &str) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

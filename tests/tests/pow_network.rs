@@ -4,7 +4,8 @@
 
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    balance, consensus, eventually, http_get, keygen, post_raw, same_head, status, wallet, NodeProc,
+    balance, consensus, eventually, http_get, keygen, metric, post_raw, same_head, status, wallet,
+    NodeProc,
 };
 
 fn height(url: &str) -> Option<u64> {
@@ -102,6 +103,13 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
     eventually("6 confirmations everywhere", || {
         urls.iter().all(|u| confirmations(u, &tx) >= 6)
     });
+    // Blocks travel by their transactions' hashes (compact blocks), which
+    // the other nodes assemble from their mempools.
+    let assembled: f64 = urls
+        .iter()
+        .filter_map(|u| metric(u, "cairn_pow_compact_blocks_total{outcome=\"assembled\"}"))
+        .sum();
+    assert!(assembled >= 1.0, "no block assembled from a mempool");
     let c = consensus(urls[0]).expect("consensus");
     assert_eq!(c["engine"], "pow", "{c}");
     assert!(c["difficulty"].as_u64() > Some(0), "{c}");

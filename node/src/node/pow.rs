@@ -2,6 +2,7 @@
 //! from the local miners; moving the head across branches.
 
 use super::*;
+use cairn_chain::CompactBlock;
 
 impl Driver {
     pub(super) fn remember_origin(&mut self, hash: Hash, peer: PeerId) {
@@ -62,16 +63,66 @@ impl Driver {
         Ok(())
     }
 
-    /// A local miner found a block: announce it and hand it to the engine.
+    /// A local miner found a block: announce it (by its transactions'
+    /// hashes) and hand it to the engine.
     pub(super) async fn on_mined(&mut self, block: Block) -> Result<()> {
         tracing::info!(height = block.header.height, hash = %block.hash(), "mined a block");
         self.shared.metrics.mined_blocks.inc();
         self.command(Command::Publish {
             topic: Topic::Blocks,
-            data: block.encode(),
+            data: CompactBlock::of(&block).encode(),
         })
         .await;
         self.feed(Input::Block { block }).await
+    }
+
+    /// A block announced by gossip, as a [`CompactBlock`]: checked for its
+    /// proof of work and its transaction root over the hashes (what the
+    /// sender can be blamed for), assembled from the mempool and handed to
+    /// the engine; when transactions are missing (this node never saw them,
+    /// or committed them on another branch), the whole block is fetched
+    /// from the sender.
+    pub(super) async fn on_compact_block(&mut self, from: PeerId, data: &[u8]) -> Result<()> {
+        let compact = match CompactBlock::decode(data) {
+            Ok(c) => c,
+            Err(e) => {
+                self.penalize(from, format!("undecodable block: {e}")).await;
+                return Ok(());
+            }
+        };
+        if let Err(e) = cairn_consensus::pow::check_pow(&compact.header) {
+            self.penalize(from, format!("block without a valid proof of work: {e}"))
+                .await;
+            return Ok(());
+        }
+        if let Err(e) = compact.check_format() {
+            self.penalize(from, format!("malformed block: {e}")).await;
+            return Ok(());
+        }
+        let hash = compact.hash();
+        let parent = compact.header.parent;
+        self.remember_origin(hash, from);
+        let assembled = {
+            let pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            compact.assemble(|h| pool.get(h))
+        };
+        self.shared.metrics.compact_block(assembled.is_ok());
+        match assembled {
+            Ok(block) => self.feed(Input::Block { block }).await,
+            Err(missing) => {
+                tracing::debug!(%hash, %from, missing, "block with transactions this node lacks: fetching it");
+                // One fetch at a time; if one is under way, the next block
+                // (an orphan without this one) starts another.
+                if self.syncing.is_none() {
+                    self.fetch_after(from, vec![parent]).await;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// `Action::SetHead`: revert to the fork point, apply the new branch,
