@@ -267,6 +267,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
                 enabled: mining,
                 ..MiningConfig::default()
             },
+            block: Default::default(),
         };
         write_new(&home.join(NodeConfig::FILE), &config.to_toml())?;
         nodes.push(GeneratedNode {

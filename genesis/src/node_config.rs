@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cairn_chain::Address;
+use cairn_chain::{Address, MAX_BLOCK_TRANSACTIONS};
+
+use crate::ConsensusConfig;
 use serde::{Deserialize, Serialize};
 
 /// A node's configuration. See the module docs.
@@ -34,6 +36,41 @@ pub struct NodeConfig {
     pub mempool: MempoolConfig,
     #[serde(default)]
     pub mining: MiningConfig,
+    #[serde(default, skip_serializing_if = "BlockConfig::is_default")]
+    pub block: BlockConfig,
+}
+
+/// Blocks this node builds (as a Raft leader, a PBFT primary or a miner).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockConfig {
+    /// Most transactions in a block this node builds; a block from a peer
+    /// may hold up to the chain's limit ([`MAX_BLOCK_TRANSACTIONS`]). Under
+    /// a load above what the network commits, blocks grow to this size.
+    /// Absent: [`BlockConfig::PBFT_DEFAULT`] on PBFT, the chain's limit on
+    /// the other engines.
+    pub max_transactions: Option<usize>,
+}
+
+impl BlockConfig {
+    /// PBFT's default. Offered more than it commits, a PBFT devnet whose
+    /// primary built blocks of 50,000 transfers stopped committing
+    /// (validating one took longer than the view timeout, so views kept
+    /// changing); at 10,000 it went on committing with a third less memory.
+    /// Raft and proof-of-work committed more with the larger blocks.
+    pub const PBFT_DEFAULT: usize = 10_000;
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The limit for a network running `engine`.
+    pub fn max_transactions_for(&self, engine: &ConsensusConfig) -> usize {
+        self.max_transactions.unwrap_or(match engine {
+            ConsensusConfig::Pbft(_) => Self::PBFT_DEFAULT,
+            ConsensusConfig::Raft(_) | ConsensusConfig::Pow(_) => MAX_BLOCK_TRANSACTIONS,
+        })
+    }
 }
 
 /// Peer-to-peer settings.
@@ -143,10 +180,27 @@ impl NodeConfig {
             path: path.clone(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| NodeConfigError::Invalid {
-            path,
+        let config: Self = toml::from_str(&text).map_err(|e| NodeConfigError::Invalid {
+            path: path.clone(),
             message: e.to_string(),
-        })
+        })?;
+        config
+            .check()
+            .map_err(|message| NodeConfigError::Invalid { path, message })?;
+        Ok(config)
+    }
+
+    /// Limits a parsed file may still break.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(n) = self.block.max_transactions else {
+            return Ok(());
+        };
+        if n == 0 || n > MAX_BLOCK_TRANSACTIONS {
+            return Err(format!(
+                "block.max_transactions is {n}; it must be from 1 to {MAX_BLOCK_TRANSACTIONS} (the chain's limit)"
+            ));
+        }
+        Ok(())
     }
 
     /// TOML text with a header comment.
@@ -187,5 +241,30 @@ mod tests {
         let back: NodeConfig = toml::from_str(&c.to_toml()).expect("back");
         assert_eq!(back, c);
         assert!(toml::from_str::<NodeConfig>("name = \"n\"\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn block_size_outside_the_chain_limit_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (n, ok) in [(0, false), (1, true), (50_000, true), (50_001, false)] {
+            let text = format!("name = \"n\"\n[block]\nmax_transactions = {n}\n");
+            std::fs::write(dir.path().join(NodeConfig::FILE), text).expect("write");
+            let got = NodeConfig::load(dir.path());
+            assert_eq!(got.is_ok(), ok, "{n}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("block.max_transactions"), "{e}");
+            }
+        }
+        let pbft = ConsensusConfig::Pbft(Default::default());
+        let raft = ConsensusConfig::Raft(Default::default());
+        assert_eq!(BlockConfig::default().max_transactions_for(&pbft), 10_000);
+        assert_eq!(
+            BlockConfig::default().max_transactions_for(&raft),
+            MAX_BLOCK_TRANSACTIONS
+        );
+        let set = BlockConfig {
+            max_transactions: Some(7),
+        };
+        assert_eq!(set.max_transactions_for(&raft), 7);
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use cairn_chain::state::read_account;
 use cairn_chain::{
     execute_block, propose_block, Address, Block, ExecutionParams, Hash, Header, Overlay,
-    PublicKey, SecretKey, SignatureCheck, Store, Transaction, MAX_BLOCK_TRANSACTIONS,
+    PublicKey, SecretKey, SignatureCheck, Store, Transaction,
 };
 use cairn_consensus::pow::{header_work, locator_heights, RetargetRule};
 use cairn_consensus::raft::{block_term, CommittedHead};
@@ -237,6 +237,7 @@ pub async fn run(home: &Path) -> Result<()> {
         .map(|v| peer_of(&v.p2p_address))
         .collect();
 
+    let block_max = config.block.max_transactions_for(&genesis.consensus);
     let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
         // Every proof-of-work node follows the most-work chain, validator
         // key or not.
@@ -257,7 +258,7 @@ pub async fn run(home: &Path) -> Result<()> {
                 heartbeat_ms: p.heartbeat_ms,
                 block_interval_ms: p.block_interval_ms,
                 empty_blocks: p.empty_blocks,
-                full_block: MAX_BLOCK_TRANSACTIONS,
+                full_block: block_max,
                 // The driver reports what remains ready after each block
                 // built and each commit, net of the blocks in flight.
                 max_uncommitted: RAFT_PIPELINE,
@@ -287,7 +288,7 @@ pub async fn run(home: &Path) -> Result<()> {
                 block_interval_ms: p.block_interval_ms,
                 view_timeout_ms: p.view_timeout_ms,
                 empty_blocks: p.empty_blocks,
-                full_block: MAX_BLOCK_TRANSACTIONS,
+                full_block: block_max,
             };
             Some(Box::new(Pbft::new(cfg, &head, &persisted)))
         }
@@ -398,6 +399,7 @@ pub async fn run(home: &Path) -> Result<()> {
         executed: VecDeque::new(),
         in_flight: Vec::new(),
         pipelined,
+        block_max,
     };
     let result = driver.run(net.events, mined_rx).await;
     let _ = stop_tx.send(true);
@@ -442,6 +444,9 @@ struct Driver {
     in_flight: Vec<(Hash, usize)>,
     /// Whether the engine builds blocks on uncommitted ones (Raft).
     pipelined: bool,
+    /// Most transactions in a block this node builds (`[block]` in
+    /// `node.toml`).
+    block_max: usize,
 }
 
 impl Driver {
@@ -555,7 +560,7 @@ impl Driver {
             .map_err(|_| anyhow::anyhow!("mempool lock"))?;
         let carried: usize = self.in_flight.iter().map(|(_, n)| n).sum();
         Ok(pool
-            .ready_hint(MAX_BLOCK_TRANSACTIONS + carried)
+            .ready_hint(self.block_max + carried)
             .saturating_sub(carried))
     }
 
@@ -1039,7 +1044,7 @@ impl Driver {
                 .mempool
                 .lock()
                 .map_err(|_| anyhow::anyhow!("mempool lock"))?;
-            pool.ready(MAX_BLOCK_TRANSACTIONS, |a| ahead.get(a).copied())
+            pool.ready(self.block_max, |a| ahead.get(a).copied())
         };
         let proposer = self.reward;
         let timestamp = now_ms().max(parent_header.timestamp_ms);
