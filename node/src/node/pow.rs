@@ -110,10 +110,16 @@ impl Driver {
                 .map_err(|_| anyhow::anyhow!("mempool lock"))?;
             compact.assemble(|h| pool.get(h))
         };
-        self.shared.metrics.compact_block(assembled.is_ok());
         match assembled {
-            Ok(block) => self.feed(Input::Block { block }).await,
+            Ok(block) => {
+                self.shared.metrics.compact_block(true);
+                self.feed(Input::Block { block }).await
+            }
+            // Its transactions left the mempool when this node stored it
+            // (a fetch or a sync got there first): nothing to do.
+            Err(_) if self.shared.store.has_block(&hash)? => Ok(()),
             Err(missing) => {
+                self.shared.metrics.compact_block(false);
                 tracing::debug!(%hash, %from, missing, "block with transactions this node lacks: fetching it");
                 // One fetch at a time; if one is under way, the next block
                 // (an orphan without this one) starts another.
