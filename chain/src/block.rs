@@ -268,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_the_largest_transfers_at_the_count_limit_fits_the_byte_limit() {
+        // The builder stops at a count; bytes follow, since a transfer's
+        // size is bounded (its chain id is at most 64 bytes).
+        let chain_id = "c".repeat(crate::MAX_CHAIN_ID_LEN);
+        let key = SecretKey::from_label("s");
+        let tx =
+            Transaction::new_signed(&key, &chain_id, Address::ZERO, u64::MAX, u64::MAX, u64::MAX);
+        let mut b = block_with(0);
+        b.header.engine_data = vec![0xff; MAX_ENGINE_DATA_BYTES];
+        b.seal = vec![0xff; MAX_SEAL_BYTES];
+        b.transactions = vec![tx; MAX_BLOCK_TRANSACTIONS];
+        assert!(b.encoded_len() <= MAX_BLOCK_BYTES, "{}", b.encoded_len());
+        assert!(CompactBlock::of(&b).encode().len() <= MAX_COMPACT_BLOCK_BYTES);
+    }
+
+    #[test]
     fn a_compact_block_assembles_into_the_block() {
         let b = block_with(5);
         let compact = CompactBlock::of(&b);

@@ -91,6 +91,8 @@ enum Room {
 struct Pending {
     tx: Transaction,
     gossiped: Instant,
+    /// When it entered the pool (to expire it while it waits behind a gap).
+    added: Instant,
 }
 
 impl Queue {
@@ -110,7 +112,11 @@ impl Queue {
     /// Adds `tx` (gossiped at `now`), replacing the transaction with its
     /// nonce if any.
     fn insert(&mut self, tx: Transaction, now: Instant) -> Option<Transaction> {
-        let pending = Pending { tx, gossiped: now };
+        let pending = Pending {
+            tx,
+            gossiped: now,
+            added: now,
+        };
         match self.position(pending.tx.nonce) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i], pending).tx),
             Err(i) => {
@@ -560,6 +566,32 @@ impl Mempool {
         out
     }
 
+    /// Drops the transactions that have waited behind a nonce gap for
+    /// `lifetime` or longer (nothing filled the gap: the sender's earlier
+    /// nonce was refused or never sent) and returns how many. A transaction
+    /// a block can take never expires. Like go-ethereum's lifetime for its
+    /// queued transactions; without it they stayed until evicted.
+    pub fn expire_waiting(&mut self, now: Instant, lifetime: Duration) -> usize {
+        let mut stale: Vec<(Address, u64)> = Vec::new();
+        for sender in self.waiting_fee.keys() {
+            let (Some(q), Some(&first)) = (self.by_sender.get(sender), self.next.get(sender))
+            else {
+                continue;
+            };
+            let run_end = first.saturating_add(q.run_len(first) as u64);
+            stale.extend(
+                q.0.iter()
+                    .filter(|p| p.tx.nonce >= run_end)
+                    .filter(|p| now.saturating_duration_since(p.added) >= lifetime)
+                    .map(|p| (*sender, p.tx.nonce)),
+            );
+        }
+        for (sender, nonce) in &stale {
+            self.remove(sender, *nonce);
+        }
+        stale.len()
+    }
+
     /// About how many transactions are ready, counting at most `cap`,
     /// without reading the store: per sender the run of nonces from its
     /// committed nonce as of the last insert or prune. Every commit prunes
@@ -637,7 +669,7 @@ mod tests {
         for _ in 0..2_000 {
             let k = rng.gen_range(0..keys.len());
             let key = &keys[k];
-            match rng.gen_range(0..10) {
+            match rng.gen_range(0..11) {
                 0..=6 => {
                     let nonce = committed[k] + rng.gen_range(0..6);
                     let fee = rng.gen_range(1..5);
@@ -647,6 +679,13 @@ mod tests {
                     let predicted = pool.check(&tx, account.as_ref()).map_err(|e| e.code());
                     let got = pool.insert(tx, account).map(|_| ()).map_err(|e| e.code());
                     assert_eq!(predicted, got);
+                }
+                10 => {
+                    // Whatever waits expires (a lifetime of 0), or nothing.
+                    let life = Duration::from_secs(rng.gen_range(0..2) * 3_600);
+                    let waiting = pool.waiting_len();
+                    let expired = pool.expire_waiting(Instant::now(), life);
+                    assert_eq!(expired, if life.is_zero() { waiting } else { 0 });
                 }
                 7 | 8 => {
                     committed[k] += rng.gen_range(0..3);
@@ -879,6 +918,35 @@ mod tests {
         // Committed ones are gone from the pool and from the rebroadcast.
         m.prune([(a.address(), 2, 100)]);
         assert_eq!(nonces(m.rebroadcast(at(40), age, 100)), vec![(false, 0)]);
+    }
+
+    #[test]
+    fn transactions_waiting_behind_a_gap_expire_ready_ones_do_not() {
+        let to = SecretKey::from_label("to").address();
+        let a = SecretKey::from_label("ea");
+        let b = SecretKey::from_label("eb");
+        let mut m = Mempool::new("c".into(), 100, 10);
+        let t0 = Instant::now();
+        // a: 0, 1 ready, 3 and 4 behind the missing 2; b: 5 and 6 behind the
+        // missing 0..4.
+        for (k, n) in [(&a, 0), (&a, 1), (&a, 3), (&a, 4), (&b, 5), (&b, 6)] {
+            m.insert(Transaction::new_signed(k, "c", to, 1, 1, n), acct(100, 0))
+                .expect("insert");
+        }
+        assert_eq!(m.waiting_len(), 4);
+        let life = Duration::from_secs(600);
+        assert_eq!(m.expire_waiting(t0, life), 0, "too young");
+        assert_eq!(
+            m.expire_waiting(t0 + life + Duration::from_secs(1), life),
+            4
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.waiting_len(), 0);
+        let left: Vec<u64> = m.ready(10, |_| None).iter().map(|t| t.nonce).collect();
+        assert_eq!(left, vec![0, 1]);
+        // Nothing else expires, however old.
+        assert_eq!(m.expire_waiting(t0 + 100 * life, life), 0);
+        assert_eq!(m.len(), 2);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Metrics {
     /// Transaction gossip dropped because admission was that far behind.
     pub gossip_dropped: Counter,
     pub rebroadcast: Counter,
+    /// Transactions dropped after waiting too long behind a nonce gap.
+    pub expired: Counter,
     messages_dropped: Gauge,
     messages_rejected: Gauge,
     role: Family<Labels, Gauge>,
@@ -68,6 +70,7 @@ impl Metrics {
             unauthenticated: Counter::default(),
             gossip_dropped: Counter::default(),
             rebroadcast: Counter::default(),
+            expired: Counter::default(),
             messages_dropped: Gauge::default(),
             messages_rejected: Gauge::default(),
             role: Family::default(),
@@ -132,6 +135,11 @@ impl Metrics {
             "transactions_rebroadcast",
             "Pending transactions gossiped again because they stayed pending",
             m.rebroadcast.clone(),
+        );
+        registry.register(
+            "mempool_expired_transactions",
+            "Transactions dropped after waiting 10 minutes behind a nonce gap",
+            m.expired.clone(),
         );
         registry.register(
             "consensus_messages_dropped",

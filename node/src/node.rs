@@ -43,6 +43,8 @@ const IDLE_RELEASE: Duration = Duration::from_secs(10);
 const REBROADCAST_EVERY: Duration = Duration::from_secs(5);
 const REBROADCAST_AFTER: Duration = Duration::from_secs(10);
 const MAX_REBROADCAST: usize = 20_000;
+/// How long a transaction may wait behind a nonce gap before it is dropped.
+const WAITING_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// Most block origins remembered (to penalise or ask the sender).
@@ -518,10 +520,25 @@ impl Driver {
     /// Gossips again the pending transactions a block could take that
     /// stayed pending (see [`Mempool::rebroadcast`]).
     async fn rebroadcast(&mut self) {
-        let txs = match self.shared.mempool.lock() {
-            Ok(mut pool) => pool.rebroadcast(Instant::now(), REBROADCAST_AFTER, MAX_REBROADCAST),
+        let (txs, expired) = match self.shared.mempool.lock() {
+            Ok(mut pool) => {
+                let now = Instant::now();
+                let expired = pool.expire_waiting(now, WAITING_LIFETIME);
+                (
+                    pool.rebroadcast(now, REBROADCAST_AFTER, MAX_REBROADCAST),
+                    expired,
+                )
+            }
             Err(_) => return,
         };
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "dropped transactions that waited {} minutes behind a nonce gap",
+                WAITING_LIFETIME.as_secs() / 60
+            );
+            self.shared.metrics.expired.inc_by(expired as u64);
+        }
         if !txs.is_empty() {
             tracing::debug!("gossiping {} pending transactions again", txs.len());
             self.shared.metrics.rebroadcast.inc_by(txs.len() as u64);
