@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use cairn_chain::{Address, MAX_BLOCK_TRANSACTIONS};
-
-use crate::ConsensusConfig;
 use serde::{Deserialize, Serialize};
 
 /// A node's configuration. See the module docs.
@@ -41,35 +39,28 @@ pub struct NodeConfig {
 }
 
 /// Blocks this node builds (as a Raft leader, a PBFT primary or a miner).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlockConfig {
     /// Most transactions in a block this node builds; a block from a peer
-    /// may hold up to the chain's limit ([`MAX_BLOCK_TRANSACTIONS`]). Under
-    /// a load above what the network commits, blocks grow to this size.
-    /// Absent: [`BlockConfig::PBFT_DEFAULT`] on PBFT, the chain's limit on
-    /// the other engines.
-    pub max_transactions: Option<usize>,
+    /// may hold up to the chain's limit ([`MAX_BLOCK_TRANSACTIONS`], the
+    /// default). Under a load above what the network commits, blocks grow
+    /// to this size: a lower value bounds what one block costs in memory and
+    /// time.
+    pub max_transactions: usize,
+}
+
+impl Default for BlockConfig {
+    fn default() -> Self {
+        Self {
+            max_transactions: MAX_BLOCK_TRANSACTIONS,
+        }
+    }
 }
 
 impl BlockConfig {
-    /// PBFT's default. Offered more than it commits, a PBFT devnet whose
-    /// primary built blocks of 50,000 transfers stopped committing
-    /// (validating one took longer than the view timeout, so views kept
-    /// changing); at 10,000 it went on committing with a third less memory.
-    /// Raft and proof-of-work committed more with the larger blocks.
-    pub const PBFT_DEFAULT: usize = 10_000;
-
     fn is_default(&self) -> bool {
         *self == Self::default()
-    }
-
-    /// The limit for a network running `engine`.
-    pub fn max_transactions_for(&self, engine: &ConsensusConfig) -> usize {
-        self.max_transactions.unwrap_or(match engine {
-            ConsensusConfig::Pbft(_) => Self::PBFT_DEFAULT,
-            ConsensusConfig::Raft(_) | ConsensusConfig::Pow(_) => MAX_BLOCK_TRANSACTIONS,
-        })
     }
 }
 
@@ -192,9 +183,7 @@ impl NodeConfig {
 
     /// Limits a parsed file may still break.
     pub fn check(&self) -> Result<(), String> {
-        let Some(n) = self.block.max_transactions else {
-            return Ok(());
-        };
+        let n = self.block.max_transactions;
         if n == 0 || n > MAX_BLOCK_TRANSACTIONS {
             return Err(format!(
                 "block.max_transactions is {n}; it must be from 1 to {MAX_BLOCK_TRANSACTIONS} (the chain's limit)"
@@ -255,16 +244,9 @@ mod tests {
                 assert!(e.to_string().contains("block.max_transactions"), "{e}");
             }
         }
-        let pbft = ConsensusConfig::Pbft(Default::default());
-        let raft = ConsensusConfig::Raft(Default::default());
-        assert_eq!(BlockConfig::default().max_transactions_for(&pbft), 10_000);
         assert_eq!(
-            BlockConfig::default().max_transactions_for(&raft),
+            BlockConfig::default().max_transactions,
             MAX_BLOCK_TRANSACTIONS
         );
-        let set = BlockConfig {
-            max_transactions: Some(7),
-        };
-        assert_eq!(set.max_transactions_for(&raft), 7);
     }
 }

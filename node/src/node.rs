@@ -239,7 +239,7 @@ pub async fn run(home: &Path) -> Result<()> {
         .map(|v| peer_of(&v.p2p_address))
         .collect();
 
-    let block_max = config.block.max_transactions_for(&genesis.consensus);
+    let block_max = config.block.max_transactions;
     let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
         // Every proof-of-work node follows the most-work chain, validator
         // key or not.
