@@ -317,7 +317,7 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
     // and per entry where its transaction is or why it did not parse. The
     // common case — every entry a transaction — parses the body once;
     // otherwise entries are parsed one by one to say which is wrong.
-    let (txs, slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
+    let (txs, mut slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
         match serde_json::from_slice::<Vec<Transaction>>(body) {
             Ok(txs) => {
                 if txs.len() > MAX_BATCH {
@@ -349,14 +349,18 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
     // What the pool would refuse anyway (full, a used nonce, a duplicate)
     // is answered without a signature check: under overload that is much
     // of each batch, and checking it cost the CPU commits needed.
-    let mut slots = slots;
+    // The accounts are read before the pool is locked: a cold read goes to
+    // RocksDB, and block building waits for the lock.
+    let accounts = txs
+        .iter()
+        .map(|tx| read_account(&*s.store, &tx.sender()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
     {
         let pool = s.mempool.lock().map_err(ApiError::internal)?;
         for slot in slots.iter_mut() {
             if let Ok(i) = *slot {
-                let tx = &txs[i];
-                let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
-                if let Err(e) = pool.check(tx, account.as_ref()) {
+                if let Err(e) = pool.check(&txs[i], accounts[i].as_ref()) {
                     *slot = Err(rejected(e));
                 }
             }

@@ -98,16 +98,24 @@ fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
     // What the pool would refuse anyway (full, a used nonce) is dropped
     // before the signature check: under overload that is much of what
     // peers gossip, and checking it cost the CPU commits needed.
+    // The accounts are read before the pool is locked (a cold read goes to
+    // RocksDB, and block building waits for the lock).
+    let accounts: Vec<_> = batch
+        .iter()
+        .map(|(_, tx)| read_account(&*shared.store, &tx.sender()))
+        .collect();
     let (peers, txs): (Vec<PeerId>, Vec<Transaction>) = {
         let Ok(pool) = shared.mempool.lock() else {
             return;
         };
         batch
             .into_iter()
-            .filter(|(_, tx)| match read_account(&*shared.store, &tx.sender()) {
+            .zip(&accounts)
+            .filter(|((_, tx), account)| match account {
                 Ok(account) => pool.check(tx, account.as_ref()).is_ok(),
                 Err(_) => true, // reported when inserting
             })
+            .map(|(pair, _)| pair)
             .unzip()
     };
     if txs.is_empty() {
