@@ -69,16 +69,44 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> Result<(), KeyFileError> 
     file.sync_all().map_err(err)
 }
 
-/// Reads a key file written by [`write_key_file`].
+/// The largest key file read (a written one is about 250 bytes).
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Reads a key file written by [`write_key_file`]. Refuses a file that
+/// others than its owner may read or write (as ssh does), one larger than
+/// [`MAX_KEY_FILE_BYTES`], and anything but a regular file.
 pub fn read_key_file(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+    let read_err = |source| KeyFileError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
     let invalid = |reason: String| KeyFileError::Invalid {
         path: path.to_owned(),
         reason,
     };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(invalid(format!(
+            "{} bytes; a key file holds at most {MAX_KEY_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(invalid(format!(
+                "mode {mode:o} lets other users read or change the secret; \
+                 `chmod 600 {}` it",
+                path.display()
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
     let doc: KeyFileJson = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if doc.kind != "ed25519" {
         return Err(invalid(format!("type {:?} is not \"ed25519\"", doc.kind)));
@@ -136,5 +164,38 @@ mod tests {
             read_key_file(&dir.path().join("missing")),
             Err(KeyFileError::Read { .. })
         ));
+    }
+
+    fn invalid_reason(path: &Path) -> String {
+        match read_key_file(path) {
+            Err(KeyFileError::Invalid { reason, .. }) => reason,
+            other => panic!("expected an invalid key file, got {other:?}"),
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn refuses_files_others_can_read_and_oversized_ones() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.key");
+        write_key_file(&path, &SecretKey::from_label("k")).expect("write");
+        for mode in [0o644, 0o640, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let reason = invalid_reason(&path);
+            assert!(reason.contains(&format!("mode {mode:o}")), "{reason}");
+            assert!(reason.contains("chmod 600"), "{reason}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(
+            read_key_file(&path).is_ok(),
+            "read-only by the owner is fine"
+        );
+
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, vec![b' '; 10_000]).expect("write");
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(invalid_reason(&big).contains("10000 bytes"));
+        assert!(invalid_reason(dir.path()).contains("not a regular file"));
     }
 }

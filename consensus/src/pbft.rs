@@ -50,6 +50,9 @@ const VOTES_KEY: &[u8] = b"pbft/votes";
 const LOOKAHEAD: u64 = 4;
 /// Messages kept per sender for future heights.
 const MAX_FUTURE_PER_SENDER: usize = 16;
+/// Bytes (encoded) of the messages kept per sender for future heights:
+/// one full proposal and its votes, whatever the sender sends.
+const MAX_FUTURE_BYTES_PER_SENDER: usize = cairn_chain::MAX_BLOCK_BYTES + 1024 * 1024;
 /// Votes are kept for views this far beyond the current one.
 const FUTURE_VIEWS: u64 = 2;
 /// Highest timeout multiplier (2^3 = 8 × the base timeout): enough to
@@ -136,7 +139,9 @@ pub struct Pbft {
     timer: Option<u64>,
     started: bool,
     /// Messages for later heights, replayed when this validator gets there.
-    future: BTreeMap<u64, Vec<(ValidatorId, PbftMessage)>>,
+    /// With each message its encoded size, which bounds what one sender
+    /// can make this validator hold.
+    future: BTreeMap<u64, Vec<(ValidatorId, PbftMessage, usize)>>,
     /// Counters for the API and metrics.
     view_change_count: u64,
     dropped: u64,
@@ -275,10 +280,7 @@ impl Pbft {
                 height: height - 1,
             });
             if height <= self.height() + LOOKAHEAD {
-                let queue = self.future.entry(height).or_default();
-                if queue.iter().filter(|(s, _)| *s == from).count() < MAX_FUTURE_PER_SENDER {
-                    queue.push((from, msg));
-                }
+                self.queue_future(from, height, msg);
             }
             return Ok(());
         }
@@ -293,6 +295,37 @@ impl Pbft {
             PbftMessage::Commit(vote) => self.on_vote(from, vote, Phase::Commit, out),
             PbftMessage::ViewChange(vc) => self.on_view_change(from, vc, out),
         }
+    }
+
+    /// Keeps a message for a later height, within the sender's count and
+    /// byte budgets (over them, the message is dropped).
+    fn queue_future(&mut self, from: ValidatorId, height: u64, msg: PbftMessage) {
+        let size = codec::encoded_len(&msg);
+        let (count, bytes) = self
+            .future
+            .values()
+            .flatten()
+            .filter(|(s, _, _)| *s == from)
+            .fold((0usize, 0usize), |(c, b), (_, _, n)| (c + 1, b + n));
+        if count >= MAX_FUTURE_PER_SENDER || bytes + size > MAX_FUTURE_BYTES_PER_SENDER {
+            self.dropped += 1;
+            return;
+        }
+        self.future
+            .entry(height)
+            .or_default()
+            .push((from, msg, size));
+    }
+
+    /// Bytes of future-height messages held from `from`.
+    #[cfg(test)]
+    pub(crate) fn future_bytes(&self, from: ValidatorId) -> usize {
+        self.future
+            .values()
+            .flatten()
+            .filter(|(s, _, _)| *s == from)
+            .map(|(_, _, n)| n)
+            .sum()
     }
 
     /// Checks a view's justification once and enters the view.
@@ -577,7 +610,7 @@ impl Pbft {
         // Replay what arrived early for this height.
         self.future.retain(|h, _| *h > height);
         if let Some(queued) = self.future.remove(&(height + 1)) {
-            for (from, msg) in queued {
+            for (from, msg, _) in queued {
                 if self.on_message(from, msg, out).is_err() {
                     self.rejected += 1;
                 }
@@ -793,15 +826,22 @@ impl Pbft {
 
     /// Checks that `block` is final: its seal is a valid commit certificate.
     pub fn verify_final_block(&self, block: &Block) -> Result<(), String> {
-        let cert = Certificate::decode(&block.seal).map_err(|e| e.to_string())?;
-        cert.verify(
-            &self.cfg.network,
-            &self.cfg.validators,
-            self.quorum(),
-            block,
-        )
-        .map_err(|e| format!("commit certificate: {e}"))
+        verify_final_block(&self.cfg.network, &self.cfg.validators, block)
     }
+}
+
+/// Checks that `block`'s seal is a commit certificate for it by 2f+1 of
+/// `validators` (n = 3f+1) on `network`: what every node, validator or
+/// observer, requires of a block it did not see become final.
+pub fn verify_final_block(
+    network: &Hash,
+    validators: &[PublicKey],
+    block: &Block,
+) -> Result<(), String> {
+    let quorum = 2 * (validators.len().saturating_sub(1) / 3) + 1;
+    let cert = Certificate::decode(&block.seal).map_err(|e| e.to_string())?;
+    cert.verify(network, validators, quorum, block)
+        .map_err(|e| format!("commit certificate: {e}"))
 }
 
 impl ConsensusEngine for Pbft {

@@ -321,14 +321,21 @@ impl Genesis {
                     format!("duplicate validator: same key as validators[{j}]"),
                 ));
             }
-            if !v.p2p_address.starts_with('/') || !v.p2p_address.contains("/p2p/") {
-                return Err(GenesisError::new(
+            let not_multiaddr = |why: String| {
+                GenesisError::new(
                     at("p2p_address"),
                     format!(
-                        "{:?} is not a multiaddr ending in /p2p/<peer id>",
+                        "{:?} is not a multiaddr ending in /p2p/<peer id>: {why}",
                         v.p2p_address
                     ),
-                ));
+                )
+            };
+            let addr: multiaddr::Multiaddr = v
+                .p2p_address
+                .parse()
+                .map_err(|e: multiaddr::Error| not_multiaddr(e.to_string()))?;
+            if !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+                return Err(not_multiaddr("no /p2p/<peer id> at the end".into()));
             }
             if let Some(j) = addrs.insert(v.p2p_address.as_str(), i) {
                 return Err(GenesisError::new(
@@ -355,8 +362,9 @@ impl Genesis {
         }
         match &self.consensus {
             ConsensusConfig::Raft(p) => {
-                positive("consensus.block_interval_ms", p.block_interval_ms)?;
-                positive("consensus.heartbeat_ms", p.heartbeat_ms)?;
+                duration("consensus.block_interval_ms", p.block_interval_ms)?;
+                duration("consensus.heartbeat_ms", p.heartbeat_ms)?;
+                duration("consensus.election_timeout_ms", p.election_timeout_ms)?;
                 if p.election_timeout_ms <= p.heartbeat_ms {
                     return Err(GenesisError::new(
                         "consensus.election_timeout_ms",
@@ -365,13 +373,22 @@ impl Genesis {
                 }
             }
             ConsensusConfig::Pbft(p) => {
-                positive("consensus.block_interval_ms", p.block_interval_ms)?;
-                positive("consensus.view_timeout_ms", p.view_timeout_ms)?;
+                duration("consensus.block_interval_ms", p.block_interval_ms)?;
+                duration("consensus.view_timeout_ms", p.view_timeout_ms)?;
             }
             ConsensusConfig::Pow(p) => {
-                positive("consensus.target_block_time_ms", p.target_block_time_ms)?;
+                duration("consensus.target_block_time_ms", p.target_block_time_ms)?;
                 positive("consensus.min_difficulty", p.min_difficulty)?;
                 positive("consensus.retarget_window", p.retarget_window)?;
+                if p.retarget_window > MAX_RETARGET_WINDOW {
+                    return Err(GenesisError::new(
+                        "consensus.retarget_window",
+                        format!(
+                            "{} blocks; at most {MAX_RETARGET_WINDOW}",
+                            p.retarget_window
+                        ),
+                    ));
+                }
                 if p.initial_difficulty < p.min_difficulty {
                     return Err(GenesisError::new(
                         "consensus.initial_difficulty",
@@ -426,6 +443,24 @@ impl Genesis {
     pub fn total_supply(&self) -> u64 {
         self.allocations.iter().map(|a| a.balance).sum()
     }
+}
+
+/// The longest interval or timeout a genesis may set (one day): engines
+/// shift and add them, and a day is already far past any useful value.
+pub const MAX_DURATION_MS: u64 = 86_400_000;
+/// The longest proof-of-work retarget window, in blocks.
+pub const MAX_RETARGET_WINDOW: u64 = 100_000;
+
+/// A duration in milliseconds: from 1 to [`MAX_DURATION_MS`].
+fn duration(field: &str, v: u64) -> Result<(), GenesisError> {
+    positive(field, v)?;
+    if v > MAX_DURATION_MS {
+        return Err(GenesisError::new(
+            field,
+            format!("{v} ms; at most {MAX_DURATION_MS} (one day)"),
+        ));
+    }
+    Ok(())
 }
 
 fn positive(field: &str, v: u64) -> Result<(), GenesisError> {

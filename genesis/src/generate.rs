@@ -261,7 +261,10 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
                     .collect(),
                 ..P2pConfig::default()
             },
-            rpc: RpcConfig { listen: k.rpc },
+            rpc: RpcConfig {
+                listen: k.rpc,
+                ..RpcConfig::default()
+            },
             mempool: Default::default(),
             mining: MiningConfig {
                 enabled: mining,

@@ -91,12 +91,23 @@ impl Default for P2pConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
     pub listen: SocketAddr,
+    /// Most HTTP connections open at once; more are closed on arrival.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the longest a
+    /// kept-alive connection stays open without a request.
+    pub header_timeout_ms: u64,
+    /// Time a request has, from its headers, to send its body and be
+    /// answered.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 26601)),
+            max_connections: 256,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -189,6 +200,29 @@ impl NodeConfig {
                 "block.max_transactions is {n}; it must be from 1 to {MAX_BLOCK_TRANSACTIONS} (the chain's limit)"
             ));
         }
+        let within = |key: &str, v: u64, max: u64| {
+            if v == 0 || v > max {
+                Err(format!("{key} is {v}; it must be from 1 to {max}"))
+            } else {
+                Ok(())
+            }
+        };
+        within(
+            "rpc.max_connections",
+            self.rpc.max_connections as u64,
+            65_536,
+        )?;
+        within(
+            "rpc.header_timeout_ms",
+            self.rpc.header_timeout_ms,
+            3_600_000,
+        )?;
+        within(
+            "rpc.request_timeout_ms",
+            self.rpc.request_timeout_ms,
+            3_600_000,
+        )?;
+        within("p2p.max_peers", self.p2p.max_peers as u64, 10_000)?;
         Ok(())
     }
 
@@ -248,5 +282,26 @@ mod tests {
             BlockConfig::default().max_transactions,
             MAX_BLOCK_TRANSACTIONS
         );
+    }
+
+    #[test]
+    fn http_and_peer_limits_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (section, key, value, ok) in [
+            ("rpc", "max_connections", 0, false),
+            ("rpc", "max_connections", 8, true),
+            ("rpc", "header_timeout_ms", 0, false),
+            ("rpc", "request_timeout_ms", 3_600_001, false),
+            ("rpc", "request_timeout_ms", 1_000, true),
+            ("p2p", "max_peers", 0, false),
+        ] {
+            let text = format!("name = \"n\"\n[{section}]\n{key} = {value}\n");
+            std::fs::write(dir.path().join(NodeConfig::FILE), text).expect("write");
+            let got = NodeConfig::load(dir.path());
+            assert_eq!(got.is_ok(), ok, "{key} = {value}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains(&format!("{section}.{key}")), "{e}");
+            }
+        }
     }
 }

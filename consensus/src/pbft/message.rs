@@ -191,6 +191,15 @@ pub fn verify_quorum(
     height: u64,
     digest: &Hash,
 ) -> Result<(), ProofError> {
+    // The cheap checks first: no more entries than validators, each voter
+    // once, each vote about the right thing; signatures last.
+    if votes.len() > validators.len() {
+        return Err(ProofError::Invalid(format!(
+            "{} votes for {} validators",
+            votes.len(),
+            validators.len()
+        )));
+    }
     let mut voters = BTreeSet::new();
     for v in votes {
         if v.phase != phase || v.view != view || v.height != height || v.digest != *digest {
@@ -199,8 +208,15 @@ pub fn verify_quorum(
                 v.voter
             )));
         }
+        if !voters.insert(v.voter) {
+            return Err(ProofError::Invalid(format!(
+                "validator {} votes twice",
+                v.voter
+            )));
+        }
+    }
+    for v in votes {
         v.verify(network, validators)?;
-        voters.insert(v.voter);
     }
     if voters.len() < quorum {
         return Err(ProofError::Invalid(format!(
@@ -335,8 +351,14 @@ pub fn new_view_constraint(
         return Err(ProofError::Invalid("no view changes".into()));
     };
     let height = first.height;
+    if justification.len() > validators.len() {
+        return Err(ProofError::Invalid(format!(
+            "{} view changes for {} validators",
+            justification.len(),
+            validators.len()
+        )));
+    }
     let mut voters = BTreeSet::new();
-    let mut best: Option<&Prepared> = None;
     for vc in justification {
         if vc.view != view || vc.height != height {
             return Err(ProofError::Invalid(format!(
@@ -344,8 +366,16 @@ pub fn new_view_constraint(
                 vc.voter, vc.view, vc.height
             )));
         }
+        if !voters.insert(vc.voter) {
+            return Err(ProofError::Invalid(format!(
+                "validator {} sent two view changes",
+                vc.voter
+            )));
+        }
+    }
+    let mut best: Option<&Prepared> = None;
+    for vc in justification {
         vc.verify(network, validators, quorum)?;
-        voters.insert(vc.voter);
         if let Some(p) = &vc.prepared {
             if best.is_none_or(|b| p.view > b.view) {
                 best = Some(p);

@@ -296,3 +296,111 @@ fn a_quorum_of_commits_makes_the_block_final_with_its_certificate() {
     // Without its seal the block proves nothing.
     assert!(e.verify_final(&b).is_err());
 }
+
+#[test]
+fn certificates_are_refused_on_counts_and_repeats_before_any_signature_is_checked() {
+    let k = keys(4);
+    let pks = publics(&k);
+    let b = block(1, genesis().hash(), 1);
+    // More entries than validators, every signature bad: refused by count,
+    // not by checking (and failing) the first signature.
+    let mut flood = votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 1, 2, 3]);
+    flood.extend(votes(&k, Phase::Commit, 0, 1, b.hash(), &[0; 1000]));
+    for v in &mut flood {
+        v.signature.0[0] ^= 1;
+    }
+    let cert = Certificate {
+        view: 0,
+        commits: flood,
+    };
+    match cert.verify(&net(), &pks, 3, &b) {
+        Err(ProofError::Invalid(m)) => assert!(m.contains("1004 votes for 4"), "{m}"),
+        other => panic!("expected a count error, got {other:?}"),
+    }
+    // A voter counted twice is refused before its (bad) second signature
+    // is checked.
+    let mut repeated = votes(&k, Phase::Commit, 0, 1, b.hash(), &[0, 1, 1]);
+    repeated[2].signature.0[0] ^= 1;
+    let cert = Certificate {
+        view: 0,
+        commits: repeated,
+    };
+    match cert.verify(&net(), &pks, 3, &b) {
+        Err(ProofError::Invalid(m)) => assert!(m.contains("votes twice"), "{m}"),
+        other => panic!("expected a repeat error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_new_view_justification_is_refused_on_counts_and_repeats_first() {
+    let k = keys(4);
+    let pks = publics(&k);
+    let vc = |i: u32| ViewChange::sign(&net(), &k[i as usize], 1, 1, None, i);
+    let mut many: Vec<ViewChange> = (0..4).map(vc).chain((0..100).map(|_| vc(0))).collect();
+    for v in &mut many {
+        v.signature.0[0] ^= 1;
+    }
+    match new_view_constraint(&net(), &pks, 3, 1, &many) {
+        Err(ProofError::Invalid(m)) => assert!(m.contains("104 view changes for 4"), "{m}"),
+        other => panic!("expected a count error, got {other:?}"),
+    }
+    let mut twice = vec![vc(0), vc(1), vc(1)];
+    twice[2].signature.0[0] ^= 1;
+    match new_view_constraint(&net(), &pks, 3, 1, &twice) {
+        Err(ProofError::Invalid(m)) => assert!(m.contains("two view changes"), "{m}"),
+        other => panic!("expected a repeat error, got {other:?}"),
+    }
+    // The good one still passes.
+    assert!(new_view_constraint(&net(), &pks, 3, 1, &[vc(0), vc(1), vc(2)]).is_ok());
+}
+
+#[test]
+fn messages_for_later_heights_are_held_within_a_byte_budget_per_sender() {
+    let k = keys(4);
+    let mut e = engine(1, &k);
+    let sender = SecretKey::from_label("sender");
+    let tx = cairn_chain::Transaction::new_signed(&sender, "c", Address::ZERO, 1, 0, 0);
+    // Proposals of about 3 MB each for heights ahead of this validator.
+    let mut big = block(3, Hash::ZERO, 1);
+    big.transactions = vec![tx; 20_000];
+    let size = codec::encoded_len(&PbftMessage::PrePrepare {
+        view: 0,
+        height: 3,
+        block: big.clone(),
+        justification: Vec::new(),
+    });
+    assert!(size > 2_000_000);
+    for i in 0..16u64 {
+        let mut b = big.clone();
+        b.header.height = 2 + i % 3;
+        b.header.timestamp_ms = i;
+        e.handle(
+            0,
+            Input::Message {
+                from: 0,
+                msg: ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+                    view: 0,
+                    height: b.header.height,
+                    block: b,
+                    justification: Vec::new(),
+                }),
+            },
+        );
+    }
+    let held = e.future_bytes(0);
+    assert!(held > 0, "some proposals are held");
+    assert!(
+        held <= MAX_FUTURE_BYTES_PER_SENDER,
+        "{held} bytes held from one sender"
+    );
+    // Another sender's messages are still held.
+    let vote = votes(&k, Phase::Prepare, 0, 2, Hash::ZERO, &[2]).remove(0);
+    e.handle(
+        0,
+        Input::Message {
+            from: 2,
+            msg: ConsensusMessage::Pbft(PbftMessage::Prepare(vote)),
+        },
+    );
+    assert!(e.future_bytes(2) > 0);
+}

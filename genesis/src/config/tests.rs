@@ -115,3 +115,60 @@ fn engine_parameters_are_checked() {
     v["consensus"]["block_interval_ms"] = 0.into();
     assert_eq!(refused(v).field, "consensus.block_interval_ms");
 }
+
+#[test]
+fn a_p2p_address_must_parse_as_a_multiaddr_with_a_peer_id() {
+    for bad in [
+        "/ip4/127.0.0.1/tcp/26600/p2p/not-a-peer-id",
+        "/ip4/300.0.0.1/tcp/26600/p2p/12D3KooWKBDry1yugVaycjvG3TXd6RGxpEBoCw17ER1ELjik8MAx",
+        "/ip4/127.0.0.1/tcp/26600",
+        "/ip4/127.0.0.1/tcp/26600/p2p/12D3KooWKBDry1yugVaycjvG3TXd6RGxpEBoCw17ER1ELjik8MAx/tcp/1",
+    ] {
+        let mut v = serde_json::to_value(sample()).expect("v");
+        v["validators"][2]["p2p_address"] = bad.into();
+        let e = refused(v);
+        assert_eq!(e.field, "validators[2].p2p_address", "{bad}");
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn timeouts_and_windows_have_upper_bounds() {
+    let too_long = MAX_DURATION_MS + 1;
+    for (engine, field) in [
+        ("raft", "election_timeout_ms"),
+        ("raft", "heartbeat_ms"),
+        ("raft", "block_interval_ms"),
+        ("pbft", "view_timeout_ms"),
+        ("pbft", "block_interval_ms"),
+        ("pow", "target_block_time_ms"),
+    ] {
+        let mut v = serde_json::to_value(sample()).expect("v");
+        v["consensus"] = consensus_json(engine);
+        v["consensus"][field] = u64::MAX.into();
+        assert_eq!(refused(v).field, format!("consensus.{field}"), "{engine}");
+        let mut v = serde_json::to_value(sample()).expect("v");
+        v["consensus"] = consensus_json(engine);
+        v["consensus"][field] = too_long.into();
+        if field == "heartbeat_ms" {
+            v["consensus"]["election_timeout_ms"] = (too_long + 1).into();
+        }
+        assert_eq!(refused(v).field, format!("consensus.{field}"), "{engine}");
+    }
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["consensus"] = consensus_json("pow");
+    v["consensus"]["retarget_window"] = (MAX_RETARGET_WINDOW + 1).into();
+    assert_eq!(refused(v).field, "consensus.retarget_window");
+}
+
+/// The default consensus section of an engine, as JSON.
+fn consensus_json(engine: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: engine.parse().expect("engine"),
+        seed: Some(7),
+        ..NetworkSpec::default()
+    };
+    let g = generate(&spec, dir.path()).expect("generate").genesis;
+    serde_json::to_value(g).expect("v")["consensus"].clone()
+}
