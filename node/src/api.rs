@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -57,6 +57,28 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The answer to a request that did not finish within `limit`.
+pub fn request_timeout(limit: std::time::Duration) -> Response {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!("the request took longer than {} ms", limit.as_millis()),
+    )
+    .into_response()
+}
+
+/// Runs `f` on the blocking pool: store reads may go to disk, and the async
+/// workers must keep serving every other connection meanwhile.
+async fn off_runtime<T: Send + 'static>(
+    s: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/status", get(status))
@@ -99,7 +121,7 @@ struct StatusView {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
-    let head = s.store.head().map_err(ApiError::internal)?;
+    let head = off_runtime(&s, |s| s.store.head().map_err(ApiError::internal)).await?;
     let engine = s.engine.lock().map_err(ApiError::internal)?.clone();
     Ok(Json(StatusView {
         name: s.name.clone(),
@@ -191,12 +213,14 @@ fn block_view(s: &Shared, b: &Block) -> Result<BlockView, ApiError> {
 }
 
 async fn latest_block(State(s): State<Arc<Shared>>) -> ApiResult<BlockView> {
-    let head = s.store.head_hash().map_err(ApiError::internal)?;
-    let b = s.store.block(&head).map_err(ApiError::internal)?;
-    match b {
-        Some(b) => Ok(Json(block_view(&s, &b)?)),
-        None => Err(ApiError::internal("head block missing")),
-    }
+    off_runtime(&s, |s| {
+        let head = s.store.head_hash().map_err(ApiError::internal)?;
+        match s.store.block(&head).map_err(ApiError::internal)? {
+            Some(b) => Ok(Json(block_view(s, &b)?)),
+            None => Err(ApiError::internal("head block missing")),
+        }
+    })
+    .await
 }
 
 async fn block_at(
@@ -210,10 +234,13 @@ async fn block_at(
             format!("{height:?} is not a block height"),
         )
     })?;
-    match s.store.block_at(h).map_err(ApiError::internal)? {
-        Some(b) => Ok(Json(block_view(&s, &b)?)),
-        None => Err(ApiError::not_found(format!("no block at height {h}"))),
-    }
+    off_runtime(&s, move |s| {
+        match s.store.block_at(h).map_err(ApiError::internal)? {
+            Some(b) => Ok(Json(block_view(s, &b)?)),
+            None => Err(ApiError::not_found(format!("no block at height {h}"))),
+        }
+    })
+    .await
 }
 
 fn parse_hash(text: &str) -> Result<Hash, ApiError> {
@@ -226,10 +253,13 @@ async fn block_by_hash(
     Path(hash): Path<String>,
 ) -> ApiResult<BlockView> {
     let h = parse_hash(&hash)?;
-    match s.store.block(&h).map_err(ApiError::internal)? {
-        Some(b) => Ok(Json(block_view(&s, &b)?)),
-        None => Err(ApiError::not_found(format!("no block {h}"))),
-    }
+    off_runtime(&s, move |s| {
+        match s.store.block(&h).map_err(ApiError::internal)? {
+            Some(b) => Ok(Json(block_view(s, &b)?)),
+            None => Err(ApiError::not_found(format!("no block {h}"))),
+        }
+    })
+    .await
 }
 
 async fn account(
@@ -238,16 +268,18 @@ async fn account(
 ) -> ApiResult<serde_json::Value> {
     let a = Address::parse(&address)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))?;
-    let acct = read_account(&*s.store, &a)
-        .map_err(ApiError::internal)?
-        .unwrap_or_default();
+    let acct = off_runtime(&s, move |s| {
+        read_account(&*s.store, &a).map_err(ApiError::internal)
+    })
+    .await?
+    .unwrap_or_default();
     Ok(Json(
         json!({"address": a, "balance": acct.balance, "nonce": acct.nonce}),
     ))
 }
 
 async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    match submit_inner(&s, &body) {
+    match off_runtime(&s, move |s| submit_inner(s, &body)).await {
         Ok(hash) => (StatusCode::ACCEPTED, Json(json!({"hash": hash}))).into_response(),
         Err(e) => e.into_response(),
     }
@@ -304,35 +336,66 @@ async fn submit_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
+/// How the bounded parse says an array is too long.
+const TOO_MANY: &str = "more than the batch limit";
+
+/// A JSON array of at most [`MAX_BATCH`] entries, refused while it is
+/// parsed as soon as it holds one more.
+struct Bounded<T>(Vec<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Bounded<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
+            type Value = Bounded<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a JSON array of at most {MAX_BATCH} transactions")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
+                while let Some(entry) = seq.next_element()? {
+                    if out.len() == MAX_BATCH {
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    out.push(entry);
+                }
+                Ok(Bounded(out))
+            }
+        }
+        d.deserialize_seq(Entries(std::marker::PhantomData))
+    }
+}
+
 /// Parses a JSON array of signed transactions, verifies their signatures
 /// in one batch, and inserts each; answers one result per transaction, in
 /// order: `{"hash"}` or `{"error": {"code", "message"}}`.
 fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let too_many = |n: usize| {
-        rejected(Rejection::Malformed(format!(
-            "{n} transactions in one batch; the limit is {MAX_BATCH}"
-        )))
-    };
     // The parsed transactions in one vector (for one batch verification),
     // and per entry where its transaction is or why it did not parse. The
     // common case — every entry a transaction — parses the body once;
     // otherwise entries are parsed one by one to say which is wrong.
+    // Both parses stop at entry MAX_BATCH + 1: what a body can make the
+    // node allocate is bounded by the count, not only by the body's size.
     let (txs, mut slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
-        match serde_json::from_slice::<Vec<Transaction>>(body) {
-            Ok(txs) => {
-                if txs.len() > MAX_BATCH {
-                    return Err(too_many(txs.len()));
-                }
+        match serde_json::from_slice::<Bounded<Transaction>>(body) {
+            Ok(Bounded(txs)) => {
                 let slots = (0..txs.len()).map(Ok).collect();
                 (txs, slots)
             }
             Err(_) => {
-                let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
-                    rejected(Rejection::Malformed(format!("expected a JSON array: {e}")))
-                })?;
-                if items.len() > MAX_BATCH {
-                    return Err(too_many(items.len()));
-                }
+                let Bounded(items) = serde_json::from_slice::<Bounded<serde_json::Value>>(body)
+                    .map_err(|e| {
+                        if e.to_string().starts_with(TOO_MANY) {
+                            rejected(Rejection::Malformed(format!(
+                                "more than {MAX_BATCH} transactions in one batch; the limit is {MAX_BATCH}"
+                            )))
+                        } else {
+                            rejected(Rejection::Malformed(format!("expected a JSON array: {e}")))
+                        }
+                    })?;
                 let mut txs = Vec::with_capacity(items.len());
                 let slots = items
                     .into_iter()
@@ -422,12 +485,19 @@ async fn transaction(
     Path(hash): Path<String>,
 ) -> ApiResult<serde_json::Value> {
     let h = parse_hash(&hash)?;
-    if let Some(loc) = s.store.tx_location(&h).map_err(ApiError::internal)? {
+    let committed = off_runtime(&s, move |s| {
+        let Some(loc) = s.store.tx_location(&h).map_err(ApiError::internal)? else {
+            return Ok(None);
+        };
         let head = s.store.head().map_err(ApiError::internal)?.height;
-        return Ok(Json(json!({
+        Ok(Some(json!({
             "hash": h, "status": "committed", "height": loc.height, "block": loc.block,
             "index": loc.index, "confirmations": head + 1 - loc.height.min(head),
-        })));
+        })))
+    })
+    .await?;
+    if let Some(v) = committed {
+        return Ok(Json(v));
     }
     if s.mempool.lock().map(|m| m.contains(&h)).unwrap_or(false) {
         return Ok(Json(json!({"hash": h, "status": "pending"})));
@@ -487,6 +557,16 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     s.metrics.mempool.set(mempool as i64);
     s.metrics.mempool_waiting.set(waiting as i64);
     s.metrics.set_store_memory(&s.store.memory());
+    for (total, counter) in [
+        (&s.network_dropped, &s.metrics.network_events_dropped),
+        (&s.sync_busy, &s.metrics.sync_busy),
+    ] {
+        let total = total.load(Ordering::Relaxed);
+        let counted = counter.get();
+        if total > counted {
+            counter.inc_by(total - counted);
+        }
+    }
     s.metrics
         .peers
         .set(s.peers.lock().map(|p| p.len()).unwrap_or(0) as i64);
@@ -538,11 +618,58 @@ fn parse_peer(body: &[u8]) -> Result<cairn_p2p::Peer, ApiError> {
     })
 }
 
+/// The admin API asks for the token of the node's `admin.cookie` as a
+/// bearer token, and for JSON bodies: a page in a browser on the node's
+/// machine can send a form to loopback, but it cannot read the cookie file,
+/// and a cross-site request with that header or content type needs a
+/// preflight the node never answers.
+fn admin_authorized(
+    addr: &std::net::SocketAddr,
+    headers: &HeaderMap,
+    s: &Shared,
+    post: bool,
+) -> Result<(), ApiError> {
+    loopback_only(addr)?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), s.admin_token.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_unauthorized",
+            format!(
+                "the admin API needs `Authorization: Bearer <token>`, the token in {} of the node's home",
+                crate::node::ADMIN_COOKIE
+            ),
+        ));
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some("application/json"));
+    if post && !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "admin_json_only",
+            "admin requests carry `Content-Type: application/json`",
+        ));
+    }
+    Ok(())
+}
+
+/// Compares without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn admin_bans(
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
 ) -> ApiResult<serde_json::Value> {
-    loopback_only(&addr)?;
+    admin_authorized(&addr, &headers, &s, false)?;
     let banned = s.banned.lock().map_err(ApiError::internal)?.clone();
     Ok(Json(json!({ "banned": banned })))
 }
@@ -550,27 +677,25 @@ async fn admin_bans(
 async fn admin_ban(
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<serde_json::Value> {
-    admin_block(&addr, &s, &body, true).await
+    admin_authorized(&addr, &headers, &s, true)?;
+    admin_block(&s, &body, true).await
 }
 
 async fn admin_unban(
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<serde_json::Value> {
-    admin_block(&addr, &s, &body, false).await
+    admin_authorized(&addr, &headers, &s, true)?;
+    admin_block(&s, &body, false).await
 }
 
 /// Blocks (`block`) or unblocks the peer the body names.
-async fn admin_block(
-    addr: &std::net::SocketAddr,
-    s: &Shared,
-    body: &[u8],
-    block: bool,
-) -> ApiResult<serde_json::Value> {
-    loopback_only(addr)?;
+async fn admin_block(s: &Shared, body: &[u8], block: bool) -> ApiResult<serde_json::Value> {
     let peer = parse_peer(body)?;
     let (cmd, key) = if block {
         (cairn_p2p::Command::Ban { peer }, "banned")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cairn_chain::state::read_account;
 use cairn_chain::Transaction;
-use cairn_p2p::Command;
+use cairn_p2p::{Command, GossipId, Verdict};
 use libp2p::PeerId;
 
 use crate::node::Shared;
@@ -24,11 +24,25 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Most transactions verified in one batch.
 const MAX_VERIFY_BATCH: usize = 8_192;
 
-/// One gossip payload (an encoded batch of transactions) and its sender.
+/// One gossip payload (an encoded batch of transactions) and its sender,
+/// with its gossip id (`None` when pushed directly).
 #[derive(Debug)]
 pub struct Payload {
     pub from: PeerId,
     pub data: Vec<u8>,
+    pub id: Option<GossipId>,
+}
+
+/// What became of the transactions of one payload: its verdict once the
+/// batch it joined is checked.
+#[derive(Debug)]
+struct Judged {
+    from: PeerId,
+    id: Option<GossipId>,
+    /// A transaction in it has a bad signature.
+    bad: bool,
+    /// A transaction in it entered the mempool.
+    added: bool,
 }
 
 /// Starts the thread; it stops when every sender of `rx` is gone.
@@ -48,50 +62,84 @@ pub fn spawn(
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch: Vec<(PeerId, Transaction)> = Vec::new();
-            decode(&shared, first, &mut batch);
+            let mut payloads = Vec::new();
+            let mut batch: Vec<(usize, Transaction)> = Vec::new();
+            decode(&shared, first, &mut payloads, &mut batch);
             // Whatever else is queued joins the same verification.
             while batch.len() < MAX_VERIFY_BATCH {
                 match rx.try_recv() {
-                    Ok(p) => decode(&shared, p, &mut batch),
+                    Ok(p) => decode(&shared, p, &mut payloads, &mut batch),
                     Err(_) => break,
                 }
             }
-            admit(&shared, batch);
+            admit(&shared, batch, &mut payloads);
+            for p in payloads {
+                let verdict = if p.bad {
+                    Verdict::Reject("transaction with a bad signature".into())
+                } else if p.added {
+                    Verdict::Accept
+                } else {
+                    // Known already, or not admissible here now (nonce,
+                    // balance, a full pool): not the sender's fault.
+                    Verdict::Ignore
+                };
+                judge(&shared, p.from, p.id, verdict);
+            }
         })
 }
 
-fn penalize(shared: &Shared, peer: PeerId, reason: String) {
+/// Verdicts are not worth waiting for: dropped if the network task is that
+/// far behind (the message is then not forwarded).
+fn judge(shared: &Shared, peer: PeerId, id: Option<GossipId>, verdict: Verdict) {
     let _ = shared
         .net_commands
-        .blocking_send(Command::Penalize { peer, reason });
+        .try_send(Command::Judge { peer, id, verdict });
 }
 
-/// Decodes one payload into `out`, leaving out transactions already pending.
-fn decode(shared: &Shared, p: Payload, out: &mut Vec<(PeerId, Transaction)>) {
+/// Decodes one payload into `out`, leaving out transactions already pending;
+/// a payload that does not decode is rejected at once.
+fn decode(
+    shared: &Shared,
+    p: Payload,
+    payloads: &mut Vec<Judged>,
+    out: &mut Vec<(usize, Transaction)>,
+) {
     match cairn_chain::codec::decode::<Vec<Transaction>>(&p.data, cairn_p2p::MAX_TX_BATCH_BYTES) {
         Ok(txs) if txs.len() <= cairn_p2p::MAX_GOSSIP_BATCH => {
+            let index = payloads.len();
+            payloads.push(Judged {
+                from: p.from,
+                id: p.id,
+                bad: false,
+                added: false,
+            });
             let Ok(pool) = shared.mempool.lock() else {
                 return;
             };
             out.extend(
                 txs.into_iter()
                     .filter(|tx| !pool.contains(&tx.hash()))
-                    .map(|tx| (p.from, tx)),
+                    .map(|tx| (index, tx)),
             );
         }
-        Ok(txs) => penalize(
+        Ok(txs) => judge(
             shared,
             p.from,
-            format!("{} transactions in one batch", txs.len()),
+            p.id,
+            Verdict::Reject(format!("{} transactions in one batch", txs.len())),
         ),
-        Err(e) => penalize(shared, p.from, format!("undecodable transactions: {e}")),
+        Err(e) => judge(
+            shared,
+            p.from,
+            p.id,
+            Verdict::Reject(format!("undecodable transactions: {e}")),
+        ),
     }
 }
 
 /// Verifies `batch` in one go (one by one only if that fails, to find the
-/// bad ones and penalise their senders) and inserts what passes.
-fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
+/// bad ones and reject their payloads) and inserts what passes.
+fn admit(shared: &Shared, batch: Vec<(usize, Transaction)>, payloads: &mut [Judged]) {
     if batch.is_empty() {
         return;
     }
@@ -104,7 +152,7 @@ fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
         .iter()
         .map(|(_, tx)| read_account(&*shared.store, &tx.sender()))
         .collect();
-    let (peers, txs): (Vec<PeerId>, Vec<Transaction>) = {
+    let (origins, txs): (Vec<usize>, Vec<Transaction>) = {
         let Ok(pool) = shared.mempool.lock() else {
             return;
         };
@@ -123,9 +171,11 @@ fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
     }
     let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
     let mut added = 0;
-    for (peer, tx) in peers.into_iter().zip(txs) {
+    for (origin, tx) in origins.into_iter().zip(txs) {
         if !all_ok && tx.verify_signature().is_err() {
-            penalize(shared, peer, "transaction with a bad signature".into());
+            if let Some(p) = payloads.get_mut(origin) {
+                p.bad = true;
+            }
             continue;
         }
         let account = match read_account(&*shared.store, &tx.sender()) {
@@ -140,6 +190,9 @@ fn admit(shared: &Shared, batch: Vec<(PeerId, Transaction)>) {
         };
         if pool.insert(tx, account).is_ok() {
             added += 1;
+            if let Some(p) = payloads.get_mut(origin) {
+                p.added = true;
+            }
         }
     }
     if added > 0 {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod devnet;
+pub mod http;
 pub mod ingest;
 pub mod mempool;
 pub mod metrics;

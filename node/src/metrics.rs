@@ -28,6 +28,13 @@ pub struct Metrics {
     pub unauthenticated: Counter,
     /// Transaction gossip dropped because admission was that far behind.
     pub gossip_dropped: Counter,
+    /// HTTP connections closed on arrival (the limit was reached).
+    pub http_refused: Counter,
+    /// Network events the swarm task dropped because the node was behind
+    /// (read from the network's counter when metrics are rendered).
+    pub network_events_dropped: Counter,
+    /// Sync requests answered "busy" (read from the network's counter).
+    pub sync_busy: Counter,
     pub rebroadcast: Counter,
     /// Transactions dropped after waiting too long behind a nonce gap.
     pub expired: Counter,
@@ -69,6 +76,9 @@ impl Metrics {
             view_changes: Gauge::default(),
             unauthenticated: Counter::default(),
             gossip_dropped: Counter::default(),
+            http_refused: Counter::default(),
+            network_events_dropped: Counter::default(),
+            sync_busy: Counter::default(),
             rebroadcast: Counter::default(),
             expired: Counter::default(),
             messages_dropped: Gauge::default(),
@@ -130,6 +140,21 @@ impl Metrics {
             "gossip_transactions_dropped",
             "Gossiped transaction batches dropped because admission was behind",
             m.gossip_dropped.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on arrival because rpc.max_connections were open",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "network_events_dropped",
+            "Network events (gossip, requests) dropped because the node's queue was full",
+            m.network_events_dropped.clone(),
+        );
+        registry.register(
+            "sync_requests_busy",
+            "Block sync requests answered busy: a peer over its quota, or too many at once",
+            m.sync_busy.clone(),
         );
         registry.register(
             "transactions_rebroadcast",

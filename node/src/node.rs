@@ -22,7 +22,7 @@ use cairn_consensus::{
     RaftConfig, SignedMessage, ValidatorId,
 };
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
-use cairn_p2p::{BlockSource, Command, Event, PeerInfo, Topic};
+use cairn_p2p::{BlockSource, Command, Event, GossipId, PeerInfo, Topic, Verdict};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
@@ -75,6 +75,40 @@ pub struct Shared {
     pub banned: Arc<Mutex<Vec<String>>>,
     /// Admin commands for the network (block and unblock peers).
     pub net_commands: mpsc::Sender<Command>,
+    /// The admin API's bearer token (also in [`ADMIN_COOKIE`]).
+    pub admin_token: String,
+    /// Events the network task dropped (its queue to the driver was full).
+    pub network_dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Sync requests this node answered "busy" (over a peer's quota).
+    pub sync_busy: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The file in a node's home that holds the admin API's token, written
+/// afresh (mode 0600) at every start, like bitcoind's `.cookie`.
+pub const ADMIN_COOKIE: &str = "admin.cookie";
+
+/// Writes a fresh random admin token to `home/admin.cookie`, readable by
+/// the node's user only, and returns it.
+fn write_admin_cookie(home: &Path) -> Result<String> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let path = home.join(ADMIN_COOKIE);
+    // A file left by another user or with wider rights is replaced, not
+    // reused: the new one is created with mode 0600.
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing the admin token to {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("writing the admin token to {}", path.display()))?;
+    Ok(token)
 }
 
 struct StoreSource(Arc<Store>);
@@ -221,6 +255,18 @@ pub async fn run(home: &Path) -> Result<()> {
                 .with_context(|| format!("p2p.bootstrap {b:?} is not a multiaddr"))?,
         );
     }
+    let validator_peers: Vec<Option<PeerId>> = genesis
+        .validators
+        .iter()
+        .map(|v| peer_of(&v.p2p_address))
+        .collect();
+    // Validators and bootstrap peers always find a slot.
+    let reserved = validator_peers
+        .iter()
+        .flatten()
+        .copied()
+        .chain(config.p2p.bootstrap.iter().filter_map(|b| peer_of(b)))
+        .collect();
     let net = cairn_p2p::start(
         cairn_p2p::Config {
             keypair,
@@ -228,16 +274,11 @@ pub async fn run(home: &Path) -> Result<()> {
             bootstrap,
             genesis_hash,
             max_peers: config.p2p.max_peers,
+            reserved,
             agent: format!("cairn-node/{}", env!("CARGO_PKG_VERSION")),
         },
         Arc::new(StoreSource(store.clone())),
     )?;
-
-    let validator_peers: Vec<Option<PeerId>> = genesis
-        .validators
-        .iter()
-        .map(|v| peer_of(&v.p2p_address))
-        .collect();
 
     let block_max = config.block.max_transactions;
     let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
@@ -346,6 +387,9 @@ pub async fn run(home: &Path) -> Result<()> {
         offer_due: AtomicBool::new(false),
         banned: net.banned.clone(),
         net_commands: net.commands.clone(),
+        admin_token: write_admin_cookie(home)?,
+        network_dropped: net.dropped_events.clone(),
+        sync_busy: net.busy_answers.clone(),
         genesis,
     });
 
@@ -364,18 +408,24 @@ pub async fn run(home: &Path) -> Result<()> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = crate::api::router(shared.clone());
-    let mut api_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        // The peer address is what the admin routes check.
-        axum::serve(
-            listener,
-            api.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = api_stop.changed().await;
-        })
-        .await
-    });
+    let limits = crate::http::Limits {
+        max_connections: config.rpc.max_connections,
+        header_timeout: Duration::from_millis(config.rpc.header_timeout_ms),
+        request_timeout: Duration::from_millis(config.rpc.request_timeout_ms),
+    };
+    let refused = {
+        let shared = shared.clone();
+        move || {
+            shared.metrics.http_refused.inc();
+        }
+    };
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        api,
+        limits,
+        stop_rx.clone(),
+        refused,
+    ));
 
     let (ingest_tx, ingest_rx) = std::sync::mpsc::sync_channel(crate::ingest::QUEUE);
     let _ingest = crate::ingest::spawn(shared.clone(), ingest_rx)
@@ -492,8 +542,16 @@ impl Driver {
         }
     }
 
+    /// Penalising is never worth waiting for: dropped if the network task
+    /// is that far behind.
     async fn penalize(&self, peer: PeerId, reason: String) {
-        self.command(Command::Penalize { peer, reason }).await;
+        let _ = self.net_cmd.try_send(Command::Penalize { peer, reason });
+    }
+
+    /// Tells the network what a gossip message turned out to be (forwarded
+    /// if accepted, its deliverer penalised if rejected).
+    fn judge(&self, peer: PeerId, id: Option<GossipId>, verdict: Verdict) {
+        let _ = self.net_cmd.try_send(Command::Judge { peer, id, verdict });
     }
 
     async fn on_tick(&mut self) -> Result<()> {
@@ -606,39 +664,57 @@ impl Driver {
 
     async fn on_event(&mut self, ev: Event) -> Result<()> {
         match ev {
-            Event::Gossip { topic, from, data } => match topic {
+            Event::Gossip {
+                topic,
+                from,
+                data,
+                id,
+            } => match topic {
                 Topic::Transactions => {
                     // Dropped when the admission thread is that far behind:
                     // the publishing node keeps them in its own mempool.
-                    if self
+                    if let Err(e) = self
                         .ingest
-                        .try_send(crate::ingest::Payload { from, data })
-                        .is_err()
+                        .try_send(crate::ingest::Payload { from, data, id })
                     {
                         self.shared.metrics.gossip_dropped.inc();
+                        let (std::sync::mpsc::TrySendError::Full(p)
+                        | std::sync::mpsc::TrySendError::Disconnected(p)) = e;
+                        self.judge(p.from, p.id, Verdict::Ignore);
                     }
                 }
-                Topic::Consensus => self.on_consensus(from, &data).await?,
-                Topic::Blocks if self.is_pow => self.on_compact_block(from, &data).await?,
+                Topic::Consensus => {
+                    let verdict = self.on_consensus(&data).await?;
+                    self.judge(from, id, verdict);
+                }
+                Topic::Blocks if self.is_pow => {
+                    let verdict = self.on_compact_block(from, &data).await?;
+                    self.judge(from, id, verdict);
+                }
                 // Raft and PBFT announce final blocks by header: a node
                 // that learns it is behind syncs the blocks (and their
                 // proofs of finality) from the sender.
                 Topic::Blocks => {
-                    match cairn_chain::codec::decode::<Header>(&data, MAX_ANNOUNCEMENT_BYTES) {
-                        Ok(header) => {
-                            let head = self.shared.store.head()?.height;
-                            if header.height > head + 1 {
-                                self.start_sync(from).await;
+                    let verdict =
+                        match cairn_chain::codec::decode::<Header>(&data, MAX_ANNOUNCEMENT_BYTES) {
+                            Ok(header) => {
+                                let head = self.shared.store.head()?.height;
+                                if header.height > head + 1 {
+                                    self.start_sync(from).await;
+                                }
+                                Verdict::Accept
                             }
-                        }
-                        Err(e) => {
-                            self.penalize(from, format!("undecodable block announcement: {e}"))
-                                .await
-                        }
-                    }
+                            Err(e) => {
+                                Verdict::Reject(format!("undecodable block announcement: {e}"))
+                            }
+                        };
+                    self.judge(from, id, verdict);
                 }
             },
-            Event::Consensus { from, data } => self.on_consensus(from, &data).await?,
+            Event::Consensus { from, data } => {
+                let verdict = self.on_consensus(&data).await?;
+                self.judge(from, None, verdict);
+            }
             Event::Blocks { from, blocks } => self.on_blocks(from, blocks).await?,
             Event::SyncFailed { peer } => {
                 if self.syncing.map(|(p, _)| p) == Some(peer) {
@@ -673,7 +749,9 @@ impl Driver {
         Ok(())
     }
 
-    async fn on_consensus(&mut self, from: PeerId, data: &[u8]) -> Result<()> {
+    /// A consensus message, by gossip or sent directly: accepted (and
+    /// forwarded, if gossiped) once its validator signature checks out.
+    async fn on_consensus(&mut self, data: &[u8]) -> Result<Verdict> {
         let opened = SignedMessage::decode(data)
             .and_then(|m| m.open(&self.shared.genesis_hash, &self.validator_keys));
         match opened {
@@ -681,14 +759,13 @@ impl Driver {
                 if Some(sender) != self.me {
                     self.feed(Input::Message { from: sender, msg }).await?;
                 }
+                Ok(Verdict::Accept)
             }
             Err(e) => {
                 self.shared.metrics.unauthenticated.inc();
-                self.penalize(from, format!("invalid consensus message: {e}"))
-                    .await
+                Ok(Verdict::Reject(format!("invalid consensus message: {e}")))
             }
         }
-        Ok(())
     }
 
     async fn start_sync(&mut self, peer: PeerId) {
@@ -735,7 +812,7 @@ impl Driver {
             if block.header.height <= head.height {
                 continue;
             }
-            if let Some(Err(e)) = self.engine.as_ref().map(|e| e.verify_final(&block)) {
+            if let Err(e) = self.verify_final(&block) {
                 self.penalize(from, format!("synced block without proof of finality: {e}"))
                     .await;
                 return Ok(());
@@ -764,6 +841,23 @@ impl Driver {
             self.start_sync(from).await;
         }
         Ok(())
+    }
+
+    /// Whether a synced block proves its finality: by the engine's rule on
+    /// a validator, and on an observer (no engine) by the same check of a
+    /// PBFT commit certificate against the genesis validators. Raft's
+    /// blocks carry no proof (its validators are trusted not to lie) and
+    /// are taken from validator peers only.
+    fn verify_final(&self, block: &Block) -> Result<(), String> {
+        match (&self.engine, &self.shared.genesis.consensus) {
+            (Some(engine), _) => engine.verify_final(block),
+            (None, ConsensusConfig::Pbft(_)) => cairn_consensus::pbft::verify_final_block(
+                &self.shared.genesis_hash,
+                &self.validator_keys,
+                block,
+            ),
+            (None, _) => Ok(()),
+        }
     }
 
     /// Executes a proposed block on the head's state without storing it.

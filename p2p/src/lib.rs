@@ -8,13 +8,21 @@
 //!   messages and block sync. Requests and responses have size limits.
 //! - Identify carries `cairn/<genesis hash>` as protocol version: a peer of
 //!   another network is disconnected and blocked.
+//! - Gossip is validated before it is forwarded: the node judges each
+//!   message ([`Command::Judge`]); only accepted ones travel on, so a peer
+//!   that delivers an invalid message wrote it (or forwarded what it had not
+//!   checked) and is the one penalised, in gossipsub's peer score and here.
 //! - Peers that send data the node finds invalid are penalised
 //!   ([`Command::Penalize`]); past a threshold they are disconnected and
 //!   blocked for the life of the process.
+//! - The swarm task never waits on the node: when the event queue is full,
+//!   events are dropped (gossip is then ignored, not forwarded) and counted
+//!   in [`Network::dropped_events`].
 //!
 //! Payloads are opaque bytes here: the node decodes and verifies them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +55,16 @@ pub const MAX_TX_BATCH_BYTES: usize = MAX_GOSSIP_BATCH * MAX_TRANSACTION_BYTES +
 /// A [`BlockSource`] stops adding blocks to a sync response past this many
 /// bytes (it always sends at least one block).
 pub const SYNC_RESPONSE_BUDGET: usize = 2 * MAX_BLOCK_BYTES;
+/// Sync requests served at once, all peers together (each reads and
+/// encodes up to [`SYNC_RESPONSE_BUDGET`] bytes, off the swarm task).
+pub const MAX_CONCURRENT_SERVES: usize = 4;
+/// Bytes of blocks served to one peer per [`SERVE_WINDOW`]; past it the
+/// peer is answered [`Response::Busy`] until the window ends.
+pub const SERVE_BYTES_PER_WINDOW: usize = 512 * 1024 * 1024;
+/// The window of [`SERVE_BYTES_PER_WINDOW`].
+pub const SERVE_WINDOW: Duration = Duration::from_secs(60);
+/// Request-response streams per connection, both ways.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 32;
 /// Penalty points after which a peer is disconnected and blocked.
 pub const BAN_THRESHOLD: u32 = 100;
 /// Points for one invalid message.
@@ -86,12 +104,37 @@ pub enum Request {
     GetBlocksAfter { locator: Vec<Hash>, max: u32 },
 }
 
+/// A gossip message awaiting the node's verdict: forwarded to other peers
+/// only once accepted.
+#[derive(Debug, Clone)]
+pub struct GossipId {
+    id: gossipsub::MessageId,
+    source: PeerId,
+}
+
+/// What the node found of a gossip message (or pushed transactions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Not wrong, not useful (a duplicate, stale, or not checkable now): do
+    /// not forward, do not blame.
+    Ignore,
+    /// Invalid whatever the receiver's state: do not forward, and penalise
+    /// the peer that delivered it.
+    Reject(String),
+}
+
 /// The answer to a [`Request`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     Ack,
     /// Encoded blocks, consecutive from the requested height.
     Blocks(Vec<ByteBuf>),
+    /// The peer serves no more blocks to this node now (one request at a
+    /// time per peer, a byte quota per minute, a few at once in all): ask
+    /// again later, or another peer.
+    Busy,
 }
 
 /// What the node asks of the network.
@@ -134,15 +177,25 @@ pub enum Command {
         peer: PeerId,
         reason: String,
     },
+    /// The node's verdict on what [`Event::Gossip`] delivered from `peer`
+    /// (with `id` when it came by gossip rather than a direct push).
+    Judge {
+        peer: PeerId,
+        id: Option<GossipId>,
+        verdict: Verdict,
+    },
 }
 
 /// What the network tells the node.
 #[derive(Debug)]
 pub enum Event {
+    /// A gossip message (or transactions pushed directly, `id` `None`): the
+    /// node answers with [`Command::Judge`].
     Gossip {
         topic: Topic,
         from: PeerId,
         data: Vec<u8>,
+        id: Option<GossipId>,
     },
     Consensus {
         from: PeerId,
@@ -186,7 +239,11 @@ pub struct Config {
     pub listen: Multiaddr,
     pub bootstrap: Vec<Multiaddr>,
     pub genesis_hash: Hash,
+    /// Most peers kept connected, not counting [`Config::reserved`] ones.
     pub max_peers: usize,
+    /// Peers that always get a connection (validators, bootstrap peers):
+    /// when the node is full, an inbound peer is evicted for them.
+    pub reserved: Vec<PeerId>,
     pub agent: String,
 }
 
@@ -200,6 +257,10 @@ pub struct Network {
     pub peers: Arc<Mutex<Vec<PeerInfo>>>,
     /// Peers blocked (by an operator or for misbehaviour).
     pub banned: Arc<Mutex<Vec<String>>>,
+    /// Events dropped because the node's queue was full.
+    pub dropped_events: Arc<AtomicU64>,
+    /// Sync requests answered [`Response::Busy`].
+    pub busy_answers: Arc<AtomicU64>,
 }
 
 /// Starting the network failed.
@@ -258,22 +319,30 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
             // their work), checked by the node. A libp2p signature per
             // message would hash every byte again with SHA-512 on the
             // publisher and on every receiver. Messages are identified by
-            // the SHA-256 of their content, so a payload is delivered once
-            // whoever publishes or forwards it.
+            // the SHA-256 of their topic and content, so a payload is
+            // delivered once whoever publishes or forwards it.
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
                 .validation_mode(gossipsub::ValidationMode::Anonymous)
+                // Nothing is forwarded before the node has checked it.
+                .validate_messages()
                 .message_id_fn(|m: &gossipsub::Message| {
-                    gossipsub::MessageId::from(Hash::digest(&m.data).0.to_vec())
+                    gossipsub::MessageId::from(
+                        Hash::digest_parts(&[m.topic.as_str().as_bytes(), &m.data])
+                            .0
+                            .to_vec(),
+                    )
                 })
                 .idontwant_on_publish(true)
                 .max_transmit_size(MAX_BLOCK_BYTES + 64 * 1024)
                 .build()
                 .map_err(|e| e.to_string())?;
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Anonymous,
                 gossip_config,
             )?;
+            let (params, thresholds) = score_params(&topics);
+            gossipsub.with_peer_score(params, thresholds)?;
             // Payloads travel as CBOR byte strings (serde_bytes): copied,
             // not written as arrays of small integers.
             let codec = request_response::cbor::codec::Codec::default()
@@ -284,7 +353,9 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
             let rr = request_response::Behaviour::with_codec(
                 codec,
                 [(rr_protocol, request_response::ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(20))
+                    .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION),
             );
             let identify = identify::Behaviour::new(
                 identify::Config::new(version.clone(), key.public()).with_agent_version(agent),
@@ -323,6 +394,9 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
     let (ev_tx, ev_rx) = mpsc::channel(4096);
     let peers = Arc::new(Mutex::new(Vec::new()));
     let banned_list = Arc::new(Mutex::new(Vec::new()));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let busy = Arc::new(AtomicU64::new(0));
+    let (served_tx, served_rx) = mpsc::unbounded_channel();
     let local_peer_id = *swarm.local_peer_id();
     let task = SwarmTask {
         swarm,
@@ -333,21 +407,65 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
         events: ev_tx,
         peers: peers.clone(),
         banned_list: banned_list.clone(),
+        dropped: dropped.clone(),
+        busy: busy.clone(),
+        serving: HashMap::new(),
+        serve_quota: HashMap::new(),
+        next_serve: 0,
+        served: served_tx,
         connected: HashMap::new(),
         penalties: HashMap::new(),
         banned: HashSet::new(),
         pending_sync: HashMap::new(),
         bootstrap: config.bootstrap,
         max_peers: config.max_peers,
+        reserved: config.reserved.into_iter().collect(),
     };
-    tokio::spawn(task.run(cmd_rx));
+    tokio::spawn(task.run(cmd_rx, served_rx));
     Ok(Network {
         commands: cmd_tx,
         events: ev_rx,
         local_peer_id,
         peers,
         banned: banned_list,
+        dropped_events: dropped,
+        busy_answers: busy,
     })
+}
+
+/// Gossipsub's peer score: what counts is invalid messages (P4, squared:
+/// the third within about twenty seconds takes a peer below the graylist
+/// threshold, and its messages are then ignored). Delivery-rate penalties
+/// (P3) are off: on a quiet network honest peers deliver nothing. The IP
+/// colocation penalty is off: a devnet runs every node on one address.
+fn score_params(
+    topics: &HashMap<gossipsub::TopicHash, Topic>,
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic_params = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.1,
+        first_message_deliveries_decay: 0.9,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        topics: topics
+            .keys()
+            .map(|t| (t.clone(), topic_params.clone()))
+            .collect(),
+        // The positive topic scores stay small next to one invalid message.
+        topic_score_cap: 10.0,
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
 }
 
 struct SwarmTask {
@@ -359,16 +477,47 @@ struct SwarmTask {
     events: mpsc::Sender<Event>,
     peers: Arc<Mutex<Vec<PeerInfo>>>,
     banned_list: Arc<Mutex<Vec<String>>>,
-    connected: HashMap<PeerId, (String, Option<String>)>,
+    dropped: Arc<AtomicU64>,
+    busy: Arc<AtomicU64>,
+    /// Sync requests being read from the store, by serve number.
+    serving: HashMap<u64, (PeerId, request_response::ResponseChannel<Response>)>,
+    /// Per peer: whether a request is being served, and the bytes served in
+    /// the current window (with its start).
+    serve_quota: HashMap<PeerId, ServeQuota>,
+    next_serve: u64,
+    /// Where store reads hand their blocks back (at most
+    /// [`MAX_CONCURRENT_SERVES`] at once).
+    served: mpsc::UnboundedSender<(u64, Vec<Vec<u8>>)>,
+    /// Connected peers: address, agent, and whether this node dialled.
+    connected: HashMap<PeerId, (String, Option<String>, bool)>,
     penalties: HashMap<PeerId, u32>,
     banned: HashSet<PeerId>,
     pending_sync: HashMap<request_response::OutboundRequestId, PeerId>,
     bootstrap: Vec<Multiaddr>,
     max_peers: usize,
+    reserved: HashSet<PeerId>,
+}
+
+/// What one peer has had of this node's block serving.
+#[derive(Debug)]
+struct ServeQuota {
+    in_flight: bool,
+    window_start: std::time::Instant,
+    bytes: usize,
+}
+
+/// A sync request to serve.
+enum ServeRequest {
+    From { from: u64, max: u32 },
+    After { locator: Vec<Hash>, max: u32 },
 }
 
 impl SwarmTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut served: mpsc::UnboundedReceiver<(u64, Vec<Vec<u8>>)>,
+    ) {
         let mut redial = tokio::time::interval(Duration::from_secs(3));
         loop {
             tokio::select! {
@@ -376,7 +525,8 @@ impl SwarmTask {
                     Some(cmd) => self.on_command(cmd),
                     None => break, // the node is shutting down
                 },
-                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                Some((id, blocks)) = served.recv() => self.on_served(id, blocks),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial.tick() => self.redial(),
             }
         }
@@ -457,7 +607,126 @@ impl SwarmTask {
             Command::Penalize { peer, reason } => {
                 self.penalize(peer, INVALID_MESSAGE_PENALTY, &reason)
             }
+            Command::Judge { peer, id, verdict } => self.judge(peer, id, verdict),
         }
+    }
+
+    /// Serves a sync request off the swarm task, within the peer's quota:
+    /// one request at a time per peer, [`SERVE_BYTES_PER_WINDOW`] per
+    /// window, [`MAX_CONCURRENT_SERVES`] in all. Otherwise answers
+    /// [`Response::Busy`] at once.
+    fn serve(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<Response>,
+        request: ServeRequest,
+    ) {
+        let now = std::time::Instant::now();
+        let quota = self.serve_quota.entry(peer).or_insert(ServeQuota {
+            in_flight: false,
+            window_start: now,
+            bytes: 0,
+        });
+        if now.duration_since(quota.window_start) >= SERVE_WINDOW {
+            quota.window_start = now;
+            quota.bytes = 0;
+        }
+        if quota.in_flight
+            || quota.bytes >= SERVE_BYTES_PER_WINDOW
+            || self.serving.len() >= MAX_CONCURRENT_SERVES
+        {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .rr
+                .send_response(channel, Response::Busy);
+            return;
+        }
+        quota.in_flight = true;
+        let id = self.next_serve;
+        self.next_serve += 1;
+        self.serving.insert(id, (peer, channel));
+        let source = self.source.clone();
+        let done = self.served.clone();
+        tokio::task::spawn_blocking(move || {
+            let blocks = match request {
+                ServeRequest::From { from, max } => {
+                    source.blocks(from, max.min(MAX_BLOCKS_PER_REQUEST))
+                }
+                ServeRequest::After { locator, max } => {
+                    source.blocks_after(&locator, max.min(MAX_BLOCKS_PER_REQUEST))
+                }
+            };
+            let _ = done.send((id, blocks));
+        });
+    }
+
+    /// A store read finished: answer the peer and count its bytes.
+    fn on_served(&mut self, id: u64, blocks: Vec<Vec<u8>>) {
+        let Some((peer, channel)) = self.serving.remove(&id) else {
+            return;
+        };
+        if let Some(q) = self.serve_quota.get_mut(&peer) {
+            q.in_flight = false;
+            q.bytes = q
+                .bytes
+                .saturating_add(blocks.iter().map(Vec::len).sum::<usize>());
+        }
+        let blocks = blocks.into_iter().map(ByteBuf::from).collect();
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_response(channel, Response::Blocks(blocks));
+    }
+
+    /// Reports a verdict to gossipsub (which forwards accepted messages and
+    /// scores the deliverer of rejected ones) and penalises what was
+    /// rejected.
+    fn judge(&mut self, peer: PeerId, id: Option<GossipId>, verdict: Verdict) {
+        if let Some(GossipId { id, source }) = id {
+            let acceptance = match &verdict {
+                Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                Verdict::Reject(_) => gossipsub::MessageAcceptance::Reject,
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, acceptance);
+        }
+        if let Verdict::Reject(reason) = verdict {
+            self.penalize(peer, INVALID_MESSAGE_PENALTY, &reason);
+        }
+    }
+
+    /// Whether a new connection may stay. Reserved peers (validators,
+    /// bootstrap) and peers this node dialled always may, and do not count
+    /// against `max_peers`; another inbound peer may while fewer than
+    /// `max_peers` others are connected. A reserved peer arriving when the
+    /// node is full evicts the inbound peer with the most penalty points.
+    fn admit(&mut self, peer: PeerId, dialled: bool) -> bool {
+        let reserved = self.reserved.contains(&peer);
+        let others: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|(p, (_, _, d))| !*d && !self.reserved.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        if reserved || dialled {
+            if reserved && others.len() >= self.max_peers {
+                if let Some(victim) = others
+                    .iter()
+                    .max_by_key(|p| self.penalties.get(p).copied().unwrap_or(0))
+                {
+                    tracing::info!(peer = %victim, "evicting an inbound peer for a reserved one");
+                    let _ = self.swarm.disconnect_peer_id(*victim);
+                }
+            }
+            return true;
+        }
+        others.len() < self.max_peers
     }
 
     fn penalize(&mut self, peer: PeerId, points: u32, reason: &str) {
@@ -490,7 +759,7 @@ impl SwarmTask {
         let list = self
             .connected
             .iter()
-            .map(|(id, (addr, agent))| PeerInfo {
+            .map(|(id, (addr, agent, _))| PeerInfo {
                 peer_id: id.to_string(),
                 address: addr.clone(),
                 agent: agent.clone(),
@@ -502,13 +771,28 @@ impl SwarmTask {
         }
     }
 
-    async fn emit(&mut self, event: Event) {
-        // The node stopping closes the channel; nothing to do then.
-        let _ = self.events.send(event).await;
+    /// Hands an event to the node without waiting: the swarm task must keep
+    /// serving the network (and reading the node's commands) whatever the
+    /// node is doing. A full queue drops the event; dropped gossip is
+    /// ignored (not forwarded). A closed queue means the node is stopping.
+    fn emit(&mut self, event: Event) {
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "the node is behind: network events dropped");
+                }
+                if let Event::Gossip { from, id, .. } = event {
+                    self.judge(from, id, Verdict::Ignore);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     #[allow(clippy::collapsible_match)] // one arm per event reads better here
-    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(
@@ -519,17 +803,21 @@ impl SwarmTask {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                if self.connected.len() >= self.max_peers && !self.connected.contains_key(&peer_id)
+                if !self.connected.contains_key(&peer_id)
+                    && !self.admit(peer_id, endpoint.is_dialer())
                 {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
                 let addr = endpoint.get_remote_address().to_string();
-                let fresh = self.connected.insert(peer_id, (addr, None)).is_none();
+                let fresh = self
+                    .connected
+                    .insert(peer_id, (addr, None, endpoint.is_dialer()))
+                    .is_none();
                 self.publish_peers();
                 if fresh {
                     tracing::info!(%peer_id, "peer connected");
-                    self.emit(Event::PeerConnected(peer_id)).await;
+                    self.emit(Event::PeerConnected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -537,10 +825,17 @@ impl SwarmTask {
                 num_established,
                 ..
             } => {
+                if num_established == 0 {
+                    // Quotas of peers gone, whose window has passed.
+                    let now = std::time::Instant::now();
+                    self.serve_quota.retain(|_, q| {
+                        q.in_flight || now.duration_since(q.window_start) < SERVE_WINDOW
+                    });
+                }
                 if num_established == 0 && self.connected.remove(&peer_id).is_some() {
                     tracing::info!(%peer_id, "peer disconnected");
                     self.publish_peers();
-                    self.emit(Event::PeerDisconnected(peer_id)).await;
+                    self.emit(Event::PeerDisconnected(peer_id));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -565,10 +860,18 @@ impl SwarmTask {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
                 let Some(topic) = self.topics.get(&message.topic).copied() else {
+                    self.judge(
+                        propagation_source,
+                        Some(GossipId {
+                            id: message_id,
+                            source: propagation_source,
+                        }),
+                        Verdict::Ignore,
+                    );
                     return;
                 };
                 let limit = match topic {
@@ -576,10 +879,13 @@ impl SwarmTask {
                     _ => MAX_BLOCK_BYTES + 64 * 1024,
                 };
                 if message.data.len() > limit {
-                    self.penalize(
+                    self.judge(
                         propagation_source,
-                        INVALID_MESSAGE_PENALTY,
-                        "oversized gossip",
+                        Some(GossipId {
+                            id: message_id,
+                            source: propagation_source,
+                        }),
+                        Verdict::Reject("oversized gossip".into()),
                     );
                     return;
                 }
@@ -587,8 +893,11 @@ impl SwarmTask {
                     topic,
                     from: propagation_source,
                     data: message.data,
-                })
-                .await;
+                    id: Some(GossipId {
+                        id: message_id,
+                        source: propagation_source,
+                    }),
+                });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
                 peer,
@@ -604,7 +913,7 @@ impl SwarmTask {
                             .behaviour_mut()
                             .rr
                             .send_response(channel, Response::Ack);
-                        self.emit(Event::Consensus { from: peer, data }).await;
+                        self.emit(Event::Consensus { from: peer, data });
                     }
                     Request::Transactions(txs) => {
                         let _ = self
@@ -627,8 +936,8 @@ impl SwarmTask {
                                     topic: Topic::Transactions,
                                     from: peer,
                                     data: data.into_vec(),
-                                })
-                                .await;
+                                    id: None,
+                                });
                             }
                         }
                     }
@@ -637,30 +946,10 @@ impl SwarmTask {
                             self.penalize(peer, INVALID_MESSAGE_PENALTY, "oversized locator");
                             return;
                         }
-                        let blocks = self
-                            .source
-                            .blocks_after(&locator, max.min(MAX_BLOCKS_PER_REQUEST))
-                            .into_iter()
-                            .map(ByteBuf::from)
-                            .collect();
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .rr
-                            .send_response(channel, Response::Blocks(blocks));
+                        self.serve(peer, channel, ServeRequest::After { locator, max });
                     }
                     Request::GetBlocks { from, max } => {
-                        let blocks = self
-                            .source
-                            .blocks(from, max.min(MAX_BLOCKS_PER_REQUEST))
-                            .into_iter()
-                            .map(ByteBuf::from)
-                            .collect();
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .rr
-                            .send_response(channel, Response::Blocks(blocks));
+                        self.serve(peer, channel, ServeRequest::From { from, max });
                     }
                 },
                 request_response::Message::Response {
@@ -671,12 +960,13 @@ impl SwarmTask {
                         match response {
                             Response::Blocks(blocks) => {
                                 let blocks = blocks.into_iter().map(ByteBuf::into_vec).collect();
-                                self.emit(Event::Blocks { from, blocks }).await
+                                self.emit(Event::Blocks { from, blocks })
                             }
                             Response::Ack => {
                                 self.penalize(from, INVALID_MESSAGE_PENALTY, "wrong response");
-                                self.emit(Event::SyncFailed { peer: from }).await;
+                                self.emit(Event::SyncFailed { peer: from });
                             }
+                            Response::Busy => self.emit(Event::SyncFailed { peer: from }),
                         }
                     }
                 }
@@ -691,7 +981,7 @@ impl SwarmTask {
             )) => {
                 if self.pending_sync.remove(&request_id).is_some() {
                     tracing::debug!(%peer, "sync request failed: {error}");
-                    self.emit(Event::SyncFailed { peer }).await;
+                    self.emit(Event::SyncFailed { peer });
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(

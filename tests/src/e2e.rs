@@ -67,17 +67,35 @@ pub fn metric(url: &str, sample: &str) -> Option<f64> {
 }
 
 pub fn post_raw(url: &str, body: &str) -> (u16, Value) {
+    post_with(url, body, &[("content-type", "application/json")])
+}
+
+/// POSTs `body` with exactly these headers; the status and the JSON answer.
+pub fn post_with(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let mut r = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body)
-        .expect("node answers");
+    let mut req = agent.post(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.send(body).expect("node answers");
     let status = r.status().as_u16();
     (status, r.body_mut().read_json().expect("json body"))
+}
+
+/// POSTs to the admin API with the node's token.
+pub fn admin_post(url: &str, home: &Path, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {}", admin_token(home));
+    post_with(
+        url,
+        body,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+    )
 }
 
 /// Polls until `f` holds; fails the test (with `what`) after a generous
@@ -162,4 +180,36 @@ pub fn keygen(url: &str, path: &Path) -> String {
     );
     assert!(ok, "keygen failed: {err}");
     out.split_whitespace().next().expect("address").to_owned()
+}
+
+/// The node's admin token (written at start to `<home>/admin.cookie`).
+pub fn admin_token(home: &Path) -> String {
+    std::fs::read_to_string(home.join(ADMIN_COOKIE))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The admin cookie's file name in a node's home.
+pub const ADMIN_COOKIE: &str = "admin.cookie";
+
+/// `GET /admin/bans`: the peers the node has blocked.
+pub fn admin_bans(url: &str, home: &Path) -> Vec<String> {
+    let token = admin_token(home);
+    let Ok(mut r) = ureq::get(&format!("{url}/admin/bans"))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+    else {
+        return Vec::new();
+    };
+    let Ok(v) = r.body_mut().read_json::<Value>() else {
+        return Vec::new();
+    };
+    v["banned"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -2,10 +2,12 @@
 //! processes on loopback ports, partitioned 2|2 with the admin API so that
 //! both sides mine, then healed.
 
+use std::path::Path;
+
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    balance, consensus, eventually, http_get, keygen, metric, post_raw, same_head, status, wallet,
-    NodeProc,
+    admin_bans, admin_post, admin_token, balance, consensus, eventually, http_get, keygen, metric,
+    post_raw, post_with, same_head, status, wallet, NodeProc, ADMIN_COOKIE,
 };
 
 fn height(url: &str) -> Option<u64> {
@@ -48,9 +50,10 @@ fn state_root(url: &str) -> Option<String> {
     Some(b["state_root"].as_str()?.to_owned())
 }
 
-fn admin(url: &str, what: &str, peer: &str) {
-    let (code, body) = post_raw(
+fn admin(url: &str, home: &Path, what: &str, peer: &str) {
+    let (code, body) = admin_post(
         &format!("{url}/admin/{what}"),
+        home,
         &format!("{{\"peer\": \"{peer}\"}}"),
     );
     assert_eq!(code, 200, "{what} {peer} on {url}: {body}");
@@ -122,20 +125,48 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
         "{s}"
     );
 
-    // The admin API answers loopback clients only; bad input is a clear
-    // error.
-    let (code, body) = post_raw(&format!("{}/admin/ban", urls[0]), "{\"peer\": \"nope\"}");
+    // The admin API wants the node's token and a JSON body; bad input is a
+    // clear error.
+    let ban_url = format!("{}/admin/ban", urls[0]);
+    let (code, body) = admin_post(&ban_url, &net.nodes[0].home, "{\"peer\": \"nope\"}");
     assert_eq!(
         (code, body["error"]["code"].as_str()),
         (400, Some("bad_peer_id"))
     );
+    let (code, body) = post_raw(&ban_url, &format!("{{\"peer\": \"{}\"}}", ids[1]));
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (401, Some("admin_unauthorized")),
+        "no token"
+    );
+    // What a page in a browser could send: a form post, even with the
+    // right token guessed, is refused.
+    let auth = format!("Bearer {}", admin_token(&net.nodes[0].home));
+    let (code, body) = post_with(
+        &ban_url,
+        &format!("{{\"peer\": \"{}\"}}", ids[1]),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &auth),
+        ],
+    );
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (415, Some("admin_json_only"))
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(net.nodes[0].home.join(ADMIN_COOKIE)).expect("cookie");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
 
     // 2. Partition 2|2: {0, 1} (two miners) and {2, 3} (one miner).
     let sides = [[0usize, 1], [2, 3]];
     for (mine, other) in [(sides[0], sides[1]), (sides[1], sides[0])] {
         for &a in &mine {
             for &b in &other {
-                admin(urls[a], "ban", &ids[b]);
+                admin(urls[a], &net.nodes[a].home, "ban", &ids[b]);
             }
         }
     }
@@ -143,12 +174,8 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
         urls.iter()
             .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() == Some(1)))
     });
-    let banned = http_get(&format!("{}/admin/bans", urls[0])).expect("bans");
-    assert_eq!(
-        banned["banned"].as_array().map(Vec::len),
-        Some(2),
-        "{banned}"
-    );
+    let banned = admin_bans(urls[0], &net.nodes[0].home);
+    assert_eq!(banned.len(), 2, "{banned:?}");
     let split = urls
         .iter()
         .filter_map(|u| height(u))
@@ -175,7 +202,7 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
     for (mine, other) in [(sides[0], sides[1]), (sides[1], sides[0])] {
         for &a in &mine {
             for &b in &other {
-                admin(urls[a], "unban", &ids[b]);
+                admin(urls[a], &net.nodes[a].home, "unban", &ids[b]);
             }
         }
     }

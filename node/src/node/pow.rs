@@ -82,22 +82,20 @@ impl Driver {
     /// the engine; when transactions are missing (this node never saw them,
     /// or committed them on another branch), the whole block is fetched
     /// from the sender.
-    pub(super) async fn on_compact_block(&mut self, from: PeerId, data: &[u8]) -> Result<()> {
+    /// The verdict is the gossip's: a block with valid work and form is
+    /// forwarded whether or not this node can assemble it yet.
+    pub(super) async fn on_compact_block(&mut self, from: PeerId, data: &[u8]) -> Result<Verdict> {
         let compact = match CompactBlock::decode(data) {
             Ok(c) => c,
-            Err(e) => {
-                self.penalize(from, format!("undecodable block: {e}")).await;
-                return Ok(());
-            }
+            Err(e) => return Ok(Verdict::Reject(format!("undecodable block: {e}"))),
         };
         if let Err(e) = cairn_consensus::pow::check_pow(&compact.header) {
-            self.penalize(from, format!("block without a valid proof of work: {e}"))
-                .await;
-            return Ok(());
+            return Ok(Verdict::Reject(format!(
+                "block without a valid proof of work: {e}"
+            )));
         }
         if let Err(e) = compact.check_format() {
-            self.penalize(from, format!("malformed block: {e}")).await;
-            return Ok(());
+            return Ok(Verdict::Reject(format!("malformed block: {e}")));
         }
         let hash = compact.hash();
         let parent = compact.header.parent;
@@ -113,11 +111,12 @@ impl Driver {
         match assembled {
             Ok(block) => {
                 self.shared.metrics.compact_block(true);
-                self.feed(Input::Block { block }).await
+                self.feed(Input::Block { block }).await?;
+                Ok(Verdict::Accept)
             }
             // Its transactions left the mempool when this node stored it
             // (a fetch or a sync got there first): nothing to do.
-            Err(_) if self.shared.store.has_block(&hash)? => Ok(()),
+            Err(_) if self.shared.store.has_block(&hash)? => Ok(Verdict::Ignore),
             Err(missing) => {
                 self.shared.metrics.compact_block(false);
                 tracing::debug!(%hash, %from, missing, "block with transactions this node lacks: fetching it");
@@ -126,7 +125,7 @@ impl Driver {
                 if self.syncing.is_none() {
                     self.fetch_after(from, vec![parent]).await;
                 }
-                Ok(())
+                Ok(Verdict::Accept)
             }
         }
     }

@@ -1,0 +1,136 @@
+//! A hostile peer for end-to-end tests: joins a Cairn network over real
+//! libp2p connections and sends what an attacker would. Each attack prints
+//! its own peer id (`me <peer>`) and one line per thing it saw
+//! (`connected <peer>`, `disconnected <peer>`), and exits when done.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_chain::Hash;
+use cairn_p2p::{BlockSource, Command, Event, Keypair, Topic};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(about = "A hostile Cairn peer, for tests")]
+struct Args {
+    /// The network's genesis hash (hex), as `GET /status` shows it.
+    #[arg(long)]
+    genesis_hash: String,
+    /// Peers to connect to (multiaddrs); repeat for several.
+    #[arg(long = "peer", required = true)]
+    peers: Vec<String>,
+    /// Seconds to stay connected after the attack, watching.
+    #[arg(long, default_value_t = 10)]
+    linger: u64,
+    #[command(subcommand)]
+    attack: Attack,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TopicArg {
+    Tx,
+    Blocks,
+    Consensus,
+}
+
+#[derive(Debug, Subcommand)]
+enum Attack {
+    /// Publishes distinct payloads that decode to nothing on a gossip topic.
+    Junk {
+        #[arg(long, value_enum, default_value = "tx")]
+        topic: TopicArg,
+        #[arg(long, default_value_t = 8)]
+        count: u32,
+    },
+}
+
+/// Serves no blocks.
+struct NoBlocks;
+
+impl BlockSource for NoBlocks {
+    fn blocks(&self, _: u64, _: u32) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+    fn blocks_after(&self, _: &[Hash], _: u32) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let genesis_hash = Hash::from_hex(&args.genesis_hash).context("--genesis-hash")?;
+    let bootstrap = args
+        .peers
+        .iter()
+        .map(|p| p.parse().with_context(|| format!("--peer {p}")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut net = cairn_p2p::start(
+        cairn_p2p::Config {
+            keypair: Keypair::generate_ed25519(),
+            listen: "/ip4/127.0.0.1/tcp/0".parse().context("listen address")?,
+            bootstrap,
+            genesis_hash,
+            max_peers: 50,
+            reserved: Vec::new(),
+            agent: "cairn-hostile".into(),
+        },
+        Arc::new(NoBlocks),
+    )?;
+    println!("me {}", net.local_peer_id);
+    // Wait for a connection, then for gossipsub to learn the peer's
+    // subscriptions (they follow the connection within a heartbeat).
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(ev) = net.events.recv().await {
+            if let Event::PeerConnected(p) = ev {
+                return Some(p);
+            }
+        }
+        None
+    })
+    .await;
+    match first {
+        Ok(Some(p)) => println!("connected {p}"),
+        _ => bail!("no peer connected within 30 s"),
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    match args.attack {
+        Attack::Junk { topic, count } => {
+            let topic = match topic {
+                TopicArg::Tx => Topic::Transactions,
+                TopicArg::Blocks => Topic::Blocks,
+                TopicArg::Consensus => Topic::Consensus,
+            };
+            for i in 0..count {
+                // Distinct payloads: gossip identifies messages by content.
+                let data = format!("junk {i} on {topic:?} from a hostile peer").into_bytes();
+                net.commands
+                    .send(Command::Publish { topic, data })
+                    .await
+                    .context("the network task stopped")?;
+            }
+            println!("published {count} junk messages on {topic:?}");
+        }
+    }
+
+    let watch = tokio::time::sleep(Duration::from_secs(args.linger));
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            _ = &mut watch => break,
+            ev = net.events.recv() => match ev {
+                Some(Event::PeerConnected(p)) => println!("connected {p}"),
+                Some(Event::PeerDisconnected(p)) => println!("disconnected {p}"),
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Hostile peers against a real network: `cairn-hostile` processes connect
+//! over libp2p and send what an attacker would; the honest nodes must keep
+//! each other and keep committing.
+
+use std::process::Command;
+
+use cairn_genesis::{generate, NetworkSpec};
+use cairn_tests::e2e::{
+    admin_bans, balance, eventually, keygen, leader, same_head, status, transfer, NodeProc,
+};
+use cairn_tests::workspace_bin;
+
+/// Runs one attack; returns the hostile peer's id and what it printed.
+fn hostile(genesis_hash: &str, peer: &str, attack: &[&str]) -> (String, String) {
+    let out = Command::new(workspace_bin("cairn-hostile"))
+        .args([
+            "--genesis-hash",
+            genesis_hash,
+            "--peer",
+            peer,
+            "--linger",
+            "8",
+        ])
+        .args(attack)
+        .output()
+        .expect("run cairn-hostile");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "cairn-hostile failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("me "))
+        .expect("the hostile peer names itself")
+        .to_owned();
+    (me, stdout)
+}
+
+fn peer_count(url: &str) -> u64 {
+    status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
+}
+
+#[test]
+fn junk_gossip_gets_its_author_banned_and_no_honest_relayer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        base_port: 29100,
+        chain_id: "e2e-hostile".into(),
+        seed: Some(20),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let faucet = net.faucet_key();
+    eventually("a leader is elected", || leader(&urls).is_some());
+    eventually("every node sees the two others", || {
+        urls.iter().all(|u| peer_count(u) >= 2)
+    });
+    let genesis_hash = status(urls[0]).expect("status")["genesis_hash"]
+        .as_str()
+        .expect("genesis hash")
+        .to_owned();
+    let target = &net.nodes[0].p2p_address;
+
+    // Undecodable transactions, then undecodable consensus messages, each
+    // published by a fresh hostile peer connected to node 0 only. Without
+    // validation before forwarding, node 0 relays them and nodes 1 and 2
+    // ban node 0 for what the hostile peer wrote.
+    for topic in ["tx", "consensus"] {
+        let (me, out) = hostile(&genesis_hash, target, &["junk", "--topic", topic]);
+        eventually("node 0 bans the author", || {
+            admin_bans(urls[0], &net.nodes[0].home).contains(&me)
+        });
+        assert!(out.contains("disconnected"), "{out}");
+    }
+    for n in &net.nodes[1..] {
+        let bans = admin_bans(&n.rpc_url, &n.home);
+        assert!(
+            bans.is_empty(),
+            "{} banned an honest peer: {bans:?}",
+            n.name
+        );
+    }
+    assert!(admin_bans(urls[0], &net.nodes[0].home).len() == 2);
+
+    // The honest nodes still form one network and commit.
+    let alice = keygen(urls[1], &dir.path().join("alice.key"));
+    transfer(urls[2], &faucet, &alice, 700);
+    eventually("all nodes reach the same head", || same_head(&urls));
+    for u in &urls {
+        assert_eq!(balance(u, &alice), Some(700), "balance on {u}");
+        assert!(peer_count(u) >= 2, "{u} lost an honest peer");
+    }
+}
