@@ -96,3 +96,106 @@ fn junk_gossip_gets_its_author_banned_and_no_honest_relayer() {
         assert!(peer_count(u) >= 2, "{u} lost an honest peer");
     }
 }
+
+/// The ids of the peers a node is connected to.
+fn peer_ids(url: &str) -> Vec<String> {
+    cairn_tests::e2e::http_get(&format!("{url}/peers"))
+        .and_then(|v| {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn full_peer_slots_keep_validators_in_and_sync_floods_are_throttled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        base_port: 29120,
+        chain_id: "e2e-eclipse".into(),
+        seed: Some(22),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    // Node 0 takes at most 4 peers besides the validators.
+    let home0 = &net.nodes[0].home;
+    let mut config = cairn_genesis::NodeConfig::load(home0).expect("node.toml");
+    config.p2p.max_peers = 4;
+    std::fs::write(
+        home0.join(cairn_genesis::NodeConfig::FILE),
+        config.to_toml(),
+    )
+    .expect("write node.toml");
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let faucet = net.faucet_key();
+    eventually("a leader is elected", || leader(&urls).is_some());
+    eventually("every node sees the two others", || {
+        urls.iter().all(|u| peer_count(u) >= 2)
+    });
+    let genesis_hash = status(urls[0]).expect("status")["genesis_hash"]
+        .as_str()
+        .expect("genesis hash")
+        .to_owned();
+    let target = net.nodes[0].p2p_address.clone();
+    let alice = keygen(urls[1], &dir.path().join("alice.key"));
+    transfer(urls[0], &faucet, &alice, 100);
+
+    // 1. Block sync requests as fast as a peer can send them: served one
+    // at a time per peer, the rest answered busy.
+    let (_, out) = hostile(&genesis_hash, &target, &["sync-flood", "--requests", "50"]);
+    let busy: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("answered "))
+        .and_then(|l| l.split(" busy ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tally: {out}"));
+    assert!(busy > 0, "every request was served: {out}");
+    assert!(!out.contains("never answered"), "{out}");
+    assert!(
+        cairn_tests::e2e::metric(urls[0], "cairn_sync_requests_busy_total")
+            .is_some_and(|n| n >= 1.0)
+    );
+
+    // 2. Eight hostile identities try to fill node 0's peer slots; node 1
+    // restarts meanwhile and must get back in.
+    let occupier = std::thread::spawn({
+        let (g, t) = (genesis_hash.clone(), target.clone());
+        move || {
+            Command::new(workspace_bin("cairn-hostile"))
+                .args(["--genesis-hash", &g, "--peer", &t, "--linger", "40"])
+                .args(["occupy", "--connections", "8"])
+                .output()
+                .expect("run cairn-hostile")
+        }
+    });
+    eventually("node 0's free slots are taken", || peer_count(urls[0]) >= 6);
+    nodes[1].kill9();
+    nodes[1] = NodeProc::start(&net.nodes[1].home);
+    eventually("node 1 is back", || status(urls[1]).is_some());
+    let node1_id = status(urls[1]).expect("status")["node_id"]
+        .as_str()
+        .expect("node id")
+        .to_owned();
+    eventually("node 0 takes node 1 back although it is full", || {
+        peer_ids(urls[0]).contains(&node1_id)
+    });
+    let hostile_slots = peer_count(urls[0]) - 2;
+    assert!(
+        hostile_slots <= 4,
+        "{hostile_slots} hostile peers on node 0"
+    );
+    transfer(urls[1], &faucet, &alice, 50);
+    eventually("all nodes reach the same head", || same_head(&urls));
+    assert_eq!(balance(urls[0], &alice), Some(150));
+    let out = occupier.join().expect("occupier");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use cairn_chain::Hash;
-use cairn_p2p::{BlockSource, Command, Event, Keypair, Topic};
+use cairn_p2p::{BlockSource, Command, Event, Keypair, Network, Topic};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,19 @@ enum Attack {
         #[arg(long, default_value_t = 8)]
         count: u32,
     },
+    /// Sends block sync requests as fast as it can, and prints how many
+    /// were answered with blocks and how many refused (`answered N busy M`).
+    SyncFlood {
+        #[arg(long, default_value_t = 50)]
+        requests: u32,
+    },
+    /// Holds `connections` more connections to the peers, each under an
+    /// identity of its own, until the linger time is over (an eclipse
+    /// attempt: fill the node's peer slots).
+    Occupy {
+        #[arg(long, default_value_t = 8)]
+        connections: u32,
+    },
 }
 
 /// Serves no blocks.
@@ -57,8 +70,28 @@ impl BlockSource for NoBlocks {
     }
 }
 
+fn start(genesis_hash: Hash, bootstrap: Vec<cairn_p2p::Address>) -> Result<Network> {
+    Ok(cairn_p2p::start(
+        cairn_p2p::Config {
+            keypair: Keypair::generate_ed25519(),
+            listen: "/ip4/127.0.0.1/tcp/0".parse().context("listen address")?,
+            bootstrap,
+            genesis_hash,
+            max_peers: 50,
+            reserved: Vec::new(),
+            agent: "cairn-hostile".into(),
+        },
+        Arc::new(NoBlocks),
+    )?)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    // Logs (of its libp2p stack) to stderr with RUST_LOG=…
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(run(args))
 }
@@ -70,18 +103,7 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| p.parse().with_context(|| format!("--peer {p}")))
         .collect::<Result<Vec<_>>>()?;
-    let mut net = cairn_p2p::start(
-        cairn_p2p::Config {
-            keypair: Keypair::generate_ed25519(),
-            listen: "/ip4/127.0.0.1/tcp/0".parse().context("listen address")?,
-            bootstrap,
-            genesis_hash,
-            max_peers: 50,
-            reserved: Vec::new(),
-            agent: "cairn-hostile".into(),
-        },
-        Arc::new(NoBlocks),
-    )?;
+    let mut net = start(genesis_hash, bootstrap.clone())?;
     println!("me {}", net.local_peer_id);
     // Wait for a connection, then for gossipsub to learn the peer's
     // subscriptions (they follow the connection within a heartbeat).
@@ -94,10 +116,11 @@ async fn run(args: Args) -> Result<()> {
         None
     })
     .await;
-    match first {
-        Ok(Some(p)) => println!("connected {p}"),
+    let target = match first {
+        Ok(Some(p)) => p,
         _ => bail!("no peer connected within 30 s"),
-    }
+    };
+    println!("connected {target}");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     match args.attack {
@@ -116,6 +139,46 @@ async fn run(args: Args) -> Result<()> {
                     .context("the network task stopped")?;
             }
             println!("published {count} junk messages on {topic:?}");
+        }
+        Attack::SyncFlood { requests } => {
+            for _ in 0..requests {
+                net.commands
+                    .send(Command::GetBlocks {
+                        peer: target,
+                        from: 0,
+                        max: cairn_p2p::MAX_BLOCKS_PER_REQUEST,
+                    })
+                    .await
+                    .context("the network task stopped")?;
+            }
+            let (mut answered, mut busy) = (0, 0);
+            let all = tokio::time::timeout(Duration::from_secs(60), async {
+                while answered + busy < requests {
+                    match net.events.recv().await {
+                        Some(Event::Blocks { .. }) => answered += 1,
+                        Some(Event::SyncFailed { .. }) => busy += 1,
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+            })
+            .await;
+            if all.is_err() {
+                println!("some requests were never answered");
+            }
+            println!("answered {answered} busy {busy}");
+        }
+        Attack::Occupy { connections } => {
+            for _ in 0..connections {
+                let extra = start(genesis_hash, bootstrap.clone())?;
+                // Keep each identity's network running (its command sender
+                // alive, its events drained) for the rest of the run.
+                tokio::spawn(async move {
+                    let mut extra = extra;
+                    while extra.events.recv().await.is_some() {}
+                });
+            }
+            println!("opened {connections} more connections");
         }
     }
 
