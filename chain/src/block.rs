@@ -231,7 +231,7 @@ mod tests {
     fn block_with(n: u64) -> Block {
         let key = SecretKey::from_label("s");
         let txs: Vec<Transaction> = (0..n)
-            .map(|i| Transaction::new_signed(&key, "c", Address::ZERO, i, 1, i))
+            .map(|i| Transaction::new_signed(&key, "c", &Hash::ZERO, Address::ZERO, i, 1, i))
             .collect();
         Block {
             header: Header {
@@ -273,8 +273,15 @@ mod tests {
         // size is bounded (its chain id is at most 64 bytes).
         let chain_id = "c".repeat(crate::MAX_CHAIN_ID_LEN);
         let key = SecretKey::from_label("s");
-        let tx =
-            Transaction::new_signed(&key, &chain_id, Address::ZERO, u64::MAX, u64::MAX, u64::MAX);
+        let tx = Transaction::new_signed(
+            &key,
+            &chain_id,
+            &Hash::ZERO,
+            Address::ZERO,
+            u64::MAX,
+            u64::MAX,
+            u64::MAX,
+        );
         let mut b = block_with(0);
         b.header.engine_data = vec![0xff; MAX_ENGINE_DATA_BYTES];
         b.seal = vec![0xff; MAX_SEAL_BYTES];

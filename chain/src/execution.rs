@@ -24,8 +24,12 @@ use crate::{
 pub struct ExecutionParams {
     /// Transactions must carry this chain id.
     pub chain_id: String,
+    /// Transactions are signed for this genesis hash (the network's).
+    pub genesis_hash: Hash,
     /// Minted to the proposer of every block, on top of the fees.
     pub block_reward: u64,
+    /// The lowest fee a transaction may pay.
+    pub min_fee: u64,
 }
 
 /// Whether [`execute_block`] verifies transaction signatures.
@@ -46,6 +50,8 @@ pub enum TxRule {
     Format(TransactionFormatError),
     #[error("wrong chain: expected {expected:?}, got {got:?}")]
     WrongChain { expected: String, got: String },
+    #[error("fee {fee} is below the chain's minimum of {min}")]
+    FeeTooLow { fee: u64, min: u64 },
     #[error("sender account {0} does not exist")]
     UnknownSender(Address),
     #[error("bad nonce: expected {expected}, got {got}")]
@@ -151,6 +157,13 @@ impl<R: StateReader> BlockExecutor<R> {
             return Err(TxRule::WrongChain {
                 expected: self.params.chain_id.clone(),
                 got: tx.chain_id.clone(),
+            }
+            .into());
+        }
+        if tx.fee < self.params.min_fee {
+            return Err(TxRule::FeeTooLow {
+                fee: tx.fee,
+                min: self.params.min_fee,
             }
             .into());
         }
@@ -262,7 +275,7 @@ pub fn execute_transactions<R: StateReader>(
     signatures: SignatureCheck,
 ) -> Result<Executed, ExecutionError> {
     if signatures == SignatureCheck::Verify {
-        transaction::verify_transactions(txs).map_err(|(index, e)| {
+        transaction::verify_transactions(txs, &params.genesis_hash).map_err(|(index, e)| {
             ExecutionError::InvalidTransaction {
                 index,
                 hash: txs.get(index).map(Transaction::hash).unwrap_or_default(),

@@ -32,7 +32,9 @@ impl TestChain {
         Self {
             params: ExecutionParams {
                 chain_id: chain_id.to_owned(),
+                genesis_hash: genesis.hash(),
                 block_reward: 50,
+                min_fee: 0,
             },
             keys,
             genesis,
@@ -68,6 +70,7 @@ impl TestChain {
             out.push(Transaction::new_signed(
                 &self.keys[from],
                 &self.params.chain_id,
+                &self.params.genesis_hash,
                 to,
                 rng.gen_range(1..100),
                 rng.gen_range(0..3),

@@ -11,13 +11,16 @@ pub const MAX_TRANSACTION_BYTES: usize = 1024;
 
 /// Domain separator of the bytes a transaction's signature covers, so a
 /// transaction signature can never be replayed as any other kind of message.
-const SIGNING_DOMAIN: &str = "cairn-transaction-v1";
+const SIGNING_DOMAIN: &str = "cairn-transaction-v2";
 
 /// A transfer of `amount` from the account of `from` to `to`, paying `fee` to
 /// the block's proposer, signed by `from`.
 ///
 /// The signature covers the canonical encoding of every other field, prefixed
-/// by a domain separator; the hash covers every field including the signature.
+/// by a domain separator, and the network's genesis hash (not a field: the
+/// verifier supplies its own), so a new network that reuses a chain id
+/// cannot replay another's transfers. The hash covers every field including
+/// the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transaction {
     /// The chain this transaction is valid on (replay protection).
@@ -50,6 +53,7 @@ impl Transaction {
     pub fn new_signed(
         key: &SecretKey,
         chain_id: &str,
+        genesis: &Hash,
         to: Address,
         amount: u64,
         fee: u64,
@@ -64,22 +68,25 @@ impl Transaction {
             nonce,
             signature: Signature([0u8; 64]),
         };
-        tx.signature = key.sign(&tx.signing_bytes());
+        tx.signature = key.sign(&tx.signing_bytes(genesis));
         tx
     }
 
-    /// The bytes the signature covers: the canonical encoding of
-    /// `(SIGNING_DOMAIN, chain_id, from, to, amount, fee, nonce)`.
+    /// The bytes the signature covers on the network of genesis hash
+    /// `genesis`: the canonical encoding of
+    /// `(SIGNING_DOMAIN, chain_id, genesis, from, to, amount, fee, nonce)`.
     ///
     /// Written out by hand — every node takes it for every transaction it
     /// verifies — and checked against [`codec::encode`] by the tests.
-    pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(8 + SIGNING_DOMAIN.len() + 8 + self.chain_id.len() + 32 + 20 + 24);
+    pub fn signing_bytes(&self, genesis: &Hash) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            8 + SIGNING_DOMAIN.len() + 8 + self.chain_id.len() + 32 + 32 + 20 + 24,
+        );
         out.extend_from_slice(&(SIGNING_DOMAIN.len() as u64).to_le_bytes());
         out.extend_from_slice(SIGNING_DOMAIN.as_bytes());
         out.extend_from_slice(&(self.chain_id.len() as u64).to_le_bytes());
         out.extend_from_slice(self.chain_id.as_bytes());
+        out.extend_from_slice(&genesis.0);
         out.extend_from_slice(&self.from.0);
         out.extend_from_slice(&self.to.0);
         out.extend_from_slice(&self.amount.to_le_bytes());
@@ -116,9 +123,11 @@ impl Transaction {
         self.amount.checked_add(self.fee)
     }
 
-    /// Checks the signature alone.
-    pub fn verify_signature(&self) -> Result<(), SignatureError> {
-        self.from.verify(&self.signing_bytes(), &self.signature)
+    /// Checks the signature alone, for the network of genesis hash
+    /// `genesis`.
+    pub fn verify_signature(&self, genesis: &Hash) -> Result<(), SignatureError> {
+        self.from
+            .verify(&self.signing_bytes(genesis), &self.signature)
     }
 
     /// State-independent checks (sizes, arithmetic).
@@ -149,9 +158,10 @@ impl Transaction {
 /// of a transaction whose signature does not verify.
 pub fn verify_transactions<'a>(
     txs: impl IntoIterator<Item = &'a Transaction>,
+    genesis: &Hash,
 ) -> Result<(), (usize, SignatureError)> {
     let txs: Vec<&Transaction> = txs.into_iter().collect();
-    let messages: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_bytes()).collect();
+    let messages: Vec<Vec<u8>> = txs.iter().map(|tx| tx.signing_bytes(genesis)).collect();
     let items: Vec<(&[u8], PublicKey, Signature)> = txs
         .iter()
         .zip(&messages)
@@ -168,7 +178,11 @@ mod tests {
     fn sample(amount: u64, fee: u64, nonce: u64, chain: &str) -> Transaction {
         let key = SecretKey::from_label("sender");
         let to = SecretKey::from_label("recipient").address();
-        Transaction::new_signed(&key, chain, to, amount, fee, nonce)
+        Transaction::new_signed(&key, chain, &genesis(), to, amount, fee, nonce)
+    }
+
+    fn genesis() -> Hash {
+        Hash::digest(b"a genesis")
     }
 
     proptest! {
@@ -179,13 +193,14 @@ mod tests {
             let signed = codec::encode(&(
                 SIGNING_DOMAIN,
                 &tx.chain_id,
+                &genesis(),
                 &tx.from,
                 &tx.to,
                 tx.amount,
                 tx.fee,
                 tx.nonce,
             ));
-            prop_assert_eq!(tx.signing_bytes(), signed);
+            prop_assert_eq!(tx.signing_bytes(&genesis()), signed);
         }
 
         #[test]
@@ -201,14 +216,14 @@ mod tests {
         #[test]
         fn any_changed_byte_fails_verification(amount: u64, nonce: u64, pos in 0usize..1000, flip in 1u8..=255) {
             let tx = sample(amount, 1, nonce, "cairn-test");
-            prop_assert!(tx.verify_signature().is_ok());
+            prop_assert!(tx.verify_signature(&genesis()).is_ok());
             let mut bytes = tx.encode();
             let pos = pos % bytes.len();
             bytes[pos] ^= flip;
             // Either the bytes no longer decode, or what they decode to no
             // longer verifies.
             if let Ok(changed) = Transaction::decode(&bytes) {
-                prop_assert!(changed.verify_signature().is_err());
+                prop_assert!(changed.verify_signature(&genesis()).is_err());
             }
         }
 
@@ -237,7 +252,17 @@ mod tests {
     fn signature_does_not_cover_a_different_chain() {
         let mut tx = sample(5, 1, 0, "chain-a");
         tx.chain_id = "chain-b".into();
-        assert!(tx.verify_signature().is_err());
+        assert!(tx.verify_signature(&genesis()).is_err());
+    }
+
+    #[test]
+    fn signature_does_not_cover_another_network_of_the_same_chain_id() {
+        let tx = sample(5, 1, 0, "chain-a");
+        assert!(tx.verify_signature(&genesis()).is_ok());
+        assert!(tx
+            .verify_signature(&Hash::digest(b"another genesis"))
+            .is_err());
+        assert!(verify_transactions([&tx], &Hash::digest(b"another genesis")).is_err());
     }
 
     #[test]

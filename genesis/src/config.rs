@@ -5,6 +5,7 @@
 //!   "chain_id": "cairn-devnet",
 //!   "genesis_time_ms": 1767225600000,
 //!   "block_reward": 50,
+//!   "min_fee": 1,
 //!   "consensus": { "engine": "raft", "block_interval_ms": 1000, ... },
 //!   "validators": [ { "name": "node0", "public_key": "<hex>", "p2p_address": "/ip4/127.0.0.1/tcp/26600/p2p/12D3…" } ],
 //!   "allocations": [ { "address": "cairn1…", "balance": 1000000000 } ]
@@ -39,6 +40,10 @@ pub struct Genesis {
     /// Minted to each block's proposer.
     #[serde(default)]
     pub block_reward: u64,
+    /// The lowest fee a transaction may pay (0: transfers may be free, and
+    /// anyone may fill mempools at no cost).
+    #[serde(default)]
+    pub min_fee: u64,
     /// The consensus engine and its parameters.
     pub consensus: ConsensusConfig,
     /// The validator set (for proof-of-work: the initial peers).
@@ -435,7 +440,9 @@ impl Genesis {
     pub fn execution_params(&self) -> ExecutionParams {
         ExecutionParams {
             chain_id: self.chain_id.clone(),
+            genesis_hash: self.hash(),
             block_reward: self.block_reward,
+            min_fee: self.min_fee,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct NetworkSpec {
     /// Extra allocations.
     pub fund: Vec<(Address, u64)>,
     pub block_reward: u64,
+    /// The lowest fee a transaction may pay.
+    pub min_fee: u64,
     /// Makes the output reproducible.
     pub seed: Option<u64>,
     /// Defaults to now, or to 0 when seeded.
@@ -62,6 +64,7 @@ impl Default for NetworkSpec {
             faucet_balance: 1_000_000_000_000,
             fund: Vec::new(),
             block_reward: 50,
+            min_fee: 1,
             seed: None,
             genesis_time_ms: None,
             block_time_ms: None,
@@ -214,6 +217,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             now_ms()
         }),
         block_reward: spec.block_reward,
+        min_fee: spec.min_fee,
         consensus,
         validators: keys
             .iter()

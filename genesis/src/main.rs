@@ -47,6 +47,10 @@ enum Command {
         /// Minted to each block's proposer.
         #[arg(long, default_value_t = 50)]
         block_reward: u64,
+        /// The lowest fee a transaction may pay (0 lets anyone spam for
+        /// free).
+        #[arg(long, default_value_t = 1)]
+        min_fee: u64,
         /// Block interval (Raft, PBFT) or target block time (PoW), in ms.
         #[arg(long)]
         block_time_ms: Option<u64>,
@@ -99,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
             fund,
             faucet_balance,
             block_reward,
+            min_fee,
             block_time_ms,
             miners,
             seed,
@@ -118,6 +123,7 @@ fn run(cli: Cli) -> Result<()> {
                 faucet_balance,
                 fund,
                 block_reward,
+                min_fee,
                 seed,
                 genesis_time_ms: genesis_time,
                 block_time_ms,
@@ -168,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
             let params = serde_json::to_string(&g.consensus).context("json")?;
             println!("consensus      {params}");
             println!("block reward   {}", g.block_reward);
+            println!("minimum fee    {}", g.min_fee);
             println!("validators     {}", g.validators.len());
             for v in &g.validators {
                 println!("  {:<8} {}  {}", v.name, v.public_key, v.p2p_address);

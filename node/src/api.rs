@@ -118,6 +118,8 @@ struct StatusView {
     validator: Option<u32>,
     role: String,
     mempool: usize,
+    /// The lowest fee a transaction may pay on this network.
+    min_fee: u64,
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
@@ -142,6 +144,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
         validator: s.validator,
         role: engine.role.to_string(),
         mempool: s.mempool.lock().map(|m| m.len()).unwrap_or(0),
+        min_fee: s.genesis.min_fee,
     }))
 }
 
@@ -299,7 +302,7 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
     }
     let tx: Transaction =
         serde_json::from_slice(body).map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
-    tx.verify_signature()
+    tx.verify_signature(&s.genesis_hash)
         .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
     let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
     let hash = s
@@ -436,6 +439,7 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .map(|&i| &txs[i]),
+        &s.genesis_hash,
     )
     .is_ok();
     let mut results = Vec::with_capacity(slots.len());
@@ -446,7 +450,7 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
             let outcome = slot.and_then(|i| {
                 let tx = &txs[i];
                 if !all_good {
-                    tx.verify_signature()
+                    tx.verify_signature(&s.genesis_hash)
                         .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
                 }
                 let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;

@@ -169,10 +169,11 @@ fn admit(shared: &Shared, batch: Vec<(usize, Transaction)>, payloads: &mut [Judg
     if txs.is_empty() {
         return;
     }
-    let all_ok = cairn_chain::verify_transactions(&txs).is_ok();
+    let genesis = &shared.genesis_hash;
+    let all_ok = cairn_chain::verify_transactions(&txs, genesis).is_ok();
     let mut added = 0;
     for (origin, tx) in origins.into_iter().zip(txs) {
-        if !all_ok && tx.verify_signature().is_err() {
+        if !all_ok && tx.verify_signature(genesis).is_err() {
             if let Some(p) = payloads.get_mut(origin) {
                 p.bad = true;
             }

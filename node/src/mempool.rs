@@ -31,6 +31,10 @@ pub enum Rejection {
     BadSignature(String),
     #[error("wrong chain: this node runs {expected:?}, the transaction is for {got:?}")]
     WrongChain { expected: String, got: String },
+    #[error("fee {fee} is below this network's minimum of {min}")]
+    FeeTooLow { fee: u64, min: u64 },
+    #[error("the sending account does not exist (it has never received funds)")]
+    UnknownSender,
     #[error("bad nonce: the account's next nonce is {expected}, got {got}")]
     BadNonce { expected: u64, got: u64 },
     #[error("nonce {got} is too far ahead of the account's next nonce {expected}")]
@@ -57,6 +61,8 @@ impl Rejection {
         match self {
             Rejection::BadSignature(_) => "bad_signature",
             Rejection::WrongChain { .. } => "wrong_chain",
+            Rejection::FeeTooLow { .. } => "fee_too_low",
+            Rejection::UnknownSender => "unknown_sender",
             Rejection::BadNonce { .. } | Rejection::NonceTooFar { .. } => "bad_nonce",
             Rejection::InsufficientFunds { .. } => "insufficient_funds",
             Rejection::Malformed(_) => "malformed",
@@ -216,6 +222,8 @@ pub struct Mempool {
     /// drops first, cheapest first. `waiting_fee` is each one's key.
     waiting: BTreeSet<(u64, Address)>,
     waiting_fee: HashMap<Address, u64>,
+    /// The chain's minimum fee (genesis `min_fee`).
+    fee_floor: u64,
 }
 
 impl Mempool {
@@ -234,7 +242,14 @@ impl Mempool {
             max_waiting: (max_total / 4).max(1),
             waiting: BTreeSet::new(),
             waiting_fee: HashMap::new(),
+            fee_floor: 0,
         }
+    }
+
+    /// Refuses transactions paying less than `fee` (the chain's minimum).
+    pub fn with_fee_floor(mut self, fee: u64) -> Self {
+        self.fee_floor = fee;
+        self
     }
 
     /// How many transactions wait behind a nonce gap.
@@ -274,7 +289,8 @@ impl Mempool {
     /// the sender's committed account (`None`: it does not exist yet).
     pub fn insert(&mut self, tx: Transaction, account: Option<Account>) -> Result<Hash, Rejection> {
         let hash = tx.hash();
-        let account = account.unwrap_or_default();
+        // A sender that does not exist cannot pay, and no block takes it.
+        let account = account.ok_or(Rejection::UnknownSender)?;
         match self.plan(&tx, &hash, &account)? {
             Room::Free => {}
             Room::Replaces(old) => {
@@ -298,8 +314,8 @@ impl Mempool {
     /// and without its signature: what is refused anyway (a full pool, a
     /// used nonce, a duplicate) is not worth a signature check.
     pub fn check(&self, tx: &Transaction, account: Option<&Account>) -> Result<(), Rejection> {
-        let account = account.cloned().unwrap_or_default();
-        self.plan(tx, &tx.hash(), &account).map(|_| ())
+        let account = account.ok_or(Rejection::UnknownSender)?;
+        self.plan(tx, &tx.hash(), account).map(|_| ())
     }
 
     /// The rules of [`Mempool::insert`], and what it must drop first.
@@ -315,6 +331,12 @@ impl Mempool {
         }
         tx.check_format()
             .map_err(|e| Rejection::Malformed(e.to_string()))?;
+        if tx.fee < self.fee_floor {
+            return Err(Rejection::FeeTooLow {
+                fee: tx.fee,
+                min: self.fee_floor,
+            });
+        }
         if tx.nonce < account.nonce {
             return Err(Rejection::BadNonce {
                 expected: account.nonce,
@@ -618,7 +640,9 @@ mod tests {
     #[test]
     fn a_queue_keeps_nonce_order_whatever_the_insert_order() {
         let key = SecretKey::from_label("queue");
-        let tx = |n: u64, fee: u64| Transaction::new_signed(&key, "c", key.address(), 1, fee, n);
+        let tx = |n: u64, fee: u64| {
+            Transaction::new_signed(&key, "c", &Hash::ZERO, key.address(), 1, fee, n)
+        };
         let mut q = Queue::default();
         for n in [5u64, 2, 9, 3] {
             assert!(q.insert(tx(n, 1), Instant::now()).is_none());
@@ -642,7 +666,7 @@ mod tests {
         let key = SecretKey::from_label("hint");
         let mut pool = Mempool::new("c".into(), 100, 100);
         for n in [3u64, 4, 6] {
-            let tx = Transaction::new_signed(&key, "c", key.address(), 1, 1, n);
+            let tx = Transaction::new_signed(&key, "c", &Hash::ZERO, key.address(), 1, 1, n);
             pool.insert(tx, acct(1_000, 3)).expect("insert");
         }
         // 3 and 4 are ready; 6 waits for 5.
@@ -673,7 +697,15 @@ mod tests {
                 0..=6 => {
                     let nonce = committed[k] + rng.gen_range(0..6);
                     let fee = rng.gen_range(1..5);
-                    let tx = Transaction::new_signed(key, "c", key.address(), 1, fee, nonce);
+                    let tx = Transaction::new_signed(
+                        key,
+                        "c",
+                        &Hash::ZERO,
+                        key.address(),
+                        1,
+                        fee,
+                        nonce,
+                    );
                     let account = acct(1_000, committed[k]);
                     // The check without inserting predicts the insert.
                     let predicted = pool.check(&tx, account.as_ref()).map_err(|e| e.code());
@@ -746,7 +778,7 @@ mod tests {
         let k = SecretKey::from_label("a");
         let to = SecretKey::from_label("b").address();
         let mut m = Mempool::new("c".into(), 10, 5);
-        let tx = |nonce, fee| Transaction::new_signed(&k, "c", to, 1, fee, nonce);
+        let tx = |nonce, fee| Transaction::new_signed(&k, "c", &Hash::ZERO, to, 1, fee, nonce);
         m.insert(tx(1, 1), acct(100, 0)).expect("gap held");
         assert!(m.ready(10, |_| None).is_empty());
         m.insert(tx(0, 1), acct(100, 0)).expect("fills gap");
@@ -756,8 +788,11 @@ mod tests {
             Err("duplicate")
         );
         assert_eq!(
-            m.insert(Transaction::new_signed(&k, "c", to, 2, 1, 0), acct(100, 0))
-                .map_err(|e| e.code()),
+            m.insert(
+                Transaction::new_signed(&k, "c", &Hash::ZERO, to, 2, 1, 0),
+                acct(100, 0)
+            )
+            .map_err(|e| e.code()),
             Err("underpriced")
         );
         m.insert(tx(0, 5), acct(100, 0))
@@ -783,6 +818,35 @@ mod tests {
     }
 
     #[test]
+    fn free_transfers_and_unknown_senders_are_refused() {
+        let k = SecretKey::from_label("payer");
+        let to = SecretKey::from_label("to").address();
+        let mut m = Mempool::new("c".into(), 10, 5).with_fee_floor(2);
+        let tx = |amount, fee| Transaction::new_signed(&k, "c", &Hash::ZERO, to, amount, fee, 0);
+        // Below the chain's minimum fee, whatever the balance.
+        assert_eq!(
+            m.check(&tx(1, 1), acct(100, 0).as_ref())
+                .map_err(|e| e.code()),
+            Err("fee_too_low")
+        );
+        assert_eq!(
+            m.insert(tx(1, 1), acct(100, 0)).map_err(|e| e.code()),
+            Err("fee_too_low")
+        );
+        // From an account that does not exist, even at no cost at all.
+        let free = Mempool::new("c".into(), 10, 5);
+        assert_eq!(
+            free.check(&tx(0, 0), None).map_err(|e| e.code()),
+            Err("unknown_sender")
+        );
+        assert_eq!(
+            m.insert(tx(1, 2), None).map_err(|e| e.code()),
+            Err("unknown_sender")
+        );
+        assert!(m.insert(tx(1, 2), acct(100, 0)).is_ok());
+    }
+
+    #[test]
     fn transactions_the_balance_can_no_longer_pay_for_are_pruned() {
         // Each costs 6; the balance pays for one. Left in, the second would
         // count as ready for ever and keep the engine proposing blocks.
@@ -791,13 +855,16 @@ mod tests {
         let mut m = Mempool::new("c".into(), 10, 5);
         for nonce in 0..3 {
             m.insert(
-                Transaction::new_signed(&k, "c", to, 5, 1, nonce),
+                Transaction::new_signed(&k, "c", &Hash::ZERO, to, 5, 1, nonce),
                 acct(12, 0),
             )
             .expect("each affordable alone");
         }
-        m.insert(Transaction::new_signed(&k, "c", to, 5, 1, 4), acct(12, 0))
-            .expect("a gap is held");
+        m.insert(
+            Transaction::new_signed(&k, "c", &Hash::ZERO, to, 5, 1, 4),
+            acct(12, 0),
+        )
+        .expect("a gap is held");
         m.prune([(k.address(), 0, 10)]);
         assert_eq!(m.ready_count(|_| 0), 1);
         assert_eq!(
@@ -805,7 +872,7 @@ mod tests {
             1,
             "the unaffordable run and what waits on it are gone"
         );
-        let tx = Transaction::new_signed(&k, "c", to, 5, 1, 0);
+        let tx = Transaction::new_signed(&k, "c", &Hash::ZERO, to, 5, 1, 0);
         m.discard(&tx);
         assert!(m.is_empty());
     }
@@ -817,7 +884,7 @@ mod tests {
             .map(|i| SecretKey::from_label(&format!("w{i}")))
             .collect();
         let tx = |k: usize, nonce: u64, fee: u64| {
-            Transaction::new_signed(&keys[k], "c", to, 1, fee, nonce)
+            Transaction::new_signed(&keys[k], "c", &Hash::ZERO, to, 1, fee, nonce)
         };
         let code = |r: Result<Hash, Rejection>| r.map(|_| ()).map_err(|e| e.code());
         // 8 slots, of which at most 2 wait behind a gap.
@@ -882,8 +949,11 @@ mod tests {
         let mut m = Mempool::new("c".into(), 100, 10);
         let t0 = Instant::now();
         for (k, n) in [(&a, 0), (&a, 1), (&a, 3), (&b, 0)] {
-            m.insert(Transaction::new_signed(k, "c", to, 1, 1, n), acct(100, 0))
-                .expect("insert");
+            m.insert(
+                Transaction::new_signed(k, "c", &Hash::ZERO, to, 1, 1, n),
+                acct(100, 0),
+            )
+            .expect("insert");
         }
         let age = Duration::from_secs(10);
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -930,8 +1000,11 @@ mod tests {
         // a: 0, 1 ready, 3 and 4 behind the missing 2; b: 5 and 6 behind the
         // missing 0..4.
         for (k, n) in [(&a, 0), (&a, 1), (&a, 3), (&a, 4), (&b, 5), (&b, 6)] {
-            m.insert(Transaction::new_signed(k, "c", to, 1, 1, n), acct(100, 0))
-                .expect("insert");
+            m.insert(
+                Transaction::new_signed(k, "c", &Hash::ZERO, to, 1, 1, n),
+                acct(100, 0),
+            )
+            .expect("insert");
         }
         assert_eq!(m.waiting_len(), 4);
         let life = Duration::from_secs(600);
@@ -957,30 +1030,30 @@ mod tests {
             .map(|i| SecretKey::from_label(&format!("k{i}")))
             .collect();
         m.insert(
-            Transaction::new_signed(&keys[0], "c", to, 1, 1, 0),
+            Transaction::new_signed(&keys[0], "c", &Hash::ZERO, to, 1, 1, 0),
             acct(9, 0),
         )
         .expect("a");
         m.insert(
-            Transaction::new_signed(&keys[1], "c", to, 1, 3, 0),
+            Transaction::new_signed(&keys[1], "c", &Hash::ZERO, to, 1, 3, 0),
             acct(9, 0),
         )
         .expect("b");
-        let cheap = Transaction::new_signed(&keys[2], "c", to, 1, 1, 0);
+        let cheap = Transaction::new_signed(&keys[2], "c", &Hash::ZERO, to, 1, 1, 0);
         assert_eq!(
             m.insert(cheap, acct(9, 0)).map_err(|e| e.code()),
             Err("mempool_full")
         );
-        let rich = Transaction::new_signed(&keys[2], "c", to, 1, 2, 0);
+        let rich = Transaction::new_signed(&keys[2], "c", &Hash::ZERO, to, 1, 2, 0);
         m.insert(rich, acct(9, 0)).expect("evicts the fee-1 one");
         let fees: Vec<u64> = m.ready(10, |_| None).iter().map(|t| t.fee).collect();
         assert_eq!(fees, vec![3, 2]);
-        let poor = Transaction::new_signed(&keys[0], "c", to, 100, 1, 0);
+        let poor = Transaction::new_signed(&keys[0], "c", &Hash::ZERO, to, 100, 1, 0);
         assert_eq!(
             m.insert(poor, acct(9, 0)).map_err(|e| e.code()),
             Err("insufficient_funds")
         );
-        let other = Transaction::new_signed(&keys[0], "other", to, 1, 1, 0);
+        let other = Transaction::new_signed(&keys[0], "other", &Hash::ZERO, to, 1, 1, 0);
         assert_eq!(
             m.insert(other, acct(9, 0)).map_err(|e| e.code()),
             Err("wrong_chain")

@@ -376,11 +376,14 @@ pub async fn run(home: &Path) -> Result<()> {
         genesis_hash,
         node_id: net.local_peer_id.to_string(),
         validator: me,
-        mempool: Mutex::new(Mempool::new(
-            genesis.chain_id.clone(),
-            config.mempool.max_transactions,
-            config.mempool.max_per_sender,
-        )),
+        mempool: Mutex::new(
+            Mempool::new(
+                genesis.chain_id.clone(),
+                config.mempool.max_transactions,
+                config.mempool.max_per_sender,
+            )
+            .with_fee_floor(genesis.min_fee),
+        ),
         engine: Mutex::new(status),
         peers: net.peers.clone(),
         metrics: Metrics::new(),
@@ -885,7 +888,9 @@ impl Driver {
                 .cloned()
                 .collect()
         };
-        if let Err((i, e)) = cairn_chain::verify_transactions(&unverified) {
+        if let Err((i, e)) =
+            cairn_chain::verify_transactions(&unverified, &self.shared.genesis_hash)
+        {
             bail!(
                 "transaction {} has a bad signature: {e}",
                 unverified[i].hash()

@@ -124,5 +124,9 @@ async fn a_full_event_queue_does_not_stall_the_swarm() {
         Some(vec![7u64.to_le_bytes().to_vec()]),
         "the busy node did not serve the request"
     );
-    assert!(busy.dropped_events.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        busy.dropped_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
 }

@@ -66,10 +66,24 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         ["nonce"]
         .as_u64()
         .expect("nonce");
-    let mut forged = Transaction::new_signed(&key, "e2e-raft", to, 5, 1, nonce);
+    let g = net.genesis_hash;
+    let mut forged = Transaction::new_signed(&key, "e2e-raft", &g, to, 5, 1, nonce);
     forged.amount = 6;
-    let replayed = Transaction::new_signed(&key, "e2e-raft", to, 5, 1, nonce - 1);
-    let other_chain = Transaction::new_signed(&key, "another-chain", to, 5, 1, nonce);
+    let replayed = Transaction::new_signed(&key, "e2e-raft", &g, to, 5, 1, nonce - 1);
+    let other_chain = Transaction::new_signed(&key, "another-chain", &g, to, 5, 1, nonce);
+    // Signed for another network that reuses this chain id.
+    let other_network = Transaction::new_signed(
+        &key,
+        "e2e-raft",
+        &cairn_chain::Hash::digest(b"an older network"),
+        to,
+        5,
+        1,
+        nonce,
+    );
+    let free = Transaction::new_signed(&key, "e2e-raft", &g, to, 5, 0, nonce);
+    let nobody = SecretKey::from_label("never funded");
+    let unknown = Transaction::new_signed(&nobody, "e2e-raft", &g, to, 0, 1, 0);
     let cases = [
         (
             serde_json::to_string(&forged).expect("json"),
@@ -79,6 +93,15 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         (
             serde_json::to_string(&other_chain).expect("json"),
             "wrong_chain",
+        ),
+        (
+            serde_json::to_string(&other_network).expect("json"),
+            "bad_signature",
+        ),
+        (serde_json::to_string(&free).expect("json"), "fee_too_low"),
+        (
+            serde_json::to_string(&unknown).expect("json"),
+            "unknown_sender",
         ),
         ("{\"chain_id\": 7".to_owned(), "malformed"),
     ];
@@ -92,7 +115,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     // 4. A batch: one answer per transaction, in order; the good ones
     // commit, the bad ones are named (a forged signature, an entry that
     // is not a transaction).
-    let good = |n| Transaction::new_signed(&key, "e2e-raft", to, 5, 1, n);
+    let good = |n| Transaction::new_signed(&key, "e2e-raft", &g, to, 5, 1, n);
     let batch = format!(
         "[{}, {}, {}, {{\"amount\": 1}}]",
         serde_json::to_string(&good(nonce)).expect("json"),

@@ -107,6 +107,8 @@ fn nonces(node: &str, keys: &[SecretKey]) -> Result<Vec<u64>> {
 fn sign_batches(
     spec: &BenchSpec,
     chain_id: &str,
+    genesis: &cairn_chain::Hash,
+    fee: u64,
     keys: &[SecretKey],
     start_nonces: &[u64],
 ) -> Result<Vec<Batch>> {
@@ -134,7 +136,8 @@ fn sign_batches(
                         let a = i % k;
                         let nonce = start_nonces[a] + (i / k) as u64;
                         let to = keys[(a + 1) % k].address();
-                        let tx = Transaction::new_signed(&keys[a], chain_id, to, 1, 1, nonce);
+                        let tx =
+                            Transaction::new_signed(&keys[a], chain_id, genesis, to, 1, fee, nonce);
                         if !hashes.is_empty() {
                             body.push(',');
                         }
@@ -218,7 +221,9 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
         "signing {} transfers…",
         spec.rate * (spec.warmup + spec.duration).as_secs()
     );
-    let batches = sign_batches(spec, &chain_id, &keys, &start_nonces)?;
+    let genesis = crate::genesis_hash(&status)?;
+    let fee = status["min_fee"].as_u64().unwrap_or(1).max(1);
+    let batches = sign_batches(spec, &chain_id, &genesis, fee, &keys, &start_nonces)?;
     let total: usize = batches.iter().map(|b| b.hashes.len()).sum();
     let mut before: Vec<Option<(f64, f64, f64)>> =
         nodes.iter().map(|n| process_figures(&a, n)).collect();

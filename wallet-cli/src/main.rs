@@ -48,8 +48,9 @@ enum Cmd {
         to: String,
         #[arg(long)]
         amount: u64,
-        #[arg(long, default_value_t = 1)]
-        fee: u64,
+        /// The fee (default: the network's minimum, from the node).
+        #[arg(long)]
+        fee: Option<u64>,
         /// Use this nonce instead of the account's next one.
         #[arg(long)]
         nonce: Option<u64>,
@@ -228,6 +229,8 @@ fn run(cli: Cli) -> Result<()> {
             let chain_id = status["chain_id"]
                 .as_str()
                 .context("the node did not say its chain id")?;
+            let genesis = genesis_hash(&status)?;
+            let fee = fee.unwrap_or_else(|| status["min_fee"].as_u64().unwrap_or(1));
             let nonce = match nonce {
                 Some(n) => n,
                 None => {
@@ -235,7 +238,7 @@ fn run(cli: Cli) -> Result<()> {
                     acct["nonce"].as_u64().context("the node sent no nonce")?
                 }
             };
-            let tx = Transaction::new_signed(&key, chain_id, to, amount, fee, nonce);
+            let tx = Transaction::new_signed(&key, chain_id, &genesis, to, amount, fee, nonce);
             let body = serde_json::to_value(&tx)?;
             let v = client.post("/transactions", &body)?;
             let hash = v["hash"]
@@ -370,4 +373,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The genesis hash a node's `/status` reports: transactions are signed for
+/// that network.
+pub(crate) fn genesis_hash(status: &serde_json::Value) -> Result<cairn_chain::Hash> {
+    let text = status["genesis_hash"]
+        .as_str()
+        .context("the node did not say its genesis hash")?;
+    cairn_chain::Hash::from_hex(text).context("the node sent a malformed genesis hash")
 }

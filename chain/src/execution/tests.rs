@@ -8,7 +8,9 @@ const CHAIN: &str = "cairn-test";
 fn params() -> ExecutionParams {
     ExecutionParams {
         chain_id: CHAIN.into(),
+        genesis_hash: Hash::ZERO,
         block_reward: 10,
+        min_fee: 0,
     }
 }
 
@@ -25,7 +27,7 @@ fn genesis(n: u32, balance: u64) -> MemState {
 }
 
 fn transfer(from: u32, to: Address, amount: u64, fee: u64, nonce: u64) -> Transaction {
-    Transaction::new_signed(&key(from), CHAIN, to, amount, fee, nonce)
+    Transaction::new_signed(&key(from), CHAIN, &Hash::ZERO, to, amount, fee, nonce)
 }
 
 fn balance(state: &MemState, a: &Address) -> u64 {
@@ -93,7 +95,8 @@ fn each_rule_names_the_failing_transaction() {
         (1, TxRule::BadSignature(_))
     ));
 
-    let wrong_chain = Transaction::new_signed(&key(0), "other", key(1).address(), 1, 0, 1);
+    let wrong_chain =
+        Transaction::new_signed(&key(0), "other", &Hash::ZERO, key(1).address(), 1, 0, 1);
     assert_eq!(
         run(vec![ok.clone(), wrong_chain]),
         (
@@ -283,4 +286,18 @@ proptest! {
         prop_assert_eq!(total, 6 * 1000 + 10);
         prop_assert_eq!(state_tree::root_from_accounts(&all).expect("root"), out.state_root);
     }
+}
+
+#[test]
+fn a_fee_below_the_chain_minimum_is_refused() {
+    let state = genesis(2, 1000);
+    let mut p = params();
+    p.min_fee = 3;
+    let mut exec = BlockExecutor::new(&state, p).expect("executor");
+    let cheap = transfer(0, key(1).address(), 5, 2, 0);
+    assert!(matches!(
+        exec.apply(&cheap),
+        Err(ApplyError::Invalid(TxRule::FeeTooLow { fee: 2, min: 3 }))
+    ));
+    assert!(exec.apply(&transfer(0, key(1).address(), 5, 3, 0)).is_ok());
 }

@@ -359,7 +359,8 @@ fn messages_for_later_heights_are_held_within_a_byte_budget_per_sender() {
     let k = keys(4);
     let mut e = engine(1, &k);
     let sender = SecretKey::from_label("sender");
-    let tx = cairn_chain::Transaction::new_signed(&sender, "c", Address::ZERO, 1, 0, 0);
+    let tx =
+        cairn_chain::Transaction::new_signed(&sender, "c", &Hash::ZERO, Address::ZERO, 1, 0, 0);
     // Proposals of about 3 MB each for heights ahead of this validator.
     let mut big = block(3, Hash::ZERO, 1);
     big.transactions = vec![tx; 20_000];

@@ -66,6 +66,7 @@ pub(crate) struct Submission {
 #[derive(Debug)]
 pub(crate) struct Client {
     chain_id: String,
+    genesis: Hash,
     accounts: Vec<Account>,
     by_address: BTreeMap<Address, usize>,
     recipients: Vec<Address>,
@@ -74,7 +75,12 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(chain_id: &str, keys: &[SecretKey], recipients: Vec<Address>) -> Self {
+    pub(crate) fn new(
+        chain_id: &str,
+        genesis: Hash,
+        keys: &[SecretKey],
+        recipients: Vec<Address>,
+    ) -> Self {
         let accounts: Vec<Account> = keys
             .iter()
             .map(|k| Account {
@@ -90,6 +96,7 @@ impl Client {
             .collect();
         Self {
             chain_id: chain_id.to_owned(),
+            genesis,
             accounts,
             by_address,
             recipients,
@@ -127,6 +134,7 @@ impl Client {
                     let tx = Transaction::new_signed(
                         &a.key,
                         &self.chain_id,
+                        &self.genesis,
                         to,
                         rng.gen_range(1..10),
                         1,

@@ -325,6 +325,7 @@ impl Sim {
         let client_cfg = cfg.client;
         let client = Client::new(
             &chain.params.chain_id,
+            chain.params.genesis_hash,
             &chain.keys[..client_cfg.accounts.min(CLIENT_ACCOUNTS)],
             recipients,
         );
@@ -756,7 +757,15 @@ impl Sim {
             let nonce = (self.burst_next / BURST_ACCOUNTS) as u64;
             self.burst_next += 1;
             let to = chain.keys[self.rng.gen_range(0..CLIENT_ACCOUNTS)].address();
-            let tx = Transaction::new_signed(key, &chain.params.chain_id, to, 1, 1, nonce);
+            let tx = Transaction::new_signed(
+                key,
+                &chain.params.chain_id,
+                &chain.params.genesis_hash,
+                to,
+                1,
+                1,
+                nonce,
+            );
             self.exec.verified.insert(tx.hash());
             self.submit(node, tx, false);
             self.run_for(spacing_ms)?;
