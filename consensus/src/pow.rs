@@ -47,6 +47,23 @@ const ORPHAN_TTL_MS: u64 = 60_000;
 /// mines cheap orphans at the minimum difficulty cannot fill the memory
 /// with full-size blocks.
 pub const MAX_ORPHAN_BYTES: usize = 64 * 1024 * 1024;
+/// Whether an answer to a request for the blocks after `locator` is what
+/// was asked: a chain whose first block's parent is one of the locator's
+/// hashes, each next block the child of the one before. An empty answer
+/// connects (the peer has nothing after the locator).
+pub fn answer_connects(locator: &[Hash], blocks: &[&Header]) -> bool {
+    let Some(first) = blocks.first() else {
+        return true;
+    };
+    (locator.is_empty() || locator.contains(&first.parent))
+        && blocks
+            .windows(2)
+            .all(|w| w[1].parent == w[0].hash() && w[1].height == w[0].height + 1)
+}
+
+/// A block whose difficulty is the head's divided by more than this is not
+/// held (16: two retarget windows of the 4x clamp).
+pub const FAR_BELOW: u64 = 16;
 /// The deepest reorganisation followed.
 pub const MAX_REORG_DEPTH: u64 = 1_000;
 /// A mining template older than this is rebuilt (fresh timestamp).
@@ -331,9 +348,40 @@ impl Pow {
             });
             return;
         }
-        // The proof of work first: it is what makes the rest worth checking.
-        if let Err(e) = check_pow(&block.header) {
-            self.reject(hash, e, true, out);
+        // The proof of work first: it is what makes the rest worth checking,
+        // and it must be worth something — a seal below the chain's minimum
+        // is invalid anywhere, one far below the head's difficulty is not
+        // worth holding (an orphan costs memory before its parent is known).
+        let seal = match check_pow(&block.header) {
+            Ok(seal) => seal,
+            Err(e) => {
+                self.reject(hash, e, true, out);
+                return;
+            }
+        };
+        if seal.difficulty < self.cfg.rule.min_difficulty {
+            self.reject(
+                hash,
+                format!(
+                    "difficulty {} is below the chain's minimum {}",
+                    seal.difficulty, self.cfg.rule.min_difficulty
+                ),
+                true,
+                out,
+            );
+            return;
+        }
+        let floor = self.difficulty_floor();
+        if seal.difficulty < floor {
+            self.reject(
+                hash,
+                format!(
+                    "difficulty {} is far below the head's ({floor} at the least is held)",
+                    seal.difficulty
+                ),
+                false,
+                out,
+            );
             return;
         }
         if let Err(e) = block.check_format() {
@@ -353,6 +401,14 @@ impl Pow {
         }
         self.connect_orphans(hash, out);
         self.choose_head(out);
+    }
+
+    /// The lowest seal difficulty worth looking at: the head's divided by
+    /// [`FAR_BELOW`] (two retarget windows at the 4x clamp), never under the
+    /// chain's minimum.
+    pub fn difficulty_floor(&self) -> u64 {
+        let head = self.tree.get(&self.head).map_or(0, |e| e.difficulty);
+        (head / FAR_BELOW).max(self.cfg.rule.min_difficulty)
     }
 
     /// Validates `block` against its parent and adds it to the tree.

@@ -332,3 +332,51 @@ fn blocks_waiting_for_their_parent_are_bounded() {
     }
     assert_eq!(pow.status().pow.expect("pow").orphans, 3);
 }
+
+#[test]
+fn cheap_seals_are_refused_before_they_are_held_as_orphans() {
+    // The head's difficulty is 512: a seal under 512 / 16 = 32 is not worth
+    // holding, one under the chain's minimum (16) is invalid.
+    let mut cfg = config(false);
+    cfg.rule.initial_difficulty = 512;
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    let unknown_parent = Header {
+        height: 7,
+        ..genesis()
+    };
+    let below_min = child(&unknown_parent, 1, 1);
+    let r = rejected(&feed(&mut pow, &below_min));
+    assert!(r[0].contains("below the chain's minimum 16"), "{r:?}");
+    let far_below = child(&unknown_parent, 2, 16);
+    let r = rejected(&feed(&mut pow, &far_below));
+    assert!(r[0].contains("far below the head's"), "{r:?}");
+    assert_eq!(pow.status().pow.expect("pow").orphans, 0);
+    // At the floor, an orphan is held (and its parent asked for).
+    let worth_it = child(&unknown_parent, 3, 32);
+    feed(&mut pow, &worth_it);
+    assert_eq!(pow.status().pow.expect("pow").orphans, 1);
+}
+
+#[test]
+fn a_fetch_answer_must_follow_the_locator() {
+    let g = genesis();
+    let chain = chain_from(&g, 3, 1);
+    let headers: Vec<&Header> = chain.iter().map(|b| &b.header).collect();
+    assert!(answer_connects(&[g.hash()], &headers));
+    assert!(answer_connects(&[Hash::digest(b"x"), g.hash()], &headers));
+    assert!(answer_connects(&[g.hash()], &[]));
+    // Not after anything asked for.
+    assert!(!answer_connects(&[Hash::digest(b"x")], &headers));
+    // A gap, or blocks out of order.
+    assert!(!answer_connects(&[g.hash()], &[headers[0], headers[2]]));
+    assert!(!answer_connects(
+        &[g.hash()],
+        &[headers[0], headers[2], headers[1]]
+    ));
+    // Another branch's block in the middle.
+    let other = child(&chain[0].header, 9, 16);
+    assert!(!answer_connects(
+        &[g.hash()],
+        &[headers[0], &other.header, headers[2]]
+    ));
+}

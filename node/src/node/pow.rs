@@ -36,6 +36,27 @@ impl Driver {
                 }
             }
         }
+        let headers: Vec<&cairn_chain::Header> = blocks.iter().map(|b| &b.header).collect();
+        // (An answer to an earlier request of ours starts at a block this
+        // node has, though not in the latest locator: that is no lie.)
+        let starts_known = match blocks.first() {
+            Some(b) => self.shared.store.has_block(&b.header.parent)?,
+            None => true,
+        };
+        let connects = cairn_consensus::pow::answer_connects(&self.sync_locator, &headers)
+            || (starts_known && cairn_consensus::pow::answer_connects(&[], &headers));
+        if !connects {
+            // Blocks that do not follow what was asked: a peer trying to
+            // hold this node's sync. Blame it and ask someone else.
+            self.penalize(from, "fetched blocks that do not follow the locator".into())
+                .await;
+            self.syncing = None;
+            if let Some(other) = self.other_peer(from) {
+                let locator = store_locator(&self.shared.store)?;
+                self.fetch_after(other, locator).await;
+            }
+            return Ok(());
+        }
         let last = blocks.last().map(Block::hash);
         if full {
             // Keep the fetch marked in flight while this batch goes in.
@@ -54,6 +75,8 @@ impl Driver {
             locator.extend(self.sync_locator.iter().copied());
             locator.truncate(cairn_p2p::MAX_LOCATOR_HASHES);
             self.syncing = Some((from, Instant::now()));
+            // What the next answer must follow.
+            self.sync_locator = locator.clone();
             self.command(Command::GetBlocksAfter {
                 peer: from,
                 locator,
@@ -61,6 +84,27 @@ impl Driver {
             .await;
         }
         Ok(())
+    }
+
+    /// A connected peer other than `not`, the next one after it in the
+    /// peer list (sync sources rotate).
+    fn other_peer(&self, not: PeerId) -> Option<PeerId> {
+        let peers: Vec<PeerId> = self
+            .shared
+            .peers
+            .lock()
+            .ok()?
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        let at = peers.iter().position(|p| *p == not).map_or(0, |i| i + 1);
+        peers
+            .iter()
+            .cycle()
+            .skip(at)
+            .take(peers.len())
+            .find(|p| **p != not)
+            .copied()
     }
 
     /// A local miner found a block: announce it (by its transactions'
@@ -89,10 +133,37 @@ impl Driver {
             Ok(c) => c,
             Err(e) => return Ok(Verdict::Reject(format!("undecodable block: {e}"))),
         };
-        if let Err(e) = cairn_consensus::pow::check_pow(&compact.header) {
+        let seal = match cairn_consensus::pow::check_pow(&compact.header) {
+            Ok(seal) => seal,
+            Err(e) => {
+                return Ok(Verdict::Reject(format!(
+                    "block without a valid proof of work: {e}"
+                )))
+            }
+        };
+        // Cheap seals are refused before any other work: below the chain's
+        // minimum they are invalid; far below the head's difficulty, not
+        // worth assembling or forwarding (the engine holds neither).
+        let min = match &self.shared.genesis.consensus {
+            ConsensusConfig::Pow(p) => p.min_difficulty,
+            _ => 1,
+        };
+        if seal.difficulty < min {
             return Ok(Verdict::Reject(format!(
-                "block without a valid proof of work: {e}"
+                "difficulty {} is below the chain's minimum {min}",
+                seal.difficulty
             )));
+        }
+        let head = self
+            .shared
+            .engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine status lock"))?
+            .pow
+            .as_ref()
+            .map_or(0, |p| p.difficulty);
+        if seal.difficulty < head / cairn_consensus::pow::FAR_BELOW {
+            return Ok(Verdict::Ignore);
         }
         if let Err(e) = compact.check_format() {
             return Ok(Verdict::Reject(format!("malformed block: {e}")));
