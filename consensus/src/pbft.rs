@@ -85,8 +85,10 @@ struct VoteState {
     /// (view, digest) of the last prepare and commit sent at `height`.
     prepared_vote: Option<(u64, Hash)>,
     commit_vote: Option<(u64, Hash)>,
-    /// The highest prepared certificate at `height`.
+    /// The highest prepared certificate at `height`, and its block (which
+    /// this validator may have to re-propose or hand to a new primary).
     prepared: Option<Prepared>,
+    prepared_block: Option<Block>,
 }
 
 /// The engine data of a block proposed in `view`.
@@ -130,6 +132,12 @@ pub struct Pbft {
     justification: Vec<ViewChange>,
     /// A block the primary must re-propose at this height.
     must_propose: Option<Block>,
+    /// The block a new primary must re-propose but lacks: its digest, and
+    /// the validators that prepared it (asked for it).
+    fetching: Option<(Hash, Vec<ValidatorId>)>,
+    /// Block requests answered at this height (one answer per validator
+    /// and block).
+    served: BTreeSet<(ValidatorId, Hash)>,
     building: bool,
     next_block_at: u64,
     txs_available: usize,
@@ -185,6 +193,8 @@ impl Pbft {
             justified: BTreeMap::new(),
             justification: Vec::new(),
             must_propose: None,
+            fetching: None,
+            served: BTreeSet::new(),
             building: false,
             next_block_at: 0,
             txs_available: 0,
@@ -268,6 +278,8 @@ impl Pbft {
             PbftMessage::PrePrepare { height, .. } => *height,
             PbftMessage::Prepare(v) | PbftMessage::Commit(v) => v.height,
             PbftMessage::ViewChange(vc) => vc.height,
+            PbftMessage::BlockRequest { height, .. } => *height,
+            PbftMessage::BlockReply(block) => block.header.height,
         };
         if height <= self.head_height {
             self.dropped += 1; // stale: already final here
@@ -294,6 +306,14 @@ impl Pbft {
             PbftMessage::Prepare(vote) => self.on_vote(from, vote, Phase::Prepare, out),
             PbftMessage::Commit(vote) => self.on_vote(from, vote, Phase::Commit, out),
             PbftMessage::ViewChange(vc) => self.on_view_change(from, vc, out),
+            PbftMessage::BlockRequest { digest, .. } => {
+                self.on_block_request(from, digest, out);
+                Ok(())
+            }
+            PbftMessage::BlockReply(block) => {
+                self.on_block_reply(block, out);
+                Ok(())
+            }
         }
     }
 
@@ -333,7 +353,7 @@ impl Pbft {
         if view == 0 || self.justified.contains_key(&view) {
             return Ok(());
         }
-        let (height, block) = message::new_view_constraint(
+        let (height, prepared) = message::new_view_constraint(
             &self.cfg.network,
             &self.cfg.validators,
             self.quorum(),
@@ -342,7 +362,7 @@ impl Pbft {
         )
         .map_err(|e| format!("new view {view}: {e}"))?;
         self.justified
-            .insert(view, (height, block.as_ref().map(Block::hash)));
+            .insert(view, (height, prepared.map(|p| p.digest)));
         if view > self.view {
             self.enter_view(view, justification.to_vec());
         }
@@ -361,6 +381,7 @@ impl Pbft {
         self.view_change_count += 1;
         self.view_changes.retain(|v, _| *v > view);
         self.must_propose = None;
+        self.fetching = None;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -536,9 +557,10 @@ impl Pbft {
             .unwrap_or_default();
         self.votes.prepared = Some(Prepared {
             view,
-            block,
+            digest,
             prepares,
         });
+        self.votes.prepared_block = Some(block);
         self.votes.commit_vote = Some((view, digest));
         self.persist_votes(out);
         let vote = Vote::sign(
@@ -602,6 +624,8 @@ impl Pbft {
         self.view_changes.clear();
         self.changing_to = None;
         self.must_propose = None;
+        self.fetching = None;
+        self.served.clear();
         self.building = false;
         self.deadline = None;
         self.failed_views = 0;
@@ -715,19 +739,87 @@ impl Pbft {
             target,
             &justification,
         );
-        let Ok((height, block)) = required else {
+        let Ok((height, prepared)) = required else {
             return;
         };
+        let required = prepared.map(|p| {
+            let holders: Vec<ValidatorId> = p.prepares.iter().map(|v| v.voter).collect();
+            (p.digest, holders)
+        });
         self.justified
-            .insert(target, (height, block.as_ref().map(Block::hash)));
+            .insert(target, (height, required.as_ref().map(|(d, _)| *d)));
         self.enter_view(target, justification);
         self.persist_votes(out);
-        self.must_propose = block;
+        if let Some((digest, holders)) = required {
+            match self.block_by_digest(&digest) {
+                Some(block) => self.must_propose = Some(block),
+                None => {
+                    // Ask those that prepared it; propose nothing else
+                    // meanwhile.
+                    for &v in holders.iter().filter(|&&v| v != self.cfg.me) {
+                        out.push(Action::Send {
+                            to: v,
+                            msg: ConsensusMessage::Pbft(PbftMessage::BlockRequest {
+                                height: self.height(),
+                                digest,
+                            }),
+                        });
+                    }
+                    self.fetching = Some((digest, holders));
+                }
+            }
+        }
+        self.maybe_propose(out);
+    }
+
+    /// A block of this height seen in a pre-prepare, or the one this
+    /// validator prepared.
+    fn block_by_digest(&self, digest: &Hash) -> Option<Block> {
+        self.blocks.get(digest).cloned().or_else(|| {
+            self.votes
+                .prepared_block
+                .as_ref()
+                .filter(|b| b.hash() == *digest)
+                .cloned()
+        })
+    }
+
+    /// Another validator asks for a block of this height: answered once per
+    /// validator and block, if this validator has it.
+    fn on_block_request(&mut self, from: ValidatorId, digest: Hash, out: &mut Vec<Action>) {
+        if self.served.contains(&(from, digest)) {
+            self.dropped += 1;
+            return;
+        }
+        let Some(block) = self.block_by_digest(&digest) else {
+            return;
+        };
+        self.served.insert((from, digest));
+        out.push(Action::Send {
+            to: from,
+            msg: ConsensusMessage::Pbft(PbftMessage::BlockReply(block)),
+        });
+    }
+
+    /// A block asked for: if it is the one this primary must re-propose,
+    /// propose it.
+    fn on_block_reply(&mut self, block: Block, out: &mut Vec<Action>) {
+        let wanted = self.fetching.as_ref().map(|(d, _)| *d);
+        if wanted != Some(block.hash()) {
+            self.dropped += 1; // unasked for, or answered already
+            return;
+        }
+        self.fetching = None;
+        self.must_propose = Some(block);
         self.maybe_propose(out);
     }
 
     fn maybe_propose(&mut self, out: &mut Vec<Action>) {
-        if !self.is_primary() || self.building || self.proposed.contains_key(&self.view) {
+        if !self.is_primary()
+            || self.building
+            || self.fetching.is_some()
+            || self.proposed.contains_key(&self.view)
+        {
             return;
         }
         if let Some(block) = self.must_propose.take() {

@@ -553,9 +553,14 @@ impl SwarmTask {
             Command::Publish { topic, data } => {
                 let t =
                     gossipsub::IdentTopic::new(format!("/cairn/{}/{}", self.short, topic.name()));
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+                match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+                    Ok(_) => {}
                     // No peers yet is normal on a lone or starting node.
-                    tracing::debug!("gossip publish on {topic:?}: {e}");
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+                    | Err(gossipsub::PublishError::Duplicate) => {
+                        tracing::debug!("gossip publish on {topic:?}: nothing to do")
+                    }
+                    Err(e) => tracing::warn!("gossip publish on {topic:?} failed: {e}"),
                 }
             }
             Command::SendConsensus { peer, data } => {

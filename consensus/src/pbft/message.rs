@@ -6,6 +6,13 @@
 //! messages: prepares inside a view change's prepared certificate, view
 //! changes inside a new view's justification, commits inside the commit
 //! certificate stored in a final block's seal.
+//!
+//! Certificates name blocks by hash. A block travels once, in its
+//! pre-prepare (a new view's pre-prepare carries the block it re-proposes,
+//! its justification only hashes); a new primary that lacks the block it
+//! must re-propose asks the validators that prepared it
+//! ([`PbftMessage::BlockRequest`]). So a message stays within one block's
+//! size whatever the blocks are.
 
 use std::collections::BTreeSet;
 
@@ -39,7 +46,7 @@ pub struct Vote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepared {
     pub view: u64,
-    pub block: Block,
+    pub digest: Hash,
     pub prepares: Vec<Vote>,
 }
 
@@ -78,6 +85,14 @@ pub enum PbftMessage {
     Prepare(Vote),
     Commit(Vote),
     ViewChange(ViewChange),
+    /// A new primary asks a validator that prepared block `digest` at
+    /// `height` for it (it must re-propose it and never saw it).
+    BlockRequest {
+        height: u64,
+        digest: Hash,
+    },
+    /// The answer: the block (checked against the digest asked for).
+    BlockReply(Block),
 }
 
 /// A signed PBFT object does not check out.
@@ -229,7 +244,7 @@ pub fn verify_quorum(
 
 impl Prepared {
     /// Checks the certificate for `height` (2f+1 valid prepares of its view
-    /// for its block).
+    /// at that height for its digest).
     pub fn verify(
         &self,
         network: &Hash,
@@ -237,12 +252,6 @@ impl Prepared {
         quorum: usize,
         height: u64,
     ) -> Result<(), ProofError> {
-        if self.block.header.height != height {
-            return Err(ProofError::Invalid(format!(
-                "prepared block is at height {}, not {height}",
-                self.block.header.height
-            )));
-        }
         verify_quorum(
             network,
             validators,
@@ -251,7 +260,7 @@ impl Prepared {
             Phase::Prepare,
             self.view,
             height,
-            &self.block.hash(),
+            &self.digest,
         )
     }
 }
@@ -265,7 +274,7 @@ impl ViewChange {
         prepared: Option<Prepared>,
         voter: ValidatorId,
     ) -> Self {
-        let summary = prepared.as_ref().map(|p| (p.view, p.block.hash()));
+        let summary = prepared.as_ref().map(|p| (p.view, p.digest));
         let signature = key.sign(&view_change_bytes(network, view, height, summary, voter));
         Self {
             view,
@@ -286,7 +295,7 @@ impl ViewChange {
         let key = validators
             .get(self.voter as usize)
             .ok_or(ProofError::UnknownVoter(self.voter))?;
-        let summary = self.prepared.as_ref().map(|p| (p.view, p.block.hash()));
+        let summary = self.prepared.as_ref().map(|p| (p.view, p.digest));
         key.verify(
             &view_change_bytes(network, self.view, self.height, summary, self.voter),
             &self.signature,
@@ -338,15 +347,16 @@ impl Certificate {
 
 /// The block every valid new view must propose first, given its
 /// justification: the block of the highest-view prepared certificate at
-/// the view's first height, if any. Checks the justification: 2f+1 valid
-/// view changes to `view`, by distinct validators, all at one height.
-pub fn new_view_constraint(
+/// the view's first height, if any (its digest, and that certificate's
+/// prepares: who has the block). Checks the justification: 2f+1 valid view
+/// changes to `view`, by distinct validators, all at one height.
+pub fn new_view_constraint<'a>(
     network: &Hash,
     validators: &[PublicKey],
     quorum: usize,
     view: u64,
-    justification: &[ViewChange],
-) -> Result<(u64, Option<Block>), ProofError> {
+    justification: &'a [ViewChange],
+) -> Result<(u64, Option<&'a Prepared>), ProofError> {
     let Some(first) = justification.first() else {
         return Err(ProofError::Invalid("no view changes".into()));
     };
@@ -388,5 +398,5 @@ pub fn new_view_constraint(
             voters.len()
         )));
     }
-    Ok((height, best.map(|p| p.block.clone())))
+    Ok((height, best))
 }

@@ -128,7 +128,7 @@ fn a_new_view_must_re_propose_the_highest_prepared_block() {
     let (b1, b2) = (block(1, g, 1), block(1, g, 2));
     let prepared = |view: u64, b: &Block| Prepared {
         view,
-        block: b.clone(),
+        digest: b.hash(),
         prepares: votes(&k, Phase::Prepare, view, 1, b.hash(), &[0, 1, 2]),
     };
     let vcs = vec![
@@ -138,7 +138,7 @@ fn a_new_view_must_re_propose_the_highest_prepared_block() {
     ];
     let (height, required) = new_view_constraint(&net(), &pks, 3, 3, &vcs).expect("valid");
     assert_eq!(height, 1);
-    assert_eq!(required.map(|b| b.hash()), Some(b2.hash()));
+    assert_eq!(required.map(|p| p.digest), Some(b2.hash()));
     // Two view changes are not enough; a bad prepared certificate spoils one.
     assert!(new_view_constraint(&net(), &pks, 3, 3, &vcs[..2]).is_err());
     let mut bad = prepared(1, &b1);
@@ -404,4 +404,138 @@ fn messages_for_later_heights_are_held_within_a_byte_budget_per_sender() {
         },
     );
     assert!(e.future_bytes(2) > 0);
+}
+
+/// A block at the chain's limit: 50,000 transfers with the longest chain id.
+fn full_block(height: u64, parent: Hash) -> Block {
+    let sender = SecretKey::from_label("sender");
+    let chain = "c".repeat(cairn_chain::MAX_CHAIN_ID_LEN);
+    let tx =
+        cairn_chain::Transaction::new_signed(&sender, &chain, &Hash::ZERO, Address::ZERO, 1, 1, 0);
+    let mut b = block(height, parent, 7);
+    b.transactions = vec![tx; cairn_chain::MAX_BLOCK_TRANSACTIONS];
+    b
+}
+
+#[test]
+fn a_new_primary_fetches_a_prepared_block_it_lacks_and_re_proposes_it_once() {
+    let k = keys(4);
+    let g = genesis().hash();
+    let big = full_block(1, g);
+    let digest = big.hash();
+    // Validators 0, 2 and 3 prepared the big block in view 0 and ask for
+    // view 1, whose primary (1) never saw it.
+    let prepared = Prepared {
+        view: 0,
+        digest,
+        prepares: votes(&k, Phase::Prepare, 0, 1, digest, &[0, 2, 3]),
+    };
+    let mut e = engine(1, &k);
+    let mut acts = Vec::new();
+    for i in [0u32, 2, 3] {
+        let vc = ViewChange::sign(&net(), &k[i as usize], 1, 1, Some(prepared.clone()), i);
+        acts.extend(e.handle(
+            0,
+            Input::Message {
+                from: i,
+                msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)),
+            },
+        ));
+    }
+    let asked: Vec<u32> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                msg: ConsensusMessage::Pbft(PbftMessage::BlockRequest { digest: d, .. }),
+            } if *d == digest => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(!asked.is_empty(), "the new primary asks for the block");
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::BuildBlock { .. })),
+        "and builds no other block meanwhile"
+    );
+    // Another block in answer is not taken.
+    let other = e.handle(
+        1,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::BlockReply(block(1, g, 9))),
+        },
+    );
+    assert!(!other.iter().any(|a| matches!(a, Action::Broadcast { .. })));
+    // The block: re-proposed, in one pre-prepare that fits a message.
+    let acts = e.handle(
+        2,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::BlockReply(big.clone())),
+        },
+    );
+    let pre_prepare = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Broadcast {
+                msg: msg @ ConsensusMessage::Pbft(PbftMessage::PrePrepare { view: 1, block, .. }),
+            } if block.hash() == digest => Some(msg.clone()),
+            _ => None,
+        })
+        .expect("the new primary re-proposes the prepared block");
+    let wire = crate::SignedMessage::sign(&net(), 1, &k[1], &pre_prepare).encode();
+    let block_bytes = codec::encoded_len(&big);
+    assert!(block_bytes > 10_000_000, "{block_bytes}");
+    assert!(
+        wire.len() < block_bytes + 64 * 1024,
+        "pre-prepare of {} bytes for a block of {block_bytes}",
+        wire.len()
+    );
+    let (from, back) = crate::SignedMessage::decode(&wire)
+        .and_then(|m| m.open(&net(), &publics(&k)))
+        .expect("the message decodes within the limits");
+    assert_eq!((from, back), (1, pre_prepare));
+}
+
+#[test]
+fn a_validator_hands_out_a_prepared_block_once_per_asker() {
+    let k = keys(4);
+    let g = genesis().hash();
+    let b = block(1, g, 1);
+    let mut e = engine(2, &k);
+    e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+                view: 0,
+                height: 1,
+                block: b.clone(),
+                justification: Vec::new(),
+            }),
+        },
+    );
+    let ask = |e: &mut Pbft, digest: Hash| {
+        e.handle(
+            1,
+            Input::Message {
+                from: 1,
+                msg: ConsensusMessage::Pbft(PbftMessage::BlockRequest { height: 1, digest }),
+            },
+        )
+    };
+    let replies = |acts: &[Action]| {
+        acts.iter()
+            .filter(|a| {
+                matches!(a, Action::Send { to: 1, msg: ConsensusMessage::Pbft(PbftMessage::BlockReply(r)) } if r.hash() == b.hash())
+            })
+            .count()
+    };
+    assert_eq!(replies(&ask(&mut e, b.hash())), 1);
+    assert_eq!(
+        replies(&ask(&mut e, b.hash())),
+        0,
+        "asked again: no second copy"
+    );
+    assert!(ask(&mut e, Hash::digest(b"unknown")).is_empty());
 }
