@@ -199,3 +199,88 @@ fn full_peer_slots_keep_validators_in_and_sync_floods_are_throttled() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_observer_refuses_a_synced_block_without_a_commit_certificate() {
+    // A PBFT network whose validator 0 is hostile (its identity and
+    // address taken by cairn-hostile), the others not started: an
+    // observer syncing from it is offered a block 1 that executes but was
+    // never final.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: cairn_genesis::EngineKind::Pbft,
+        validators: 4,
+        base_port: 29140,
+        chain_id: "e2e-observer".into(),
+        seed: Some(23),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let v0 = &net.nodes[0];
+    let v0_listen = cairn_genesis::NodeConfig::load(&v0.home)
+        .expect("node.toml")
+        .p2p
+        .listen;
+    let observer = dir.path().join("observer");
+    std::fs::create_dir(&observer).expect("observer home");
+    cairn_chain::keyfile::write_key_file(
+        &observer.join("p2p.key"),
+        &cairn_chain::SecretKey::from_label("observer p2p"),
+    )
+    .expect("p2p key");
+    std::fs::write(
+        observer.join(cairn_genesis::NodeConfig::FILE),
+        format!(
+            "name = \"observer\"\ngenesis = \"../genesis.json\"\np2p_key = \"p2p.key\"\n\
+             [p2p]\nlisten = \"/ip4/127.0.0.1/tcp/29160\"\nbootstrap = [\"{}\"]\n\
+             [rpc]\nlisten = \"127.0.0.1:29161\"\n",
+            v0.p2p_address
+        ),
+    )
+    .expect("node.toml");
+
+    let genesis_hash = net.genesis_hash.to_hex();
+    let forger = std::thread::spawn({
+        let key = v0.home.join("p2p.key");
+        let genesis = dir.path().join("genesis.json");
+        move || {
+            Command::new(workspace_bin("cairn-hostile"))
+                .args(["--genesis-hash", &genesis_hash, "--listen", &v0_listen])
+                .arg("--p2p-key")
+                .arg(&key)
+                .args(["--linger", "20", "forge-final", "--genesis"])
+                .arg(&genesis)
+                .output()
+                .expect("run cairn-hostile")
+        }
+    });
+    let _observer = NodeProc::start(&observer);
+    let url = "http://127.0.0.1:29161";
+    let v0_id = v0
+        .p2p_address
+        .rsplit('/')
+        .next()
+        .expect("peer id")
+        .to_owned();
+    eventually("the observer penalises the forger", || {
+        cairn_tests::e2e::http_get(&format!("{url}/peers")).is_some_and(|peers| {
+            peers.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|p| p["peer_id"] == v0_id.as_str() && p["penalty"].as_u64() > Some(0))
+            })
+        })
+    });
+    assert_eq!(
+        status(url).and_then(|s| s["height"].as_u64()),
+        Some(0),
+        "the observer took a block that was never final"
+    );
+    let out = forger.join().expect("forger");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("served 0"), "{stdout}");
+}

@@ -17,9 +17,17 @@ struct Args {
     /// The network's genesis hash (hex), as `GET /status` shows it.
     #[arg(long)]
     genesis_hash: String,
-    /// Peers to connect to (multiaddrs); repeat for several.
-    #[arg(long = "peer", required = true)]
+    /// Peers to connect to (multiaddrs); repeat for several. Without any,
+    /// it waits for a peer to connect to it.
+    #[arg(long = "peer")]
     peers: Vec<String>,
+    /// Listen here (default: any free loopback port).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+    listen: String,
+    /// Take this libp2p identity (a key file such as a node's `p2p.key`):
+    /// a peer id the victims trust, say a validator's.
+    #[arg(long)]
+    p2p_key: Option<std::path::PathBuf>,
     /// Seconds to stay connected after the attack, watching.
     #[arg(long, default_value_t = 10)]
     linger: u64,
@@ -56,32 +64,97 @@ enum Attack {
         #[arg(long, default_value_t = 8)]
         connections: u32,
     },
+    /// Posing as a PBFT validator: announces a later block, and serves a
+    /// block 1 that executes but was never final (its commit certificate
+    /// holds no vote) to whoever syncs from it. Prints `served N`.
+    ForgeFinal {
+        /// The network's genesis file.
+        #[arg(long)]
+        genesis: std::path::PathBuf,
+    },
 }
 
-/// Serves no blocks.
-struct NoBlocks;
+/// Serves no blocks, or one forged block at height 1 (counting how often).
+#[derive(Default)]
+struct Blocks {
+    forged: Option<Vec<u8>>,
+    served: std::sync::atomic::AtomicUsize,
+}
 
-impl BlockSource for NoBlocks {
-    fn blocks(&self, _: u64, _: u32) -> Vec<Vec<u8>> {
-        Vec::new()
+impl BlockSource for Blocks {
+    fn blocks(&self, from: u64, _: u32) -> Vec<Vec<u8>> {
+        match (&self.forged, from) {
+            (Some(b), 1) => {
+                self.served
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                vec![b.clone()]
+            }
+            _ => Vec::new(),
+        }
     }
     fn blocks_after(&self, _: &[Hash], _: u32) -> Vec<Vec<u8>> {
         Vec::new()
     }
 }
 
+/// Block 1 of the network of `genesis`, valid in every respect but its
+/// finality: its seal is a commit certificate without a single commit.
+fn forged_block(genesis: &std::path::Path) -> Result<cairn_chain::Block> {
+    let g = cairn_genesis::Genesis::load(genesis)?;
+    let (block0, state) = g.build();
+    let mut mem = cairn_chain::MemState::default();
+    mem.apply(&state);
+    let proposer = g
+        .validators
+        .first()
+        .map(|v| v.public_key.address())
+        .unwrap_or(cairn_chain::Address::ZERO);
+    let mut block = cairn_chain::execution::propose_block(
+        &mem,
+        &g.execution_params(),
+        &block0.header,
+        proposer,
+        block0.header.timestamp_ms + 1_000,
+        Vec::new(),
+        cairn_consensus::pbft::view_data(0),
+    )?
+    .block;
+    block.seal = cairn_consensus::pbft::Certificate {
+        view: 0,
+        commits: Vec::new(),
+    }
+    .encode();
+    Ok(block)
+}
+
 fn start(genesis_hash: Hash, bootstrap: Vec<cairn_p2p::Address>) -> Result<Network> {
+    start_with(
+        genesis_hash,
+        bootstrap,
+        Keypair::generate_ed25519(),
+        "/ip4/127.0.0.1/tcp/0",
+        Arc::new(Blocks::default()),
+    )
+}
+
+fn start_with(
+    genesis_hash: Hash,
+    bootstrap: Vec<cairn_p2p::Address>,
+    keypair: Keypair,
+    listen: &str,
+    source: Arc<Blocks>,
+) -> Result<Network> {
     Ok(cairn_p2p::start(
         cairn_p2p::Config {
-            keypair: Keypair::generate_ed25519(),
-            listen: "/ip4/127.0.0.1/tcp/0".parse().context("listen address")?,
+            keypair,
+            listen: listen.parse().context("--listen")?,
             bootstrap,
             genesis_hash,
             max_peers: 50,
             reserved: Vec::new(),
             agent: "cairn-hostile".into(),
         },
-        Arc::new(NoBlocks),
+        source,
     )?)
 }
 
@@ -103,11 +176,31 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| p.parse().with_context(|| format!("--peer {p}")))
         .collect::<Result<Vec<_>>>()?;
-    let mut net = start(genesis_hash, bootstrap.clone())?;
+    let keypair = match &args.p2p_key {
+        Some(path) => {
+            let key = cairn_chain::keyfile::read_key_file(path)?;
+            Keypair::ed25519_from_bytes(key.seed()).context("--p2p-key")?
+        }
+        None => Keypair::generate_ed25519(),
+    };
+    let source = Arc::new(Blocks {
+        forged: match &args.attack {
+            Attack::ForgeFinal { genesis } => Some(forged_block(genesis)?.encode()),
+            _ => None,
+        },
+        served: Default::default(),
+    });
+    let mut net = start_with(
+        genesis_hash,
+        bootstrap.clone(),
+        keypair,
+        &args.listen,
+        source.clone(),
+    )?;
     println!("me {}", net.local_peer_id);
     // Wait for a connection, then for gossipsub to learn the peer's
     // subscriptions (they follow the connection within a heartbeat).
-    let first = tokio::time::timeout(Duration::from_secs(30), async {
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(ev) = net.events.recv().await {
             if let Event::PeerConnected(p) = ev {
                 return Some(p);
@@ -118,7 +211,7 @@ async fn run(args: Args) -> Result<()> {
     .await;
     let target = match first {
         Ok(Some(p)) => p,
-        _ => bail!("no peer connected within 30 s"),
+        _ => bail!("no peer connected within 60 s"),
     };
     println!("connected {target}");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -180,6 +273,24 @@ async fn run(args: Args) -> Result<()> {
             }
             println!("opened {connections} more connections");
         }
+        Attack::ForgeFinal { .. } => {
+            // Announce a later final block: a node behind syncs from the
+            // announcer (a validator, as far as it can tell).
+            let forged = cairn_chain::Block::decode(source.forged.as_deref().unwrap_or(&[]))
+                .context("the forged block")?;
+            let announced = cairn_chain::Header {
+                height: 5,
+                ..forged.header
+            };
+            net.commands
+                .send(Command::Publish {
+                    topic: Topic::Blocks,
+                    data: cairn_chain::codec::encode(&announced),
+                })
+                .await
+                .context("the network task stopped")?;
+            println!("announced height 5");
+        }
     }
 
     let watch = tokio::time::sleep(Duration::from_secs(args.linger));
@@ -194,6 +305,12 @@ async fn run(args: Args) -> Result<()> {
                 None => break,
             },
         }
+    }
+    if source.forged.is_some() {
+        println!(
+            "served {}",
+            source.served.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     Ok(())
 }
