@@ -33,7 +33,7 @@ pub mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_chain::{Block, Hash, Header};
+use cairn_chain::{codec, Block, Hash, Header};
 
 pub use work::{check_pow, pow_hash, search_nonce, target, with_nonce, PowSeal, RetargetRule};
 
@@ -64,6 +64,8 @@ pub fn answer_connects(locator: &[Hash], blocks: &[&Header]) -> bool {
 /// A block whose difficulty is the head's divided by more than this is not
 /// held (16: two retarget windows of the 4x clamp).
 pub const FAR_BELOW: u64 = 16;
+/// Default of [`PowConfig::max_side_bytes`]: 256 MB of side-branch blocks.
+pub const MAX_SIDE_BYTES: usize = 256 * 1024 * 1024;
 /// The deepest reorganisation followed.
 pub const MAX_REORG_DEPTH: u64 = 1_000;
 /// A mining template older than this is rebuilt (fresh timestamp).
@@ -81,6 +83,9 @@ pub struct PowConfig {
     pub template_refresh_ms: u64,
     /// Most blocks held while their parent is fetched.
     pub max_orphans: usize,
+    /// Most bytes of blocks held off the canonical chain (side branches);
+    /// past it, the tips of the branches with the least work go first.
+    pub max_side_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +98,8 @@ struct Entry {
     /// chain (handed to the driver, or loaded from the store at start)
     /// until it is reverted.
     body: Option<Block>,
+    /// The body's encoded size (0 without a body).
+    bytes: usize,
     /// Arrival order: of two branches with equal work, the first seen wins.
     seq: u64,
 }
@@ -208,6 +215,7 @@ impl Pow {
                     difficulty,
                     work,
                     body: None,
+                    bytes: 0,
                     seq: 0,
                 },
             );
@@ -401,6 +409,38 @@ impl Pow {
         }
         self.connect_orphans(hash, out);
         self.choose_head(out);
+        self.bound_side_branches();
+    }
+
+    /// Drops side-branch tips, least work first, while the bodies held off
+    /// the canonical chain exceed [`PowConfig::max_side_bytes`]: each side
+    /// block cost its miner real work, but that bounds memory only
+    /// economically; this bounds it outright.
+    fn bound_side_branches(&mut self) {
+        let canonical =
+            |pow: &Self, hash: &Hash, e: &Entry| pow.canonical.get(&e.header.height) == Some(hash);
+        let mut held: usize = self
+            .tree
+            .iter()
+            .filter(|(h, e)| e.body.is_some() && !canonical(self, h, e))
+            .map(|(_, e)| e.bytes)
+            .sum();
+        while held > self.cfg.max_side_bytes {
+            let parents: BTreeSet<Hash> = self.tree.values().map(|e| e.header.parent).collect();
+            let victim = self
+                .tree
+                .iter()
+                .filter(|(h, e)| {
+                    e.body.is_some() && !canonical(self, h, e) && !parents.contains(*h)
+                })
+                .min_by_key(|(_, e)| (e.work, std::cmp::Reverse(e.seq)))
+                .map(|(h, e)| (*h, e.bytes));
+            let Some((hash, bytes)) = victim else {
+                break;
+            };
+            self.tree.remove(&hash);
+            held = held.saturating_sub(bytes);
+        }
     }
 
     /// The lowest seal difficulty worth looking at: the head's divided by
@@ -425,6 +465,7 @@ impl Pow {
                         header: block.header.clone(),
                         difficulty,
                         work: parent_work + u128::from(difficulty),
+                        bytes: codec::encoded_len(&block),
                         body: Some(block),
                         seq: self.seq,
                     },
@@ -774,6 +815,7 @@ impl ConsensusEngine for Pow {
                 for b in blocks {
                     if let Some(e) = self.tree.get_mut(&b.hash()) {
                         if e.body.is_none() {
+                            e.bytes = codec::encoded_len(&b);
                             e.body = Some(b);
                         }
                     }

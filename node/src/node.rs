@@ -187,6 +187,7 @@ fn start_pow(store: &Store, p: &cairn_genesis::PowParams, mining: bool) -> Resul
         mining,
         template_refresh_ms: 1_000,
         max_orphans: 1_024,
+        max_side_bytes: cairn_consensus::pow::MAX_SIDE_BYTES,
     };
     Ok(Pow::new(cfg, &recent, work))
 }

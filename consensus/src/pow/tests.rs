@@ -20,6 +20,7 @@ fn config(mining: bool) -> PowConfig {
         mining,
         template_refresh_ms: 500,
         max_orphans: 100,
+        max_side_bytes: MAX_SIDE_BYTES,
     }
 }
 
@@ -379,4 +380,32 @@ fn a_fetch_answer_must_follow_the_locator() {
         &[g.hash()],
         &[headers[0], &other.header, headers[2]]
     ));
+}
+
+#[test]
+fn side_branches_are_bounded_by_bytes_least_work_first() {
+    let a = chain_from(&genesis(), 3, 1);
+    let c = chain_from(&genesis(), 3, 3);
+    let b = chain_from(&genesis(), 1, 2);
+    let size = codec::encoded_len(&c[0]);
+    let mut cfg = config(false);
+    cfg.max_side_bytes = 2 * size;
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    for blk in a.iter().chain(&c[..2]) {
+        feed(&mut pow, blk);
+    }
+    let known = |pow: &Pow| pow.status().pow.expect("pow").known_blocks;
+    // Genesis, the canonical three, the side branch of two: at the bound.
+    assert_eq!(known(&pow), 6);
+    // One more side block: the branch tip with the least work goes (the
+    // new one-block branch, not the two-block one).
+    feed(&mut pow, &b[0]);
+    assert_eq!(known(&pow), 6);
+    // The two-block branch is still there: its next block connects (no
+    // orphan), and is the tip dropped in turn.
+    feed(&mut pow, &c[2]);
+    let st = pow.status().pow.expect("pow");
+    assert_eq!(st.orphans, 0);
+    assert_eq!(st.known_blocks, 6);
+    assert_eq!(st.head, a[2].hash().to_string());
 }

@@ -41,6 +41,7 @@ fn factory() -> EngineFactory {
             mining: s.me + 1 < s.validators,
             template_refresh_ms: 500,
             max_orphans: 256,
+            max_side_bytes: crate::pow::MAX_SIDE_BYTES,
         };
         let keep = Pow::headers_needed(&cfg.rule) as usize;
         let from = s.chain.len().saturating_sub(keep);
