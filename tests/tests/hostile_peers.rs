@@ -42,28 +42,61 @@ fn peer_count(url: &str) -> u64 {
     status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
 }
 
+/// A running 3-node Raft network with a leader, every node connected to
+/// the two others; `max_peers0` caps node 0's other peers.
+struct Raft {
+    dir: tempfile::TempDir,
+    net: cairn_genesis::GeneratedNetwork,
+    nodes: Vec<NodeProc>,
+    genesis_hash: String,
+}
+
+impl Raft {
+    fn start(base_port: u16, chain_id: &str, seed: u64, max_peers0: Option<usize>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = NetworkSpec {
+            base_port,
+            chain_id: chain_id.into(),
+            seed: Some(seed),
+            ..NetworkSpec::default()
+        };
+        let net = generate(&spec, dir.path()).expect("generate network");
+        if let Some(max) = max_peers0 {
+            let home0 = &net.nodes[0].home;
+            let mut config = cairn_genesis::NodeConfig::load(home0).expect("node.toml");
+            config.p2p.max_peers = max;
+            std::fs::write(
+                home0.join(cairn_genesis::NodeConfig::FILE),
+                config.to_toml(),
+            )
+            .expect("write node.toml");
+        }
+        let nodes = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+        let urls: Vec<&str> = net.nodes.iter().map(|n| n.rpc_url.as_str()).collect();
+        eventually("a leader is elected", || leader(&urls).is_some());
+        eventually("every node sees the two others", || {
+            urls.iter().all(|u| peer_count(u) >= 2)
+        });
+        let genesis_hash = net.genesis_hash.to_hex();
+        Raft {
+            dir,
+            net,
+            nodes,
+            genesis_hash,
+        }
+    }
+
+    fn urls(&self) -> Vec<&str> {
+        self.net.nodes.iter().map(|n| n.rpc_url.as_str()).collect()
+    }
+}
+
 #[test]
 fn junk_gossip_gets_its_author_banned_and_no_honest_relayer() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = NetworkSpec {
-        base_port: 29100,
-        chain_id: "e2e-hostile".into(),
-        seed: Some(20),
-        ..NetworkSpec::default()
-    };
-    let net = generate(&spec, dir.path()).expect("generate network");
-    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let raft = Raft::start(29100, "e2e-hostile", 20, None);
+    let (dir, net, genesis_hash) = (&raft.dir, &raft.net, &raft.genesis_hash);
+    let urls = raft.urls();
     let faucet = net.faucet_key();
-    eventually("a leader is elected", || leader(&urls).is_some());
-    eventually("every node sees the two others", || {
-        urls.iter().all(|u| peer_count(u) >= 2)
-    });
-    let genesis_hash = status(urls[0]).expect("status")["genesis_hash"]
-        .as_str()
-        .expect("genesis hash")
-        .to_owned();
     let target = &net.nodes[0].p2p_address;
 
     // Undecodable transactions, then undecodable consensus messages, each
@@ -71,7 +104,7 @@ fn junk_gossip_gets_its_author_banned_and_no_honest_relayer() {
     // validation before forwarding, node 0 relays them and nodes 1 and 2
     // ban node 0 for what the hostile peer wrote.
     for topic in ["tx", "consensus"] {
-        let (me, out) = hostile(&genesis_hash, target, &["junk", "--topic", topic]);
+        let (me, out) = hostile(genesis_hash, target, &["junk", "--topic", topic]);
         eventually("node 0 bans the author", || {
             admin_bans(urls[0], &net.nodes[0].home).contains(&me)
         });
@@ -112,37 +145,19 @@ fn peer_ids(url: &str) -> Vec<String> {
 
 #[test]
 fn full_peer_slots_keep_validators_in_and_sync_floods_are_throttled() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let spec = NetworkSpec {
-        base_port: 29120,
-        chain_id: "e2e-eclipse".into(),
-        seed: Some(22),
-        ..NetworkSpec::default()
-    };
-    let net = generate(&spec, dir.path()).expect("generate network");
     // Node 0 takes at most 4 peers besides the validators.
-    let home0 = &net.nodes[0].home;
-    let mut config = cairn_genesis::NodeConfig::load(home0).expect("node.toml");
-    config.p2p.max_peers = 4;
-    std::fs::write(
-        home0.join(cairn_genesis::NodeConfig::FILE),
-        config.to_toml(),
-    )
-    .expect("write node.toml");
-    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let mut nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let mut raft = Raft::start(29120, "e2e-eclipse", 22, Some(4));
+    let (dir, net) = (raft.dir.path().to_owned(), raft.net.clone());
+    let genesis_hash = raft.genesis_hash.clone();
+    let urls = net
+        .nodes
+        .iter()
+        .map(|n| n.rpc_url.as_str())
+        .collect::<Vec<_>>();
+    let nodes = &mut raft.nodes;
     let faucet = net.faucet_key();
-    eventually("a leader is elected", || leader(&urls).is_some());
-    eventually("every node sees the two others", || {
-        urls.iter().all(|u| peer_count(u) >= 2)
-    });
-    let genesis_hash = status(urls[0]).expect("status")["genesis_hash"]
-        .as_str()
-        .expect("genesis hash")
-        .to_owned();
     let target = net.nodes[0].p2p_address.clone();
-    let alice = keygen(urls[1], &dir.path().join("alice.key"));
+    let alice = keygen(urls[1], &dir.join("alice.key"));
     transfer(urls[0], &faucet, &alice, 100);
 
     // 1. Block sync requests as fast as a peer can send them: served one
