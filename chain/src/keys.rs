@@ -10,7 +10,7 @@
 //! could sign for it). Signing and key handling stay with `ed25519-dalek`;
 //! every signature it makes is valid under ZIP-215.
 
-use foldhash::{HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Mutex, OnceLock};
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -45,54 +45,63 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Most public keys remembered as checked (32 bytes each).
+/// Most public keys remembered as checked (about 200 bytes each).
 const KEY_CACHE_MAX: usize = 65_536;
 
-/// Public keys already found to be points of large order. Decompressing a
-/// point costs a field exponentiation, and the same accounts sign again and
-/// again. Emptied when full (cheap, and bounded whatever the key stream).
-fn checked_keys() -> &'static Mutex<HashSet<[u8; 32]>> {
-    static CACHE: OnceLock<Mutex<HashSet<[u8; 32]>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashSet::new()))
+/// Public keys already found to be points of large order, decompressed.
+/// Decompressing a point costs a field exponentiation, and the same
+/// accounts sign again and again. Emptied when full (cheap, and bounded
+/// whatever the key stream).
+fn checked_keys() -> &'static Mutex<HashMap<[u8; 32], VerificationKey>> {
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerificationKey>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 impl PublicKey {
     /// Decodes the point (non-canonical encodings accepted, as ZIP-215 says)
     /// and refuses points of small order.
-    fn check_point(&self) -> Result<(), SignatureError> {
+    fn check_point(&self) -> Result<VerificationKey, SignatureError> {
         match CompressedEdwardsY(self.0).decompress() {
-            Some(point) if !point.is_small_order() => Ok(()),
+            Some(point) if !point.is_small_order() => {
+                VerificationKey::try_from(self.0).map_err(|_| SignatureError::BadPublicKey)
+            }
             _ => Err(SignatureError::BadPublicKey),
         }
     }
 
-    fn check_cached(&self, cache: &mut HashSet<[u8; 32]>) -> Result<(), SignatureError> {
-        if cache.contains(&self.0) {
-            return Ok(());
+    fn check_cached(
+        &self,
+        cache: &mut HashMap<[u8; 32], VerificationKey>,
+    ) -> Result<VerificationKey, SignatureError> {
+        if let Some(key) = cache.get(&self.0) {
+            return Ok(*key);
         }
-        self.check_point()?;
+        let key = self.check_point()?;
         if cache.len() >= KEY_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(self.0);
-        Ok(())
+        cache.insert(self.0, key);
+        Ok(key)
     }
 
-    /// Checks that the bytes are a usable ed25519 public key: a curve point
-    /// not of small order.
-    pub fn validate(&self) -> Result<(), SignatureError> {
+    fn verification_key(&self) -> Result<VerificationKey, SignatureError> {
         match checked_keys().lock() {
             Ok(mut cache) => self.check_cached(&mut cache),
             Err(_) => self.check_point(),
         }
     }
 
+    /// Checks that the bytes are a usable ed25519 public key: a curve point
+    /// not of small order.
+    pub fn validate(&self) -> Result<(), SignatureError> {
+        self.verification_key().map(|_| ())
+    }
+
     /// Verifies `signature` over `message` (ZIP-215; small-order keys
     /// refused).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        self.validate()?;
-        let key = VerificationKey::try_from(self.0).map_err(|_| SignatureError::BadPublicKey)?;
-        key.verify(&ed25519_zebra::Signature::from_bytes(&signature.0), message)
+        self.verification_key()?
+            .verify(&ed25519_zebra::Signature::from_bytes(&signature.0), message)
             .map_err(|_| SignatureError::Mismatch)
     }
 
