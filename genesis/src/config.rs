@@ -41,8 +41,10 @@ pub struct Genesis {
     #[serde(default)]
     pub block_reward: u64,
     /// The lowest fee a transaction may pay (0: transfers may be free, and
-    /// anyone may fill mempools at no cost).
-    #[serde(default)]
+    /// anyone may fill mempools at no cost). Left out of the file and of the
+    /// configuration hash when 0, so a genesis written before this field
+    /// existed keeps its genesis hash.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub min_fee: u64,
     /// The consensus engine and its parameters.
     pub consensus: ConsensusConfig,
@@ -468,6 +470,10 @@ fn duration(field: &str, v: u64) -> Result<(), GenesisError> {
         ));
     }
     Ok(())
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn positive(field: &str, v: u64) -> Result<(), GenesisError> {

@@ -172,3 +172,19 @@ fn consensus_json(engine: &str) -> serde_json::Value {
     let g = generate(&spec, dir.path()).expect("generate").genesis;
     serde_json::to_value(g).expect("v")["consensus"].clone()
 }
+
+#[test]
+fn a_zero_minimum_fee_leaves_the_genesis_hash_as_it_was() {
+    // A genesis written before `min_fee` existed reads as 0 and keeps its
+    // hash; any other value changes it.
+    let mut g = sample();
+    g.min_fee = 0;
+    let json = g.to_json();
+    assert!(!json.contains("min_fee"), "{json}");
+    let back = Genesis::from_json(&json).expect("parse");
+    assert_eq!(back.hash(), g.hash());
+    let mut with_fee = g.clone();
+    with_fee.min_fee = 1;
+    assert_ne!(with_fee.hash(), g.hash());
+    assert!(with_fee.to_json().contains("\"min_fee\": 1"));
+}
