@@ -299,3 +299,63 @@ fn an_observer_refuses_a_synced_block_without_a_commit_certificate() {
     );
     assert!(!stdout.contains("served 0"), "{stdout}");
 }
+
+#[test]
+fn a_proof_of_work_sync_answer_that_does_not_follow_the_locator_is_refused() {
+    // Two proof-of-work nodes that do not mine. A hostile peer answers the
+    // fetch a node sends any new peer with a block of valid work whose
+    // parent nobody has: taken, it would wait as an orphan and keep the node
+    // asking the same peer for its parent.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: cairn_genesis::EngineKind::Pow,
+        validators: 2,
+        miners: Some(0),
+        base_port: 29170,
+        chain_id: "e2e-detour".into(),
+        seed: Some(24),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let url = net.nodes[0].rpc_url.as_str();
+    eventually("the nodes see each other", || peer_count(url) >= 1);
+    let detour = std::thread::spawn({
+        let g = net.genesis_hash.to_hex();
+        let target = net.nodes[0].p2p_address.clone();
+        let genesis = dir.path().join("genesis.json");
+        move || {
+            Command::new(workspace_bin("cairn-hostile"))
+                .args(["--genesis-hash", &g, "--peer", &target, "--linger", "20"])
+                .args(["pow-detour", "--genesis"])
+                .arg(&genesis)
+                .output()
+                .expect("run cairn-hostile")
+        }
+    });
+    // Node 0 asks the new peer for what follows its chain, gets the detour
+    // block, and blames the peer for it.
+    eventually("node 0 penalises the detour", || {
+        cairn_tests::e2e::http_get(&format!("{url}/peers")).is_some_and(|peers| {
+            peers.as_array().is_some_and(|a| {
+                a.iter().any(|p| {
+                    p["agent"]
+                        .as_str()
+                        .is_some_and(|ag| ag.starts_with("cairn-hostile"))
+                        && p["penalty"].as_u64() > Some(0)
+                })
+            })
+        })
+    });
+    let orphans = cairn_tests::e2e::consensus(url).and_then(|c| c["orphans"].as_u64());
+    assert_eq!(orphans, Some(0), "the detour block is held as an orphan");
+    assert_eq!(status(url).and_then(|s| s["height"].as_u64()), Some(0));
+    let out = detour.join().expect("hostile");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("served 0"), "never asked: {stdout}");
+}

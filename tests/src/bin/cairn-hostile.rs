@@ -72,12 +72,22 @@ enum Attack {
         #[arg(long)]
         genesis: std::path::PathBuf,
     },
+    /// Proof-of-work: answers every request for the blocks after a locator
+    /// with one block of valid work whose parent nobody has (a detour that
+    /// would keep the victim asking this peer). Prints `served N`.
+    PowDetour {
+        /// The network's genesis file.
+        #[arg(long)]
+        genesis: std::path::PathBuf,
+    },
 }
 
-/// Serves no blocks, or one forged block at height 1 (counting how often).
+/// Serves no blocks, or one forged block at height 1, or one detour block
+/// after any locator (counting how often).
 #[derive(Default)]
 struct Blocks {
     forged: Option<Vec<u8>>,
+    detour: Option<Vec<u8>>,
     served: std::sync::atomic::AtomicUsize,
 }
 
@@ -93,8 +103,47 @@ impl BlockSource for Blocks {
         }
     }
     fn blocks_after(&self, _: &[Hash], _: u32) -> Vec<Vec<u8>> {
-        Vec::new()
+        match &self.detour {
+            Some(b) => {
+                self.served
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                vec![b.clone()]
+            }
+            None => Vec::new(),
+        }
     }
+}
+
+/// A proof-of-work block of the network of `genesis` with twice the work a
+/// node holds at the start (a sixteenth of the initial difficulty, at least
+/// the minimum) on a parent that does not exist.
+fn detour_block(genesis: &std::path::Path) -> Result<cairn_chain::Block> {
+    let g = cairn_genesis::Genesis::load(genesis)?;
+    let cairn_genesis::ConsensusConfig::Pow(p) = &g.consensus else {
+        bail!("pow-detour needs a proof-of-work network");
+    };
+    let difficulty =
+        2 * (p.initial_difficulty / cairn_consensus::pow::FAR_BELOW).max(p.min_difficulty);
+    let header = cairn_chain::Header {
+        parent: Hash::digest(b"a block nobody has"),
+        height: 3,
+        timestamp_ms: g.genesis_time_ms + 3_000,
+        tx_root: cairn_chain::transactions_root(&[]),
+        state_root: Hash::ZERO,
+        proposer: cairn_chain::Address::ZERO,
+        engine_data: cairn_consensus::pow::PowSeal {
+            difficulty,
+            nonce: 0,
+        }
+        .encode(),
+    };
+    let (nonce, _) =
+        cairn_consensus::pow::search_nonce(&header, 0, u64::MAX).context("no nonce found")?;
+    Ok(cairn_chain::Block {
+        header: cairn_consensus::pow::with_nonce(&header, nonce).context("sealing")?,
+        transactions: Vec::new(),
+        seal: Vec::new(),
+    })
 }
 
 /// Block 1 of the network of `genesis`, valid in every respect but its
@@ -186,6 +235,10 @@ async fn run(args: Args) -> Result<()> {
     let source = Arc::new(Blocks {
         forged: match &args.attack {
             Attack::ForgeFinal { genesis } => Some(forged_block(genesis)?.encode()),
+            _ => None,
+        },
+        detour: match &args.attack {
+            Attack::PowDetour { genesis } => Some(detour_block(genesis)?.encode()),
             _ => None,
         },
         served: Default::default(),
@@ -291,6 +344,8 @@ async fn run(args: Args) -> Result<()> {
                 .context("the network task stopped")?;
             println!("announced height 5");
         }
+        // Served when the victim asks (it does as the peer connects).
+        Attack::PowDetour { .. } => {}
     }
 
     let watch = tokio::time::sleep(Duration::from_secs(args.linger));
@@ -306,7 +361,7 @@ async fn run(args: Args) -> Result<()> {
             },
         }
     }
-    if source.forged.is_some() {
+    if source.forged.is_some() || source.detour.is_some() {
         println!(
             "served {}",
             source.served.load(std::sync::atomic::Ordering::Relaxed)
