@@ -1018,7 +1018,18 @@ impl Driver {
                 engine_data,
                 uncommitted,
             } => {
-                let block = self.build(parent, height, engine_data, &uncommitted)?;
+                // A block that cannot be built (its parent did not execute,
+                // say) is logged and not answered, as the engine contract
+                // says: only a failed commit stops the node. (A mining node
+                // asked to build on a peer's block that turned out invalid
+                // in the same batch of actions used to stop here.)
+                let block = match self.build(parent, height, engine_data, &uncommitted) {
+                    Ok(block) => block,
+                    Err(e) => {
+                        tracing::warn!(%parent, height, "cannot build a block: {e:#}");
+                        return Ok(Vec::new());
+                    }
+                };
                 if !self.pipelined {
                     return Ok(vec![Input::BlockBuilt { block }]);
                 }
