@@ -359,3 +359,53 @@ fn a_proof_of_work_sync_answer_that_does_not_follow_the_locator_is_refused() {
     );
     assert!(!stdout.contains("served 0"), "never asked: {stdout}");
 }
+
+#[test]
+fn a_mining_node_survives_heavier_blocks_that_do_not_execute() {
+    // One mining node; a hostile miner races it on its own head with blocks
+    // of the right work and a made-up state root. A block that wins the
+    // race becomes the heaviest branch: the node moves its head onto it,
+    // finds it does not execute, and must go on mining on its own chain.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: cairn_genesis::EngineKind::Pow,
+        validators: 1,
+        miners: Some(1),
+        base_port: 29180,
+        chain_id: "e2e-bad-miner".into(),
+        seed: Some(25),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let _node = NodeProc::start(&net.nodes[0].home);
+    let url = net.nodes[0].rpc_url.as_str();
+    let height = |u: &str| status(u).and_then(|s| s["height"].as_u64());
+    eventually("the node mines", || height(url).is_some_and(|h| h >= 1));
+    // The node logs each block it moved its head onto and could not apply.
+    let log = net.nodes[0].home.join("node.log");
+    let applied_bad =
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("block does not execute"));
+    // Rounds of 20 s until one bad block has won a race (each round a fresh
+    // identity: the node bans a peer after a few bad blocks).
+    for _ in 0..6 {
+        let out = Command::new(workspace_bin("cairn-hostile"))
+            .args(["--genesis-hash", &net.genesis_hash.to_hex()])
+            .args(["--peer", &net.nodes[0].p2p_address, "--linger", "20"])
+            .args(["pow-bad-blocks", "--node", url])
+            .output()
+            .expect("run cairn-hostile");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if applied_bad() || status(url).is_none() {
+            break;
+        }
+    }
+    assert!(status(url).is_some(), "the node stopped");
+    assert!(applied_bad(), "no bad block ever won a race");
+    // And it mines on.
+    let at = height(url).expect("height");
+    eventually("the node mines on", || height(url).is_some_and(|h| h > at));
+}

@@ -80,6 +80,15 @@ enum Attack {
         #[arg(long)]
         genesis: std::path::PathBuf,
     },
+    /// Proof-of-work: mines blocks on the node's head, at the difficulty
+    /// it asks, whose contents are wrong (a made-up state root), and
+    /// gossips each as soon as it is found, until the linger time is over.
+    /// Prints `published N`.
+    PowBadBlocks {
+        /// The node's HTTP API, to follow its head.
+        #[arg(long)]
+        node: String,
+    },
 }
 
 /// Serves no blocks, or one forged block at height 1, or one detour block
@@ -144,6 +153,82 @@ fn detour_block(genesis: &std::path::Path) -> Result<cairn_chain::Block> {
         transactions: Vec::new(),
         seal: Vec::new(),
     })
+}
+
+/// The head hash, height, timestamp and next difficulty a node reports.
+fn pow_head(node: &str) -> Option<(Hash, u64, u64, u64)> {
+    let get = |path: &str| -> Option<serde_json::Value> {
+        ureq::get(&format!("{node}{path}"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_json()
+            .ok()
+    };
+    let c = get("/consensus")?;
+    let b = get("/blocks/latest")?;
+    Some((
+        Hash::from_hex(b["hash"].as_str()?).ok()?,
+        b["height"].as_u64()?,
+        b["timestamp_ms"].as_u64()?,
+        c["difficulty"].as_u64()?,
+    ))
+}
+
+/// Mines invalid blocks on `node`'s head until `until`; returns how many
+/// were published.
+async fn mine_bad_blocks(node: &str, net: &Network, until: tokio::time::Instant) -> Result<u32> {
+    let mut published = 0;
+    let mut nonce_start = 0u64;
+    while tokio::time::Instant::now() < until {
+        let Some((parent, height, parent_ts, difficulty)) = pow_head(node) else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let header = cairn_chain::Header {
+            parent,
+            height: height + 1,
+            timestamp_ms: now.max(parent_ts + 1),
+            tx_root: cairn_chain::transactions_root(&[]),
+            state_root: Hash::digest(b"not the state this block leads to"),
+            proposer: cairn_chain::Address::ZERO,
+            engine_data: cairn_consensus::pow::PowSeal {
+                difficulty,
+                nonce: 0,
+            }
+            .encode(),
+        };
+        // Search in slices; between them, start again if the head moved.
+        let found = tokio::task::block_in_place(|| {
+            cairn_consensus::pow::search_nonce(&header, nonce_start, 200_000)
+        });
+        nonce_start = nonce_start.wrapping_add(200_000);
+        let Some((nonce, _)) = found else {
+            continue;
+        };
+        let Some(sealed) = cairn_consensus::pow::with_nonce(&header, nonce) else {
+            continue;
+        };
+        let block = cairn_chain::Block {
+            header: sealed,
+            transactions: Vec::new(),
+            seal: Vec::new(),
+        };
+        net.commands
+            .send(Command::Publish {
+                topic: Topic::Blocks,
+                data: cairn_chain::CompactBlock::of(&block).encode(),
+            })
+            .await
+            .context("the network task stopped")?;
+        published += 1;
+        // Wait for the node to see it before mining the next one.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(published)
 }
 
 /// Block 1 of the network of `genesis`, valid in every respect but its
@@ -346,6 +431,11 @@ async fn run(args: Args) -> Result<()> {
         }
         // Served when the victim asks (it does as the peer connects).
         Attack::PowDetour { .. } => {}
+        Attack::PowBadBlocks { node } => {
+            let until = tokio::time::Instant::now() + Duration::from_secs(args.linger);
+            let published = mine_bad_blocks(&node, &net, until).await?;
+            println!("published {published}");
+        }
     }
 
     let watch = tokio::time::sleep(Duration::from_secs(args.linger));
