@@ -143,6 +143,10 @@ pub struct Raft {
     heartbeat_due: u64,
     /// The leader asked for a block and waits for it.
     building: bool,
+    /// When the pending build was asked for, and how many transactions were
+    /// offered then: a driver that cannot build answers nothing, and after
+    /// an election timeout the leader asks again.
+    build_asked: Option<(u64, usize)>,
     next_block_at: u64,
     txs_available: usize,
     /// The first tick has set the clock (timers start from it).
@@ -224,6 +228,7 @@ impl Raft {
             sent_at: vec![0; n],
             heartbeat_due: 0,
             building: false,
+            build_asked: None,
             next_block_at: 0,
             txs_available: 0,
             started: false,
@@ -526,6 +531,7 @@ impl Raft {
             return;
         }
         self.building = true;
+        self.build_asked = Some((self.now, self.txs_available));
         // The block takes what is ready; the driver reports what remains
         // (Input::TransactionsAvailable) after the next commit.
         self.txs_available = 0;
@@ -542,6 +548,7 @@ impl Raft {
             return;
         }
         self.building = false;
+        self.build_asked = None;
         if block.header.parent != self.last_hash()
             || block.header.height != self.last_index() + 1
             || block_term(&block.header.engine_data) != self.term
@@ -825,6 +832,14 @@ impl Raft {
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         match self.role {
             Role::Leader => {
+                // A build the driver could not answer: ask again.
+                if let Some((at, offered)) = self.build_asked {
+                    if self.building && self.now >= at + self.cfg.election_timeout_ms {
+                        self.building = false;
+                        self.build_asked = None;
+                        self.txs_available = self.txs_available.max(offered);
+                    }
+                }
                 if self.now >= self.quorum_check_at {
                     if self.heard.len() + 1 < self.majority() {
                         // Cut off from a majority: stop claiming to lead.

@@ -326,3 +326,37 @@ fn an_election_starts_with_pre_votes_and_raises_the_term_only_when_they_win() {
     assert_eq!(r.status().term, 1);
     assert!(acts.iter().any(|a| matches!(a, Action::Persist(_))));
 }
+
+#[test]
+fn a_leader_asks_again_for_a_block_the_driver_could_not_build() {
+    // A lone validator leads after an election timeout.
+    let mut r = Raft::new(cfg(0, 1), genesis(), &BTreeMap::new());
+    let mut now = 0;
+    while r.status().role != "leader" {
+        now += 10;
+        assert!(now < 10_000, "never became leader");
+        r.handle(now, Input::Tick);
+    }
+    let builds = |acts: &[Action]| {
+        acts.iter()
+            .filter(|a| matches!(a, Action::BuildBlock { .. }))
+            .count()
+    };
+    now += 20;
+    let acts = r.handle(now, Input::TransactionsAvailable { count: 5 });
+    let mut asked = builds(&acts);
+    now += 10;
+    asked += builds(&r.handle(now, Input::Tick));
+    assert_eq!(asked, 1, "the leader asks for a block");
+    // The driver answers nothing. Within the election timeout the leader
+    // waits; past it, it asks again.
+    now += 50;
+    assert_eq!(builds(&r.handle(now, Input::Tick)), 0);
+    // (Within the next 100 ms: one election timeout after the ask.)
+    let mut again = 0;
+    for _ in 0..5 {
+        now += 20;
+        again += builds(&r.handle(now, Input::Tick));
+    }
+    assert_eq!(again, 1, "asked again once the build was given up");
+}
