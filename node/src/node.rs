@@ -1018,11 +1018,11 @@ impl Driver {
                 engine_data,
                 uncommitted,
             } => {
-                // A block that cannot be built (its parent did not execute,
-                // say) is logged and not answered, as the engine contract
-                // says: only a failed commit stops the node. (A mining node
-                // asked to build on a peer's block that turned out invalid
-                // in the same batch of actions used to stop here.)
+                // A block that cannot be built is logged and not answered,
+                // as the engine contract says: only a failed commit stops
+                // the node. (A mining node's fork choice can ask for a build
+                // on a peer's block that, in the same batch of actions,
+                // turned out not to execute.)
                 let block = match self.build(parent, height, engine_data, &uncommitted) {
                     Ok(block) => block,
                     Err(e) => {

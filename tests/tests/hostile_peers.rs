@@ -38,6 +38,17 @@ fn hostile(genesis_hash: &str, peer: &str, attack: &[&str]) -> (String, String) 
     (me, stdout)
 }
 
+/// Runs `cairn-hostile` with `args` on a thread of its own (the test
+/// watches the nodes meanwhile); join for its output.
+fn spawn_hostile(args: Vec<String>) -> std::thread::JoinHandle<std::process::Output> {
+    std::thread::spawn(move || {
+        Command::new(workspace_bin("cairn-hostile"))
+            .args(&args)
+            .output()
+            .expect("run cairn-hostile")
+    })
+}
+
 fn peer_count(url: &str) -> u64 {
     status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
 }
@@ -178,16 +189,21 @@ fn full_peer_slots_keep_validators_in_and_sync_floods_are_throttled() {
 
     // 2. Eight hostile identities try to fill node 0's peer slots; node 1
     // restarts meanwhile and must get back in.
-    let occupier = std::thread::spawn({
-        let (g, t) = (genesis_hash.clone(), target.clone());
-        move || {
-            Command::new(workspace_bin("cairn-hostile"))
-                .args(["--genesis-hash", &g, "--peer", &t, "--linger", "40"])
-                .args(["occupy", "--connections", "8"])
-                .output()
-                .expect("run cairn-hostile")
-        }
-    });
+    let occupier = spawn_hostile(
+        [
+            "--genesis-hash",
+            &genesis_hash,
+            "--peer",
+            &target,
+            "--linger",
+            "40",
+            "occupy",
+            "--connections",
+            "8",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     eventually("node 0's free slots are taken", || peer_count(urls[0]) >= 6);
     nodes[1].kill9();
     nodes[1] = NodeProc::start(&net.nodes[1].home);
@@ -255,20 +271,25 @@ fn an_observer_refuses_a_synced_block_without_a_commit_certificate() {
     .expect("node.toml");
 
     let genesis_hash = net.genesis_hash.to_hex();
-    let forger = std::thread::spawn({
-        let key = v0.home.join("p2p.key");
-        let genesis = dir.path().join("genesis.json");
-        move || {
-            Command::new(workspace_bin("cairn-hostile"))
-                .args(["--genesis-hash", &genesis_hash, "--listen", &v0_listen])
-                .arg("--p2p-key")
-                .arg(&key)
-                .args(["--linger", "20", "forge-final", "--genesis"])
-                .arg(&genesis)
-                .output()
-                .expect("run cairn-hostile")
-        }
-    });
+    let key = v0.home.join("p2p.key");
+    let genesis = dir.path().join("genesis.json");
+    let forger = spawn_hostile(
+        [
+            "--genesis-hash",
+            &genesis_hash,
+            "--listen",
+            &v0_listen,
+            "--p2p-key",
+            key.to_str().expect("utf-8 path"),
+            "--linger",
+            "20",
+            "forge-final",
+            "--genesis",
+            genesis.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     let _observer = NodeProc::start(&observer);
     let url = "http://127.0.0.1:29161";
     let v0_id = v0
@@ -320,19 +341,22 @@ fn a_proof_of_work_sync_answer_that_does_not_follow_the_locator_is_refused() {
     let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
     let url = net.nodes[0].rpc_url.as_str();
     eventually("the nodes see each other", || peer_count(url) >= 1);
-    let detour = std::thread::spawn({
-        let g = net.genesis_hash.to_hex();
-        let target = net.nodes[0].p2p_address.clone();
-        let genesis = dir.path().join("genesis.json");
-        move || {
-            Command::new(workspace_bin("cairn-hostile"))
-                .args(["--genesis-hash", &g, "--peer", &target, "--linger", "20"])
-                .args(["pow-detour", "--genesis"])
-                .arg(&genesis)
-                .output()
-                .expect("run cairn-hostile")
-        }
-    });
+    let genesis = dir.path().join("genesis.json");
+    let detour = spawn_hostile(
+        [
+            "--genesis-hash",
+            &net.genesis_hash.to_hex(),
+            "--peer",
+            &net.nodes[0].p2p_address,
+            "--linger",
+            "20",
+            "pow-detour",
+            "--genesis",
+            genesis.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
     // Node 0 asks the new peer for what follows its chain, gets the detour
     // block, and blames the peer for it.
     eventually("node 0 penalises the detour", || {
