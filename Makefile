@@ -37,7 +37,7 @@ bench-network: deps
 # The consensus simulator over many seeds per scenario (SCENARIOS=raft/figure8
 # for one; see `cairn-sim list`).
 soak: deps
-	cargo run --release -p cairn-consensus --bin cairn-sim -- soak --seeds $(SEEDS) $(SCENARIOS)
+	cargo run --release -p cairn-sim --bin cairn-sim -- soak --seeds $(SEEDS) $(SCENARIOS)
 
 lint: deps
 	cargo fmt --all -- --check

@@ -5,8 +5,8 @@ use std::hint::black_box;
 use cairn_chain::state::{MemState, Overlay};
 use cairn_chain::testkit::TestChain;
 use cairn_chain::{
-    execute_transactions, genesis_state, state_tree, verify_batch, Address, Hash, PublicKey,
-    SecretKey, Signature, SignatureCheck, Store,
+    execute_transactions, genesis_state, state_tree, verify_batch, Address, ChainStore, Hash,
+    PublicKey, SecretKey, Signature, SignatureCheck, Store,
 };
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};

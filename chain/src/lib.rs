@@ -17,6 +17,7 @@ mod keys;
 pub mod state;
 pub mod state_tree;
 pub mod store;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testkit;
 mod transaction;
 
@@ -35,7 +36,9 @@ pub use execution::{
 pub use hash::Hash;
 pub use keys::{verify_batch, PublicKey, SecretKey, Signature, SignatureError};
 pub use state::{Account, MemState, Overlay, StateChanges, StateError, StateReader};
-pub use store::{Store, StoreError, StoreMemory};
+#[cfg(any(test, feature = "test-utils"))]
+pub use store::MemStore;
+pub use store::{ChainStore, Store, StoreError, StoreMemory, TxLocation};
 pub use transaction::{
     verify_transactions, Transaction, TransactionFormatError, MAX_CHAIN_ID_LEN,
     MAX_TRANSACTION_BYTES,

@@ -26,10 +26,17 @@ use std::sync::{Mutex, MutexGuard};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::state::{StateChanges, StateError, StateReader};
+
+mod chain_store;
+#[cfg(any(test, feature = "test-utils"))]
+mod mem;
+
 use crate::{codec, Account, Address, Block, Hash, Header, MAX_BLOCK_BYTES};
+pub use chain_store::{ChainStore, RawEntry, TxLocation, UndoRecord};
+#[cfg(any(test, feature = "test-utils"))]
+pub use mem::MemStore;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_HEADERS: &str = "headers";
@@ -118,17 +125,6 @@ pub struct StoreMemory {
     /// The state cache in front of RocksDB.
     pub state_cache: u64,
 }
-
-/// Where a committed transaction is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxLocation {
-    pub block: Hash,
-    pub height: u64,
-    pub index: u32,
-}
-
-/// The values the state keys a block changed had before it.
-type UndoRecord = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// All memtables together (see [`Store::open`]). A heap profile of a node
 /// at 15,000 transfers/s showed memtable arenas at about 100 MB at its
@@ -309,49 +305,6 @@ impl Store {
         w
     }
 
-    /// Writes the genesis block and state if the store is empty; otherwise
-    /// checks that the store belongs to this genesis.
-    pub fn init_genesis(&self, genesis: &Block, state: &StateChanges) -> Result<(), StoreError> {
-        let hash = genesis.hash();
-        if let Some(stored) = self.genesis_hash()? {
-            if stored != hash {
-                return Err(StoreError::GenesisMismatch {
-                    stored,
-                    expected: hash,
-                });
-            }
-            let found = match self.db.get_cf(self.cf(CF_META), META_FORMAT)? {
-                None => 1,
-                Some(b) => <[u8; 4]>::try_from(b.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| corrupt("format entry", format!("{} bytes", b.len())))?,
-            };
-            if found != FORMAT {
-                return Err(StoreError::Format {
-                    path: self.path.clone(),
-                    found,
-                    expected: FORMAT,
-                });
-            }
-            return Ok(());
-        }
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_BLOCKS), hash.0, genesis.encode());
-        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&genesis.header));
-        batch.put_cf(self.cf(CF_HEIGHTS), height_key(0), hash.0);
-        self.put_state(&mut batch, state);
-        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
-        batch.put_cf(self.cf(CF_META), META_GENESIS, hash.0);
-        batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT.to_be_bytes());
-        let mut cache = self.cache();
-        self.db.write_opt(batch, &Self::synced())?;
-        if let Ok(c) = cache.as_mut() {
-            c.generation += 1;
-            c.clear();
-        }
-        Ok(())
-    }
-
     fn put_state(&self, batch: &mut WriteBatch, changes: &StateChanges) {
         let cf = self.cf(CF_STATE);
         for (k, v) in changes {
@@ -367,141 +320,6 @@ impl Store {
             .get_cf(self.cf(cf), key)?
             .map(|b| Hash::from_slice(&b).map_err(|e| corrupt(format!("{cf} entry"), e)))
             .transpose()
-    }
-
-    /// The genesis block's hash, once initialised.
-    pub fn genesis_hash(&self) -> Result<Option<Hash>, StoreError> {
-        self.get_hash(CF_META, META_GENESIS)
-    }
-
-    /// The hash of the canonical head.
-    pub fn head_hash(&self) -> Result<Hash, StoreError> {
-        self.get_hash(CF_META, META_HEAD)?
-            .ok_or(StoreError::NotInitialised)
-    }
-
-    /// The canonical head's header.
-    pub fn head(&self) -> Result<Header, StoreError> {
-        let hash = self.head_hash()?;
-        self.header(&hash)?
-            .ok_or_else(|| corrupt("head", format!("header {hash} is missing")))
-    }
-
-    /// A stored header, canonical or not.
-    pub fn header(&self, hash: &Hash) -> Result<Option<Header>, StoreError> {
-        self.db
-            .get_cf(self.cf(CF_HEADERS), hash.0)?
-            .map(|b| {
-                codec::decode(&b, MAX_HEADER_BYTES)
-                    .map_err(|e| corrupt(format!("header {hash}"), e))
-            })
-            .transpose()
-    }
-
-    /// A stored block, canonical or not.
-    pub fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
-        self.db
-            .get_cf(self.cf(CF_BLOCKS), hash.0)?
-            .map(|b| {
-                codec::decode(&b, MAX_BLOCK_BYTES).map_err(|e| corrupt(format!("block {hash}"), e))
-            })
-            .transpose()
-    }
-
-    /// Whether a block with this hash is stored (canonical or not).
-    pub fn has_block(&self, hash: &Hash) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_HEADERS), hash.0)?
-            .is_some())
-    }
-
-    /// The hash of the canonical block at `height`.
-    pub fn hash_at(&self, height: u64) -> Result<Option<Hash>, StoreError> {
-        self.get_hash(CF_HEIGHTS, &height_key(height))
-    }
-
-    /// The canonical block at `height`.
-    pub fn block_at(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        match self.hash_at(height)? {
-            Some(h) => self.block(&h),
-            None => Ok(None),
-        }
-    }
-
-    /// Where a transaction was committed on the canonical chain.
-    pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StoreError> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_TX_INDEX), tx.0)? else {
-            return Ok(None);
-        };
-        let (height, index): (u64, u32) =
-            codec::decode(&bytes, 64).map_err(|e| corrupt(format!("tx index {tx}"), e))?;
-        // The index holds canonical blocks only: the block is the one at
-        // that height.
-        let block = self.hash_at(height)?.ok_or_else(|| {
-            corrupt(
-                format!("tx index {tx}"),
-                format!("no canonical block at height {height}"),
-            )
-        })?;
-        Ok(Some(TxLocation {
-            block,
-            height,
-            index,
-        }))
-    }
-
-    /// Stores a block without making it canonical (a side branch, or a block
-    /// waiting for its parent).
-    pub fn insert_block(&self, block: &Block) -> Result<(), StoreError> {
-        let hash = block.hash();
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
-        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
-        self.db.write(batch)?;
-        Ok(())
-    }
-
-    /// Makes `block` the new head, with the state `changes` its execution
-    /// produced, in one synced atomic batch. The block must extend the head.
-    pub fn commit_block(&self, block: &Block, changes: &StateChanges) -> Result<(), StoreError> {
-        let head = self.head_hash()?;
-        let hash = block.hash();
-        if block.header.parent != head {
-            return Err(StoreError::NotExtendingHead {
-                block: hash,
-                parent: block.header.parent,
-                head,
-            });
-        }
-        let mut batch = WriteBatch::default();
-        if self.undo {
-            let undo = self.undo_record(changes)?;
-            batch.put_cf(self.cf(CF_UNDO), hash.0, codec::encode(&undo));
-        }
-        batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
-        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
-        batch.put_cf(self.cf(CF_HEIGHTS), height_key(block.header.height), hash.0);
-        let tx_cf = self.cf(CF_TX_INDEX);
-        for (i, tx) in block.transactions.iter().enumerate() {
-            // Height and position (12 bytes): the block hash is the
-            // height's. The index is the store's largest family by count.
-            let loc: (u64, u32) = (block.header.height, i as u32);
-            batch.put_cf(tx_cf, tx.hash().0, codec::encode(&loc));
-        }
-        self.put_state(&mut batch, changes);
-        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
-        // The cache changes under its lock together with the write, so
-        // that no reader caches a value from before it afterwards.
-        let mut cache = self.cache();
-        self.db.write_opt(batch, &Self::synced())?;
-        if let Ok(c) = cache.as_mut() {
-            c.generation += 1;
-            for (k, v) in changes {
-                c.insert(k.clone(), v.clone());
-            }
-        }
-        Ok(())
     }
 
     /// What the store holds in memory now.
@@ -572,10 +390,199 @@ impl Store {
         self.cache.lock().map_err(|_| ())
     }
 
+    /// Every account, in key order (for checks and tools; O(accounts)).
+    pub fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_STATE),
+            IteratorMode::From(b"a", rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if k.first() != Some(&b'a') {
+                break;
+            }
+            let addr = k
+                .get(1..)
+                .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                .map(Address)
+                .ok_or_else(|| corrupt("state", "account key of the wrong length"))?;
+            let acct = crate::state_tree::decode_account(&v)
+                .map_err(|e| corrupt(format!("account {addr}"), e))?;
+            out.push((addr, acct));
+        }
+        Ok(out)
+    }
+
+    /// Every state entry (for tests that compare whole states).
+    pub fn state_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_STATE), IteratorMode::Start)
+            .map(|item| {
+                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+}
+
+impl ChainStore for Store {
+    /// Writes the genesis block and state if the store is empty; otherwise
+    /// checks that the store belongs to this genesis.
+    fn init_genesis(&self, genesis: &Block, state: &StateChanges) -> Result<(), StoreError> {
+        let hash = genesis.hash();
+        if let Some(stored) = self.genesis_hash()? {
+            if stored != hash {
+                return Err(StoreError::GenesisMismatch {
+                    stored,
+                    expected: hash,
+                });
+            }
+            let found = match self.db.get_cf(self.cf(CF_META), META_FORMAT)? {
+                None => 1,
+                Some(b) => <[u8; 4]>::try_from(b.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt("format entry", format!("{} bytes", b.len())))?,
+            };
+            if found != FORMAT {
+                return Err(StoreError::Format {
+                    path: self.path.clone(),
+                    found,
+                    expected: FORMAT,
+                });
+            }
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS), hash.0, genesis.encode());
+        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&genesis.header));
+        batch.put_cf(self.cf(CF_HEIGHTS), height_key(0), hash.0);
+        self.put_state(&mut batch, state);
+        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
+        batch.put_cf(self.cf(CF_META), META_GENESIS, hash.0);
+        batch.put_cf(self.cf(CF_META), META_FORMAT, FORMAT.to_be_bytes());
+        let mut cache = self.cache();
+        self.db.write_opt(batch, &Self::synced())?;
+        if let Ok(c) = cache.as_mut() {
+            c.generation += 1;
+            c.clear();
+        }
+        Ok(())
+    }
+
+    /// The genesis block's hash, once initialised.
+    fn genesis_hash(&self) -> Result<Option<Hash>, StoreError> {
+        self.get_hash(CF_META, META_GENESIS)
+    }
+
+    /// The hash of the canonical head.
+    fn head_hash(&self) -> Result<Hash, StoreError> {
+        self.get_hash(CF_META, META_HEAD)?
+            .ok_or(StoreError::NotInitialised)
+    }
+
+    /// A stored header, canonical or not.
+    fn header(&self, hash: &Hash) -> Result<Option<Header>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_HEADERS), hash.0)?
+            .map(|b| {
+                codec::decode(&b, MAX_HEADER_BYTES)
+                    .map_err(|e| corrupt(format!("header {hash}"), e))
+            })
+            .transpose()
+    }
+
+    /// A stored block, canonical or not.
+    fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_BLOCKS), hash.0)?
+            .map(|b| {
+                codec::decode(&b, MAX_BLOCK_BYTES).map_err(|e| corrupt(format!("block {hash}"), e))
+            })
+            .transpose()
+    }
+
+    /// Whether a block with this hash is stored (canonical or not).
+    fn has_block(&self, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_HEADERS), hash.0)?
+            .is_some())
+    }
+
+    /// The hash of the canonical block at `height`.
+    fn hash_at(&self, height: u64) -> Result<Option<Hash>, StoreError> {
+        self.get_hash(CF_HEIGHTS, &height_key(height))
+    }
+
+    /// Where a transaction was committed on the canonical chain.
+    fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StoreError> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_TX_INDEX), tx.0)? else {
+            return Ok(None);
+        };
+        let (height, index): (u64, u32) =
+            codec::decode(&bytes, 64).map_err(|e| corrupt(format!("tx index {tx}"), e))?;
+        // The index holds canonical blocks only: the block is the one at
+        // that height.
+        let block = self.hash_at(height)?.ok_or_else(|| {
+            corrupt(
+                format!("tx index {tx}"),
+                format!("no canonical block at height {height}"),
+            )
+        })?;
+        Ok(Some(TxLocation {
+            block,
+            height,
+            index,
+        }))
+    }
+
+    /// Makes `block` the new head, with the state `changes` its execution
+    /// produced, in one synced atomic batch. The block must extend the head.
+    fn commit_block(&self, block: &Block, changes: &StateChanges) -> Result<(), StoreError> {
+        let head = self.head_hash()?;
+        let hash = block.hash();
+        if block.header.parent != head {
+            return Err(StoreError::NotExtendingHead {
+                block: hash,
+                parent: block.header.parent,
+                head,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        if self.undo {
+            let undo = self.undo_record(changes)?;
+            batch.put_cf(self.cf(CF_UNDO), hash.0, codec::encode(&undo));
+        }
+        batch.put_cf(self.cf(CF_BLOCKS), hash.0, block.encode());
+        batch.put_cf(self.cf(CF_HEADERS), hash.0, codec::encode(&block.header));
+        batch.put_cf(self.cf(CF_HEIGHTS), height_key(block.header.height), hash.0);
+        let tx_cf = self.cf(CF_TX_INDEX);
+        for (i, tx) in block.transactions.iter().enumerate() {
+            // Height and position (12 bytes): the block hash is the
+            // height's. The index is the store's largest family by count.
+            let loc: (u64, u32) = (block.header.height, i as u32);
+            batch.put_cf(tx_cf, tx.hash().0, codec::encode(&loc));
+        }
+        self.put_state(&mut batch, changes);
+        batch.put_cf(self.cf(CF_META), META_HEAD, hash.0);
+        // The cache changes under its lock together with the write, so
+        // that no reader caches a value from before it afterwards.
+        let mut cache = self.cache();
+        self.db.write_opt(batch, &Self::synced())?;
+        if let Ok(c) = cache.as_mut() {
+            c.generation += 1;
+            for (k, v) in changes {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the head back `n` blocks, restoring the exact state before them,
     /// in one synced atomic batch. The reverted blocks stay stored (not
     /// canonical); they are returned, the old head first.
-    pub fn revert(&self, n: u64) -> Result<Vec<Block>, StoreError> {
+    fn revert(&self, n: u64) -> Result<Vec<Block>, StoreError> {
         let head = self.head()?;
         if n > head.height {
             return Err(StoreError::RevertPastGenesis {
@@ -625,7 +632,7 @@ impl Store {
     }
 
     /// Applies engine-state writes (`None` deletes) durably and atomically.
-    pub fn engine_write(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    fn engine_write(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for (k, v) in writes {
             match v {
@@ -638,7 +645,7 @@ impl Store {
     }
 
     /// Every engine-state entry, in key order (read once at start).
-    pub fn engine_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
+    fn engine_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_ENGINE), IteratorMode::Start) {
             let (k, v) = item?;
@@ -646,60 +653,7 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Reads an engine-state value.
-    pub fn engine_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_ENGINE), key)?)
-    }
-
-    /// Writes engine-state values durably (synced) and atomically.
-    pub fn engine_put(&self, entries: &[(&[u8], &[u8])]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::default();
-        for (k, v) in entries {
-            batch.put_cf(self.cf(CF_ENGINE), k, v);
-        }
-        self.db.write_opt(batch, &Self::synced())?;
-        Ok(())
-    }
-
-    /// Every account, in key order (for checks and tools; O(accounts)).
-    pub fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_STATE),
-            IteratorMode::From(b"a", rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
-            if k.first() != Some(&b'a') {
-                break;
-            }
-            let addr = k
-                .get(1..)
-                .and_then(|b| <[u8; 20]>::try_from(b).ok())
-                .map(Address)
-                .ok_or_else(|| corrupt("state", "account key of the wrong length"))?;
-            let acct = crate::state_tree::decode_account(&v)
-                .map_err(|e| corrupt(format!("account {addr}"), e))?;
-            out.push((addr, acct));
-        }
-        Ok(out)
-    }
-
-    /// Every state entry (for tests that compare whole states).
-    pub fn state_entries(&self) -> Result<Vec<RawEntry>, StoreError> {
-        self.db
-            .iterator_cf(self.cf(CF_STATE), IteratorMode::Start)
-            .map(|item| {
-                item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
-            .collect()
-    }
 }
-
-/// A raw key/value pair from a column family.
-pub type RawEntry = (Vec<u8>, Vec<u8>);
 
 impl StateReader for Store {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -723,5 +677,7 @@ impl StateReader for Store {
     }
 }
 
+#[cfg(test)]
+mod contract_tests;
 #[cfg(test)]
 mod tests;

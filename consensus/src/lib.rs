@@ -45,7 +45,6 @@ pub mod message;
 pub mod pbft;
 pub mod pow;
 pub mod raft;
-pub mod sim;
 
 use cairn_chain::{Block, Hash};
 
@@ -148,6 +147,17 @@ pub enum Action {
     RejectBlock { hash: Hash, reason: String },
 }
 
+/// Why a block received by sync does not prove it is final.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FinalityError {
+    /// The seal is not a commit certificate at all.
+    #[error("the seal is not a commit certificate: {0}")]
+    Seal(String),
+    /// The certificate does not hold a quorum of valid votes for the block.
+    #[error("commit certificate: {0}")]
+    Certificate(String),
+}
+
 /// The engine's view of itself, for the API and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStatus {
@@ -205,8 +215,22 @@ pub trait ConsensusEngine: Send + std::fmt::Debug {
     /// Whether `block`, received by block sync, proves its own finality
     /// (its seal). Engines that trust their peers' final blocks (Raft's
     /// crash-fault model) accept every block.
-    fn verify_final(&self, block: &Block) -> Result<(), String> {
+    fn verify_final(&self, block: &Block) -> Result<(), FinalityError> {
         let _ = block;
         Ok(())
+    }
+    /// Most blocks the engine builds on blocks not yet final (Raft
+    /// pipelines; 1 for engines that propose one at a time). Above 1, the
+    /// driver reports what is ready net of the blocks in flight after
+    /// every block built.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+    /// Whether blocks are final once committed (Raft, PBFT: block sync
+    /// imports final blocks after [`ConsensusEngine::verify_final`]) or
+    /// the head follows the most work (proof-of-work: the driver fetches
+    /// peers' branches and feeds their blocks in).
+    fn final_blocks(&self) -> bool {
+        true
     }
 }

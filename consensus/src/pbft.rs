@@ -42,7 +42,9 @@ use cairn_chain::{codec, Block, Hash, Header, PublicKey, SecretKey};
 
 pub use message::{Certificate, PbftMessage, Phase, Prepared, ProofError, ViewChange, Vote};
 
-use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
+use crate::{
+    Action, ConsensusEngine, ConsensusMessage, EngineStatus, FinalityError, Input, ValidatorId,
+};
 
 const VIEW_KEY: &[u8] = b"pbft/view";
 const VOTES_KEY: &[u8] = b"pbft/votes";
@@ -917,7 +919,7 @@ impl Pbft {
     }
 
     /// Checks that `block` is final: its seal is a valid commit certificate.
-    pub fn verify_final_block(&self, block: &Block) -> Result<(), String> {
+    pub fn verify_final_block(&self, block: &Block) -> Result<(), FinalityError> {
         verify_final_block(&self.cfg.network, &self.cfg.validators, block)
     }
 }
@@ -929,11 +931,11 @@ pub fn verify_final_block(
     network: &Hash,
     validators: &[PublicKey],
     block: &Block,
-) -> Result<(), String> {
+) -> Result<(), FinalityError> {
     let quorum = 2 * (validators.len().saturating_sub(1) / 3) + 1;
-    let cert = Certificate::decode(&block.seal).map_err(|e| e.to_string())?;
+    let cert = Certificate::decode(&block.seal).map_err(|e| FinalityError::Seal(e.to_string()))?;
     cert.verify(network, validators, quorum, block)
-        .map_err(|e| format!("commit certificate: {e}"))
+        .map_err(|e| FinalityError::Certificate(e.to_string()))
 }
 
 impl ConsensusEngine for Pbft {
@@ -1003,7 +1005,7 @@ impl ConsensusEngine for Pbft {
         }
     }
 
-    fn verify_final(&self, block: &Block) -> Result<(), String> {
+    fn verify_final(&self, block: &Block) -> Result<(), FinalityError> {
         self.verify_final_block(block)
     }
 }

@@ -792,6 +792,10 @@ impl Pow {
 }
 
 impl ConsensusEngine for Pow {
+    fn final_blocks(&self) -> bool {
+        false
+    }
+
     fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
         self.now = self.now.max(now_ms);
         let mut out = Vec::new();

@@ -161,8 +161,8 @@ pub struct Raft {
     /// Test-only fault injection: commit entries of earlier terms by
     /// counting replicas (the bug of the paper's Figure 8), so that tests
     /// can show the simulator catches it.
-    #[cfg(test)]
-    pub(crate) figure8_bug: bool,
+    #[cfg(feature = "fault-injection")]
+    pub figure8_bug: bool,
 }
 
 /// The term written in a block's engine data (0 for genesis or garbage).
@@ -236,7 +236,7 @@ impl Raft {
             heard: BTreeSet::new(),
             quorum_check_at: 0,
             leader_seen_at: 0,
-            #[cfg(test)]
+            #[cfg(feature = "fault-injection")]
             figure8_bug: false,
             cfg,
         }
@@ -496,9 +496,9 @@ impl Raft {
 
     fn leader_advance_commit(&mut self, out: &mut Vec<Action>) {
         let mut n = self.last_index();
-        #[cfg(test)]
+        #[cfg(feature = "fault-injection")]
         let any_term = self.figure8_bug;
-        #[cfg(not(test))]
+        #[cfg(not(feature = "fault-injection"))]
         let any_term = false;
         while n > self.committed.index {
             if any_term || self.term_at(n) == Some(self.term) {
@@ -880,6 +880,10 @@ impl Raft {
 }
 
 impl ConsensusEngine for Raft {
+    fn max_in_flight(&self) -> usize {
+        self.cfg.max_uncommitted.max(1)
+    }
+
     fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         self.now = self.now.max(now_ms);

@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_chain::state::read_account;
+use cairn_chain::ChainStore;
 use cairn_chain::{Address, Block, Hash, Transaction, MAX_TRANSACTION_BYTES};
 use cairn_p2p::{Command, Topic};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::mempool::Rejection;
 use crate::node::Shared;
+use cairn_driver::admit::Signatures;
+use cairn_driver::Rejection;
 
 /// Proof-of-work: confirmations after which `/status` counts a block as
 /// final (probabilistically: a deeper reorganisation is possible, only
@@ -291,6 +293,7 @@ async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 fn rejected(r: Rejection) -> ApiError {
     let status = match r {
         Rejection::Full | Rejection::GapsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Rejection::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, r.code(), r.to_string())
@@ -302,19 +305,23 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
     }
     let tx: Transaction =
         serde_json::from_slice(body).map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
-    tx.verify_signature(&s.genesis_hash)
-        .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
-    let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
-    let hash = s
-        .mempool
-        .lock()
-        .map_err(ApiError::internal)?
-        .insert(tx.clone(), account)
-        .map_err(rejected)?;
+    let admitted = cairn_driver::admit(
+        &s.mempool,
+        &*s.store,
+        &s.genesis_hash,
+        vec![tx],
+        Signatures::Verify,
+    );
+    let result = admitted
+        .results
+        .into_iter()
+        .next()
+        .unwrap_or(Err(Rejection::Malformed("no transaction".into())));
+    let hash = result.map_err(rejected)?;
     // A full network queue loses the gossip, not the transaction: it is
     // pending here, and pushed to peers that connect.
-    let _ = s.net_commands.try_send(gossip(&[tx]));
-    s.offer_due.store(true, Ordering::Release);
+    let _ = s.net_commands.try_send(gossip(&admitted.accepted));
+    s.offer.notify_one();
     Ok(hash)
 }
 
@@ -382,7 +389,7 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
     // otherwise entries are parsed one by one to say which is wrong.
     // Both parses stop at entry MAX_BATCH + 1: what a body can make the
     // node allocate is bounded by the count, not only by the body's size.
-    let (txs, mut slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
+    let (txs, slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
         match serde_json::from_slice::<Bounded<Transaction>>(body) {
             Ok(Bounded(txs)) => {
                 let slots = (0..txs.len()).map(Ok).collect();
@@ -412,74 +419,38 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
                 (txs, slots)
             }
         };
-    // What the pool would refuse anyway (full, a used nonce, a duplicate)
-    // is answered without a signature check: under overload that is much
-    // of each batch, and checking it cost the CPU commits needed.
-    // The accounts are read before the pool is locked: a cold read goes to
-    // RocksDB, and block building waits for the lock.
-    let accounts = txs
-        .iter()
-        .map(|tx| read_account(&*s.store, &tx.sender()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    {
-        let pool = s.mempool.lock().map_err(ApiError::internal)?;
-        for slot in slots.iter_mut() {
-            if let Ok(i) = *slot {
-                if let Err(e) = pool.check(&txs[i], accounts[i].as_ref()) {
-                    *slot = Err(rejected(e));
-                }
-            }
-        }
-    }
-    // One batch verification of the rest; only if it fails, one by one to
-    // find which.
-    let all_good = cairn_chain::verify_transactions(
-        slots
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|&i| &txs[i]),
+    // One admission for the whole batch (see `cairn_driver::admit`).
+    let admitted = cairn_driver::admit(
+        &s.mempool,
+        &*s.store,
         &s.genesis_hash,
-    )
-    .is_ok();
-    let mut results = Vec::with_capacity(slots.len());
-    let mut accepted = Vec::new();
-    {
-        let mut pool = s.mempool.lock().map_err(ApiError::internal)?;
-        for slot in slots {
-            let outcome = slot.and_then(|i| {
-                let tx = &txs[i];
-                if !all_good {
-                    tx.verify_signature(&s.genesis_hash)
-                        .map_err(|e| rejected(Rejection::BadSignature(e.to_string())))?;
-                }
-                let account = read_account(&*s.store, &tx.sender()).map_err(ApiError::internal)?;
-                let hash = pool.insert(tx.clone(), account).map_err(rejected)?;
-                accepted.push(i);
-                Ok(hash)
+        txs,
+        Signatures::Verify,
+    );
+    let mut outcomes = admitted.results.into_iter();
+    let results: Vec<serde_json::Value> = slots
+        .into_iter()
+        .map(|slot| {
+            let outcome = slot.and_then(|_| {
+                outcomes
+                    .next()
+                    .unwrap_or(Err(Rejection::Malformed("no transaction".into())))
+                    .map_err(rejected)
             });
-            results.push(match outcome {
+            match outcome {
                 Ok(hash) => json!({ "hash": hash }),
                 Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
-            });
-        }
-    }
-    let count = accepted.len();
+            }
+        })
+        .collect();
+    let count = admitted.accepted.len();
     if count > 0 {
-        // Indices ascend: move the accepted transactions out, for gossip.
-        let mut next = accepted.into_iter().peekable();
-        let gossip: Vec<Transaction> = txs
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| next.next_if_eq(i).is_some())
-            .map(|(_, tx)| tx)
-            .collect();
         // Blocking (this runs on a blocking thread): the network's queue
         // pushes back on submitters rather than losing the gossip.
-        for chunk in gossip.chunks(cairn_p2p::MAX_GOSSIP_BATCH) {
+        for chunk in admitted.accepted.chunks(cairn_p2p::MAX_GOSSIP_BATCH) {
             let _ = s.net_commands.blocking_send(self::gossip(chunk));
         }
-        s.offer_due.store(true, Ordering::Release);
+        s.offer.notify_one();
     }
     Ok(json!({ "accepted": count, "results": results }))
 }

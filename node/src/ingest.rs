@@ -2,15 +2,15 @@
 //! checked against the mempool, signature-verified in batches and inserted,
 //! off the driver (which runs consensus and commits blocks) and off the
 //! network task. The driver only forwards gossip payloads here; this thread
-//! tells it through [`Shared::offer_due`] that new transactions are ready.
+//! tells it through [`Shared::offer`] that new transactions are ready.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_chain::state::read_account;
 use cairn_chain::Transaction;
+use cairn_driver::admit::Signatures;
+use cairn_driver::Rejection;
 use cairn_p2p::{Command, GossipId, Verdict};
 use libp2p::PeerId;
 
@@ -137,66 +137,32 @@ fn decode(
     }
 }
 
-/// Verifies `batch` in one go (one by one only if that fails, to find the
-/// bad ones and reject their payloads) and inserts what passes.
+/// Admits `batch` (see `cairn_driver::admit`) and marks each payload by
+/// what became of its transactions.
 fn admit(shared: &Shared, batch: Vec<(usize, Transaction)>, payloads: &mut [Judged]) {
     if batch.is_empty() {
         return;
     }
-    // What the pool would refuse anyway (full, a used nonce) is dropped
-    // before the signature check: under overload that is much of what
-    // peers gossip, and checking it cost the CPU commits needed.
-    // The accounts are read before the pool is locked (a cold read goes to
-    // RocksDB, and block building waits for the lock).
-    let accounts: Vec<_> = batch
-        .iter()
-        .map(|(_, tx)| read_account(&*shared.store, &tx.sender()))
-        .collect();
-    let (origins, txs): (Vec<usize>, Vec<Transaction>) = {
-        let Ok(pool) = shared.mempool.lock() else {
-            return;
-        };
-        batch
-            .into_iter()
-            .zip(&accounts)
-            .filter(|((_, tx), account)| match account {
-                Ok(account) => pool.check(tx, account.as_ref()).is_ok(),
-                Err(_) => true, // reported when inserting
-            })
-            .map(|(pair, _)| pair)
-            .unzip()
-    };
-    if txs.is_empty() {
-        return;
-    }
-    let genesis = &shared.genesis_hash;
-    let all_ok = cairn_chain::verify_transactions(&txs, genesis).is_ok();
-    let mut added = 0;
-    for (origin, tx) in origins.into_iter().zip(txs) {
-        if !all_ok && tx.verify_signature(genesis).is_err() {
-            if let Some(p) = payloads.get_mut(origin) {
-                p.bad = true;
-            }
+    let (origins, txs): (Vec<usize>, Vec<Transaction>) = batch.into_iter().unzip();
+    let admitted = cairn_driver::admit(
+        &shared.mempool,
+        &*shared.store,
+        &shared.genesis_hash,
+        txs,
+        Signatures::Verify,
+    );
+    for (origin, result) in origins.into_iter().zip(admitted.results) {
+        let Some(p) = payloads.get_mut(origin) else {
             continue;
-        }
-        let account = match read_account(&*shared.store, &tx.sender()) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!("reading an account for the mempool: {e}");
-                continue;
-            }
         };
-        let Ok(mut pool) = shared.mempool.lock() else {
-            return;
-        };
-        if pool.insert(tx, account).is_ok() {
-            added += 1;
-            if let Some(p) = payloads.get_mut(origin) {
-                p.added = true;
-            }
+        match result {
+            Ok(_) => p.added = true,
+            Err(Rejection::BadSignature(_)) => p.bad = true,
+            Err(Rejection::Storage(e)) => tracing::error!("admitting gossiped transactions: {e}"),
+            Err(_) => {}
         }
     }
-    if added > 0 {
-        shared.offer_due.store(true, Ordering::Release);
+    if !admitted.accepted.is_empty() {
+        shared.offer.notify_one();
     }
 }

@@ -1,4 +1,4 @@
-//! The Cairn node: the mempool, the driver that runs a consensus engine over
+//! The Cairn node: the IO shell that runs the driver (`cairn-driver`) over
 //! the store and the network, the HTTP API, metrics, and the devnet
 //! supervisor behind `cairn-node devnet`.
 
@@ -6,7 +6,6 @@ pub mod api;
 pub mod devnet;
 pub mod http;
 pub mod ingest;
-pub mod mempool;
 pub mod metrics;
 pub mod miner;
 pub mod node;

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use cairn_chain::state::MemState;
-use cairn_chain::{execute_block, state_tree, Hash, SignatureCheck, Store};
+use cairn_chain::{execute_block, state_tree, ChainStore, Hash, SignatureCheck, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -1,6 +1,4 @@
 use super::*;
-use crate::execution::{execute_block, SignatureCheck};
-use crate::state::MemState;
 use crate::testkit::TestChain;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -36,39 +34,6 @@ fn grow(
         out.push(p.block);
     }
     out
-}
-
-#[test]
-fn commit_indexes_blocks_and_transactions() {
-    let chain = TestChain::new("store-test", 10, 10_000);
-    let (_dir, store) = open(&chain);
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let blocks = grow(&store, &chain, &mut rng, 3, 0);
-    assert_eq!(store.head().expect("head").height, 3);
-    assert_eq!(store.head_hash().expect("hash"), blocks[2].hash());
-    assert_eq!(store.block_at(2).expect("b"), Some(blocks[1].clone()));
-    let tx = &blocks[1].transactions[4];
-    let loc = store
-        .tx_location(&tx.hash())
-        .expect("loc")
-        .expect("indexed");
-    assert_eq!((loc.block, loc.height, loc.index), (blocks[1].hash(), 2, 4));
-    // The state root in the head equals the root rebuilt from all accounts.
-    let accounts = store.accounts().expect("accounts");
-    assert_eq!(
-        crate::state_tree::root_from_accounts(&accounts).expect("root"),
-        blocks[2].header.state_root
-    );
-}
-
-#[test]
-fn refuses_a_block_that_does_not_extend_the_head() {
-    let chain = TestChain::new("store-test", 4, 10_000);
-    let (_dir, store) = open(&chain);
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let blocks = grow(&store, &chain, &mut rng, 2, 0);
-    let err = store.commit_block(&blocks[0], &StateChanges::new());
-    assert!(matches!(err, Err(StoreError::NotExtendingHead { .. })));
 }
 
 #[test]
@@ -127,124 +92,6 @@ fn cached_state_reads_follow_commits_and_reverts() {
     assert_reads_match_rocksdb(&store, &mut seen);
     store.revert(5).expect("revert");
     assert_reads_match_rocksdb(&store, &mut seen);
-}
-
-#[test]
-fn revert_restores_exact_state_and_switches_branches() {
-    let chain = TestChain::new("store-test", 12, 10_000);
-    let (_dir, store) = open(&chain);
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    grow(&store, &chain, &mut rng, 3, 0);
-    let fork_state = store.state_entries().expect("state");
-    let fork_head = store.head_hash().expect("head");
-    let branch_a = grow(&store, &chain, &mut rng, 4, 1);
-    let a_state = store.state_entries().expect("state");
-    let a_head = store.head_hash().expect("head");
-
-    // Back 4 blocks: exactly the state at the fork point.
-    let reverted = store.revert(4).expect("revert");
-    assert_eq!(reverted.len(), 4);
-    assert_eq!(reverted[0].hash(), a_head);
-    assert_eq!(store.head_hash().expect("head"), fork_head);
-    assert_eq!(store.state_entries().expect("state"), fork_state);
-    assert_eq!(store.hash_at(4).expect("h"), None);
-    assert_eq!(
-        store
-            .tx_location(&branch_a[0].transactions[0].hash())
-            .expect("loc"),
-        None
-    );
-    // Branch A's blocks are kept, though no longer canonical.
-    assert!(store.has_block(&a_head).expect("has"));
-
-    // Forward onto branch B (different proposer and transactions).
-    let branch_b = grow(&store, &chain, &mut rng, 5, 2);
-    assert_eq!(store.head().expect("head").height, 8);
-    assert_ne!(branch_b[0].hash(), branch_a[0].hash());
-
-    // And back to A: its blocks re-execute on the fork state to the very
-    // same state as before.
-    store.revert(5).expect("revert B");
-    for block in &branch_a {
-        let parent = store.head().expect("head");
-        let exec = execute_block(
-            &store,
-            &chain.params,
-            &parent,
-            block,
-            SignatureCheck::Verify,
-        )
-        .expect("A still valid");
-        store.commit_block(block, &exec.changes).expect("commit");
-    }
-    assert_eq!(store.head_hash().expect("head"), a_head);
-    assert_eq!(store.state_entries().expect("state"), a_state);
-}
-
-#[test]
-fn a_store_without_undo_records_refuses_to_revert() {
-    let chain = TestChain::new("store-final", 6, 10_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(dir.path()).expect("open");
-    store.set_undo(false);
-    store
-        .init_genesis(&chain.genesis, &chain.genesis_state)
-        .expect("genesis");
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let blocks = grow(&store, &chain, &mut rng, 2, 0);
-    let state = store.state_entries().expect("state");
-    assert!(matches!(
-        store.revert(1),
-        Err(StoreError::NoUndo { block }) if block == blocks[1].hash()
-    ));
-    assert_eq!(store.head_hash().expect("head"), blocks[1].hash());
-    assert_eq!(store.state_entries().expect("state"), state);
-}
-
-#[test]
-fn revert_refuses_to_pass_genesis() {
-    let chain = TestChain::new("store-test", 4, 10_000);
-    let (_dir, store) = open(&chain);
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    grow(&store, &chain, &mut rng, 2, 0);
-    assert!(matches!(
-        store.revert(3),
-        Err(StoreError::RevertPastGenesis {
-            requested: 3,
-            height: 2
-        })
-    ));
-    assert_eq!(store.head().expect("head").height, 2);
-}
-
-#[test]
-fn store_and_memory_state_agree() {
-    let chain = TestChain::new("store-test", 8, 10_000);
-    let (_dir, store) = open(&chain);
-    let mut mem = MemState::default();
-    mem.apply(&chain.genesis_state);
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    for block in grow(&store, &chain, &mut rng, 4, 3) {
-        let parent_hash = block.header.parent;
-        let parent = store.header(&parent_hash).expect("h").expect("parent");
-        let exec = execute_block(&mem, &chain.params, &parent, &block, SignatureCheck::Verify)
-            .expect("valid");
-        mem.apply(&exec.changes);
-    }
-    let stored: Vec<(Vec<u8>, Vec<u8>)> = store.state_entries().expect("state");
-    let in_memory: Vec<(Vec<u8>, Vec<u8>)> = mem.entries.into_iter().collect();
-    assert_eq!(stored, in_memory);
-}
-
-#[test]
-fn engine_state_round_trips() {
-    let chain = TestChain::new("store-test", 2, 1);
-    let (_dir, store) = open(&chain);
-    store
-        .engine_put(&[(b"term", b"7"), (b"vote", b"x")])
-        .expect("put");
-    assert_eq!(store.engine_get(b"term").expect("get"), Some(b"7".to_vec()));
-    assert_eq!(store.engine_get(b"none").expect("get"), None);
 }
 
 #[test]

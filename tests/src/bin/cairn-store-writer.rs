@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cairn_chain::Store;
+use cairn_chain::{ChainStore, Store};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 

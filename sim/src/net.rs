@@ -4,7 +4,7 @@
 use cairn_chain::{Block, Transaction};
 use serde::Serialize;
 
-use crate::ConsensusMessage;
+use cairn_consensus::ConsensusMessage;
 
 /// How one directed link treats messages. Rates are probabilities in
 /// `[0, 1]`, drawn from the simulation's seeded RNG.
@@ -72,6 +72,10 @@ pub(crate) enum Wire {
     LocatorResponse {
         blocks: Vec<Block>,
     },
+    /// Raft and PBFT: a block became final here (its height).
+    Announce {
+        height: u64,
+    },
 }
 
 impl Wire {
@@ -84,6 +88,7 @@ impl Wire {
             Wire::Block(_) => 5,
             Wire::LocatorRequest { .. } => 6,
             Wire::LocatorResponse { .. } => 7,
+            Wire::Announce { .. } => 8,
         }
     }
 }

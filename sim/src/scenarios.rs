@@ -12,7 +12,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{LinkConfig, Sim, Stats, Violation};
-use crate::ValidatorId;
+use cairn_consensus::ValidatorId;
 
 /// One scenario.
 #[derive(Debug, Clone, Copy)]
@@ -33,13 +33,16 @@ pub type ScenarioFn = fn(u64, u32, Options) -> Outcome;
 /// The simulation a scenario ran, and its verdict.
 pub type Outcome = (Sim, Result<(), Violation>);
 
-/// How to run a scenario (neither changes what happens in it).
+/// How to run a scenario (none changes what happens in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
     /// Record the trace (see [`Report::trace_digest`]).
     pub trace: bool,
     /// Print what happens to stderr.
     pub log: bool,
+    /// Every node on the node's RocksDB store (in a temporary directory)
+    /// rather than in memory.
+    pub rocksdb: bool,
 }
 
 /// What a passing run did.
@@ -83,7 +86,7 @@ impl std::fmt::Display for Failure {
 /// The one-line command that replays a run.
 pub fn replay_command(scenario: &str, nodes: u32, seed: u64) -> String {
     format!(
-        "cargo run --release -p cairn-consensus --bin cairn-sim -- run {scenario} --nodes {nodes} --seed {seed}"
+        "cargo run --release -p cairn-sim --bin cairn-sim -- run {scenario} --nodes {nodes} --seed {seed}"
     )
 }
 

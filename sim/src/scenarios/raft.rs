@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{fail, nodes_of, random_faults, without, Options, Outcome, Scenario};
-use crate::raft::{block_term, CommittedHead, Raft, RaftConfig, RaftMessage};
-use crate::sim::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
-use crate::{Action, ConsensusMessage, ValidatorId};
+use crate::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
+use cairn_consensus::raft::{block_term, CommittedHead, Raft, RaftConfig, RaftMessage};
+use cairn_consensus::{Action, ConsensusMessage, ValidatorId};
 
 /// Rounds of leader crashes in one Figure 8 run.
 pub const FIGURE8_ROUNDS: usize = 1_000;
@@ -28,7 +28,6 @@ struct Params {
     block_interval_ms: u64,
     max_uncommitted: usize,
     /// Inject the Figure 8 bug (tests of the checker only).
-    #[cfg_attr(not(test), allow(dead_code))]
     figure8_bug: bool,
 }
 
@@ -59,12 +58,8 @@ fn factory(p: Params) -> EngineFactory {
             term: block_term(&s.head.header.engine_data),
             hash: s.head.hash(),
         };
-        #[allow(unused_mut)]
         let mut raft = Raft::new(cfg, head, s.persisted);
-        #[cfg(test)]
-        {
-            raft.figure8_bug = p.figure8_bug;
-        }
+        raft.figure8_bug = p.figure8_bug;
         Box::new(raft)
     })
 }
@@ -73,6 +68,7 @@ fn sim(seed: u64, nodes: u32, opts: Options, p: Params, link: LinkConfig) -> Sim
     let mut cfg = SimConfig::new(seed, nodes);
     cfg.trace = opts.trace;
     cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
     cfg.link = link;
     Sim::new(cfg, factory(p))
 }
@@ -436,6 +432,7 @@ fn figure8_with(seed: u64, n: u32, opts: Options, rounds: usize, figure8_bug: bo
     let mut cfg = SimConfig::new(seed, n);
     cfg.trace = opts.trace;
     cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
     cfg.link = link;
     cfg.client.interval_ms = 50;
     let mut sim = Sim::new(cfg, factory(p));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use cairn_consensus::sim::scenarios::{self, Failure, Options, Scenario};
+use cairn_sim::scenarios::{self, Failure, Options, Scenario};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -37,6 +37,10 @@ enum Command {
         /// Print what happens (roles, final blocks, faults) to stderr.
         #[arg(long)]
         log: bool,
+        /// Run every node on the node's RocksDB store (in a temporary
+        /// directory) instead of in memory.
+        #[arg(long)]
+        rocksdb: bool,
     },
     /// Runs many seeds of every scenario (or the ones named).
     Soak {
@@ -71,13 +75,23 @@ fn main() -> ExitCode {
             seed,
             trace,
             log,
+            rocksdb,
         } => {
             let Some(s) = scenarios::find(&scenario) else {
                 eprintln!("error: no scenario {scenario:?} (see `cairn-sim list`)");
                 return ExitCode::from(2);
             };
             let started = Instant::now();
-            match scenarios::run(&s, nodes, seed, Options { trace, log }) {
+            match scenarios::run(
+                &s,
+                nodes,
+                seed,
+                Options {
+                    trace,
+                    log,
+                    rocksdb,
+                },
+            ) {
                 Ok(r) => {
                     println!(
                         "ok: {} on {nodes} nodes, seed {seed}: {} simulated ms, height {}, {} transfers acknowledged, {} events, {} messages delivered, {} dropped, {} crashes, {} penalties ({:.2} s)",

@@ -2,7 +2,7 @@
 //! overrides the count; `cairn-sim soak` runs thousands). A failure names
 //! the command that replays it.
 
-use cairn_consensus::sim::scenarios::{self, Options};
+use cairn_sim::scenarios::{self, Options};
 
 const DEFAULT_SEEDS: u64 = 200;
 
@@ -61,6 +61,7 @@ const TESTED: &[&str] = &[
     "pow/steady",
     "pow/partition",
     "pow/chaos",
+    "pow/invalid-blocks",
 ];
 
 #[test]
@@ -77,7 +78,7 @@ fn the_same_seed_replays_the_same_run_byte_for_byte() {
         };
         let traced = Options {
             trace: true,
-            log: false,
+            ..Options::default()
         };
         let (a, ra) = (s.run)(7, 5, traced);
         let (b, rb) = (s.run)(7, 5, traced);
@@ -93,6 +94,35 @@ fn the_same_seed_replays_the_same_run_byte_for_byte() {
         for v in 0..5 {
             assert_eq!(a.chain(v), b.chain(v));
         }
+    }
+}
+
+/// The node's RocksDB store and the in-memory store keep one contract: a
+/// scenario runs the same on either, event for event (one per engine).
+#[test]
+fn a_run_on_rocksdb_is_the_run_in_memory() {
+    for (name, nodes) in [
+        ("raft/crash-leader", 3),
+        ("pbft/primary-crash", 4),
+        ("pow/steady", 4),
+    ] {
+        let Some(s) = scenarios::find(name) else {
+            panic!("no scenario {name}");
+        };
+        let memory = Options {
+            trace: true,
+            ..Options::default()
+        };
+        let rocksdb = Options {
+            rocksdb: true,
+            ..memory
+        };
+        let (a, ra) = (s.run)(3, nodes, memory);
+        let (b, rb) = (s.run)(3, nodes, rocksdb);
+        assert_eq!(ra, Ok(()), "{name} in memory");
+        assert_eq!(rb, Ok(()), "{name} on RocksDB");
+        assert!(a.height(0) > 1, "{name}: no blocks");
+        assert!(a.trace() == b.trace(), "{name}: the runs differ");
     }
 }
 
@@ -242,4 +272,9 @@ fn pow_partition() {
 #[test]
 fn pow_chaos() {
     check("pow/chaos");
+}
+
+#[test]
+fn pow_invalid_blocks() {
+    check("pow/invalid-blocks");
 }

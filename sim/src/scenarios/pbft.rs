@@ -9,12 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{fail, nodes_of, random_faults, without, Options, Outcome, Scenario};
-use crate::pbft::{Certificate, Pbft, PbftConfig};
-use crate::sim::byzantine::{Behaviour, Byzantine, Collusion};
-use crate::sim::{
-    network_hash, validator_key, EngineFactory, LinkConfig, Sim, SimConfig, Violation,
-};
-use crate::ValidatorId;
+use crate::byzantine::{Behaviour, Byzantine, Collusion};
+use crate::{network_hash, validator_key, EngineFactory, LinkConfig, Sim, SimConfig, Violation};
+use cairn_consensus::pbft::{Certificate, Pbft, PbftConfig};
+use cairn_consensus::ValidatorId;
 
 /// Bound on progress once faults are healed.
 const LIVENESS_MS: u64 = 20_000;
@@ -66,6 +64,7 @@ fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
     let mut cfg = SimConfig::new(seed, nodes);
     cfg.trace = opts.trace;
     cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
     cfg.link = link;
     Sim::new(cfg, factory())
 }
@@ -268,6 +267,7 @@ fn byzantine(seed: u64, n: u32, opts: Options, behaviour: Behaviour, count: usiz
     let mut cfg = SimConfig::new(seed, n);
     cfg.trace = opts.trace;
     cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
     // Fewer, fuller blocks: every vote's signature is checked for real.
     let mut sim = Sim::new(cfg, byzantine_factory(bad.clone(), behaviour, 150));
     let r = (|| {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cairn_chain::{Block, Hash};
 
-use crate::{EngineStatus, ValidatorId};
+use cairn_consensus::{EngineStatus, ValidatorId};
 
 /// A broken invariant (or a scenario's own expectation).
 #[derive(Debug, Clone, PartialEq, Eq)]

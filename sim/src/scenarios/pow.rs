@@ -13,9 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{fail, nodes_of, Options, Outcome, Scenario};
-use crate::pow::{header_work, Pow, PowConfig, RetargetRule};
-use crate::sim::{EngineFactory, LinkConfig, PowSim, Sim, SimConfig, Violation};
-use crate::ValidatorId;
+use crate::{EngineFactory, LinkConfig, PowSim, Sim, SimConfig, Violation};
+use cairn_consensus::pow::{PowConfig, RetargetRule};
+use cairn_consensus::ValidatorId;
 
 /// Confirmations after which a client counts a transfer as committed.
 const CONFIRMATIONS: u64 = 6;
@@ -41,29 +41,37 @@ fn factory() -> EngineFactory {
             mining: s.me + 1 < s.validators,
             template_refresh_ms: 500,
             max_orphans: 256,
-            max_side_bytes: crate::pow::MAX_SIDE_BYTES,
+            max_side_bytes: cairn_consensus::pow::MAX_SIDE_BYTES,
         };
-        let keep = Pow::headers_needed(&cfg.rule) as usize;
-        let from = s.chain.len().saturating_sub(keep);
-        let headers: Vec<_> = s.chain[from..].iter().map(|b| b.header.clone()).collect();
-        let work = s
-            .chain
-            .iter()
-            .map(|b| u128::from(header_work(&b.header)))
-            .sum();
-        Box::new(Pow::new(cfg, &headers, work))
+        // As the node starts it: from its store.
+        match cairn_driver::start::pow(s.store, cfg) {
+            Ok(pow) => Box::new(pow),
+            Err(e) => panic!("node {} cannot start from its store: {e}", s.me),
+        }
     })
 }
 
 fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
+    sim_with(seed, nodes, opts, link, None)
+}
+
+fn sim_with(
+    seed: u64,
+    nodes: u32,
+    opts: Options,
+    link: LinkConfig,
+    invalid_miner: Option<ValidatorId>,
+) -> Sim {
     let mut cfg = SimConfig::new(seed, nodes);
     cfg.trace = opts.trace;
     cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
     cfg.link = link;
     cfg.pow = Some(PowSim {
         hash_ms: 10,
         confirmations: CONFIRMATIONS,
         clock_skew_ms: 2_000,
+        invalid_miner,
     });
     // Resubmit only long after a block would have held it.
     cfg.client.resubmit_ms = 20_000;
@@ -221,6 +229,26 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     (sim, r)
 }
 
+/// Miner 0 seals blocks with valid work and a made-up state root: every
+/// other node refuses each one when it fails to execute (and blames the
+/// sender), never stops, and the honest miners' chain goes on.
+fn invalid_blocks(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim_with(seed, n, opts, slow_links(), Some(0));
+    let r = (|| {
+        sim.run_for(40_000)?;
+        if sim.stats().rejected_blocks == 0 {
+            return fail("no invalid block was refused".into());
+        }
+        let h = max_height(&sim);
+        if h < 10 {
+            return fail(format!("{h} blocks in 40 s with one invalid miner"));
+        }
+        let top = max_height(&sim);
+        converge(&mut sim, top)
+    })();
+    (sim, r)
+}
+
 pub(super) fn scenarios() -> Vec<Scenario> {
     const SIZES: &[u32] = &[4, 6];
     vec![
@@ -238,6 +266,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "pow/chaos",
             sizes: SIZES,
             run: chaos,
+        },
+        Scenario {
+            name: "pow/invalid-blocks",
+            sizes: SIZES,
+            run: invalid_blocks,
         },
     ]
 }

@@ -9,8 +9,10 @@ use cairn_chain::{Block, Hash, SecretKey, Signature};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::pbft::{PbftMessage, Vote};
-use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
+use cairn_consensus::pbft::{PbftMessage, Vote};
+use cairn_consensus::{
+    Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId,
+};
 
 /// How a Byzantine validator misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +235,7 @@ impl Byzantine {
                 };
                 for i in 0..2 {
                     let vote = self.vote(&v, split.blocks[i].hash());
-                    let m = if v.phase == crate::pbft::Phase::Prepare {
+                    let m = if v.phase == cairn_consensus::pbft::Phase::Prepare {
                         PbftMessage::Prepare(vote)
                     } else {
                         PbftMessage::Commit(vote)
@@ -285,7 +287,7 @@ impl ConsensusEngine for Byzantine {
         self.inner.status()
     }
 
-    fn verify_final(&self, block: &Block) -> Result<(), String> {
+    fn verify_final(&self, block: &Block) -> Result<(), cairn_consensus::FinalityError> {
         self.inner.verify_final(block)
     }
 }

@@ -9,7 +9,7 @@ use cairn_chain::{Address, Block, Hash, SecretKey, Transaction};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::ValidatorId;
+use cairn_consensus::ValidatorId;
 
 /// The clients' behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,6 @@ struct Account {
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub tx: Transaction,
-    pub hash: Hash,
 }
 
 #[derive(Debug)]
@@ -123,10 +122,7 @@ impl Client {
             match &mut a.outstanding {
                 Some(o) if now.saturating_sub(o.sent_at) >= resubmit_ms => {
                     o.sent_at = now;
-                    return Some(Submission {
-                        tx: o.tx.clone(),
-                        hash: o.hash,
-                    });
+                    return Some(Submission { tx: o.tx.clone() });
                 }
                 Some(_) => continue,
                 None => {
@@ -147,7 +143,7 @@ impl Client {
                         sent_at: now,
                     });
                     self.submitted += 1;
-                    return Some(Submission { tx, hash });
+                    return Some(Submission { tx });
                 }
             }
         }

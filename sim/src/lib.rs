@@ -1,9 +1,8 @@
 //! A deterministic simulator for consensus engines.
 //!
-//! One process runs a whole network: N nodes, each an engine behind a
-//! driver that does what the real node's driver does (persist, build blocks
-//! from a mempool, execute and store final blocks, sync blocks from peers),
-//! a network whose links delay, drop, duplicate and reorder messages and
+//! One process runs a whole network: N nodes, each the node's own driver
+//! ([`cairn_driver::Driver`]) with its engine, mempool and store (in memory,
+//! or RocksDB in a temporary directory), a network whose links delay, drop, duplicate and reorder messages and
 //! can be cut (both ways or one way), crashes that lose everything but what
 //! the node persisted, and clients that send signed transfers. Time is
 //! logical: events run in order of their due time, ties in the order they
@@ -14,8 +13,9 @@
 //! The invariants ([`Violation`]) are checked as the run goes: agreement,
 //! stability, validity and election safety after every step; liveness and
 //! the clients' committed transfers by the scenario (see [`Sim::expect_progress`]
-//! and [`Sim::finish`]). Engines run unchanged: the simulator only sees the
-//! [`ConsensusEngine`] trait.
+//! and [`Sim::finish`]). Engines and the driver run unchanged: the
+//! simulator is only the IO shell around them (network, clocks, miners,
+//! clients).
 //!
 //! The scenarios live in [`scenarios`]; the `cairn-sim` binary replays one
 //! seed or soaks thousands.
@@ -23,52 +23,45 @@
 pub mod byzantine;
 mod checker;
 mod client;
+mod drive;
 mod net;
 mod node;
-mod pow_driver;
+mod pow;
 pub mod scenarios;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use cairn_chain::state::read_account;
 use cairn_chain::testkit::TestChain;
-use cairn_chain::{
-    codec, execute_block, propose_block, Address, Block, Executed, Hash, Header, MemState, Overlay,
-    SecretKey, SignatureCheck, Transaction,
-};
+use cairn_chain::{codec, Block, ChainStore, Hash, MemStore, SecretKey, Transaction};
+use cairn_consensus::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, ValidatorId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use checker::Violation;
 pub use client::{Ack, ClientConfig};
 pub use net::LinkConfig;
-pub use pow_driver::PowSim;
+pub use node::SimStore;
+pub use pow::PowSim;
 
-use crate::{Action, ConsensusEngine, ConsensusMessage, EngineStatus, Input, ValidatorId};
 use checker::Checker;
 use client::Client;
 use net::Wire;
 use node::SimNode;
 
-/// Most final blocks in one block-sync answer (as the node's p2p layer).
-const SYNC_BATCH: usize = 64;
-/// A sync request without an answer is given up after this long.
-const SYNC_TIMEOUT_MS: u64 = 1_000;
 /// Accounts the clients send from; the rest are for scenarios' bursts.
 const CLIENT_ACCOUNTS: usize = 16;
 const BURST_ACCOUNTS: usize = 256;
 
-/// What an engine is started from: its place in the network, the store's
-/// head, every key it persisted, and a fresh seed for its randomness.
+/// What an engine is started from: its place in the network, the store and
+/// its head, every key it persisted, and a fresh seed for its randomness.
 #[derive(Debug)]
 pub struct EngineSetup<'a> {
     pub me: ValidatorId,
     pub validators: u32,
     pub head: &'a Block,
-    /// The node's chain, genesis first (`head` is its last block).
-    pub chain: &'a [Block],
+    pub store: &'a SimStore,
     pub persisted: &'a BTreeMap<Vec<u8>, Vec<u8>>,
     pub seed: u64,
 }
@@ -91,6 +84,9 @@ pub struct SimConfig {
     pub log: bool,
     /// Proof-of-work mode: simulated miners, no finality.
     pub pow: Option<PowSim>,
+    /// Every node's store is RocksDB in a temporary directory (the node's
+    /// store) instead of memory.
+    pub rocksdb: bool,
 }
 
 impl SimConfig {
@@ -103,7 +99,27 @@ impl SimConfig {
             trace: false,
             log: false,
             pow: None,
+            rocksdb: false,
         }
+    }
+}
+
+/// The sum of drivers' counters.
+#[derive(Debug, Clone, Default)]
+struct DriverTotals(cairn_driver::Stats);
+
+impl DriverTotals {
+    fn add(&mut self, s: &cairn_driver::Stats) {
+        let t = &mut self.0;
+        t.blocks_built += s.blocks_built;
+        t.applied_blocks += s.applied_blocks;
+        t.applied_transactions += s.applied_transactions;
+        t.penalties += s.penalties;
+        t.rejected_blocks += s.rejected_blocks;
+        t.unproven_blocks += s.unproven_blocks;
+        t.reorgs += s.reorgs;
+        t.reverted_blocks += s.reverted_blocks;
+        t.max_reorg_depth = t.max_reorg_depth.max(s.max_reorg_depth);
     }
 }
 
@@ -193,58 +209,13 @@ fn test_chain() -> &'static TestChain {
     CHAIN.get_or_init(|| TestChain::new("cairn-sim", CLIENT_ACCOUNTS + BURST_ACCOUNTS, 1 << 40))
 }
 
-/// Executes blocks for every simulated node, remembering results: a block's
-/// hash commits to its parent, and so to the state it runs on, so the first
-/// node to execute a block validates it fully (signatures, nonces,
-/// balances, state root) and the others reuse the outcome after checking
-/// that it extends their chain.
-#[derive(Debug, Default)]
-struct Executor {
-    results: BTreeMap<Hash, Executed>,
-    /// Transactions whose signature is known good (signed by the clients
-    /// or verified once): the hash covers the signature.
-    verified: BTreeSet<Hash>,
-}
-
-impl Executor {
-    fn signature_check(&self, txs: &[Transaction]) -> SignatureCheck {
-        if txs.iter().all(|t| self.verified.contains(&t.hash())) {
-            SignatureCheck::AlreadyVerified
-        } else {
-            SignatureCheck::Verify
-        }
-    }
-
-    fn execute(
-        &mut self,
-        state: &impl cairn_chain::StateReader,
-        parent: &Header,
-        block: &Block,
-    ) -> Result<Executed, String> {
-        let hash = block.hash();
-        if let Some(done) = self.results.get(&hash) {
-            if block.header.parent == parent.hash() && block.header.height == parent.height + 1 {
-                return Ok(done.clone());
-            }
-        }
-        let check = self.signature_check(&block.transactions);
-        let executed = execute_block(state, &test_chain().params, parent, block, check)
-            .map_err(|e| e.to_string())?;
-        if check == SignatureCheck::Verify {
-            self.verified
-                .extend(block.transactions.iter().map(Transaction::hash));
-        }
-        self.results.insert(hash, executed.clone());
-        Ok(executed)
-    }
-}
-
 /// Observes every consensus message delivered: `(from, to, message)`.
 pub type Observer = Box<dyn FnMut(ValidatorId, ValidatorId, &ConsensusMessage)>;
 
 /// An engine-specific invariant over every action an engine returns, with
 /// the engine's status after the call: `Err` is a violation.
-pub type ActionCheck = Box<dyn FnMut(ValidatorId, &EngineStatus, &Action) -> Result<(), String>>;
+pub type ActionCheck =
+    Box<dyn FnMut(ValidatorId, &EngineStatus, &Action) -> Result<(), String> + Send>;
 
 /// A simulated network of engines. See the module docs.
 pub struct Sim {
@@ -260,8 +231,6 @@ pub struct Sim {
     blocked: BTreeSet<(ValidatorId, ValidatorId)>,
     /// Last delivery time per FIFO link.
     fifo: BTreeMap<(ValidatorId, ValidatorId), u64>,
-    proposers: Vec<Address>,
-    exec: Executor,
     checker: Checker,
     client: Client,
     client_on: bool,
@@ -270,9 +239,13 @@ pub struct Sim {
     built: Vec<(ValidatorId, u64, u64, Hash)>,
     violation: Option<(u64, Violation)>,
     observer: Option<Observer>,
-    action_check: Option<ActionCheck>,
+    action_check: Arc<Mutex<Option<ActionCheck>>>,
+    /// The first failed action check, until the simulator sees it.
+    check_failed: Arc<Mutex<Option<String>>>,
     trace: Option<Vec<u8>>,
     stats: Stats,
+    /// What the drivers of crashed incarnations did.
+    retired: DriverTotals,
 }
 
 impl std::fmt::Debug for Sim {
@@ -291,17 +264,30 @@ impl Sim {
     pub fn new(cfg: SimConfig, factory: EngineFactory) -> Self {
         let chain = test_chain();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut state = MemState::default();
-        state.apply(&chain.genesis_state);
         let skew = cfg.pow.map(|p| p.clock_skew_ms);
-        let nodes = (0..cfg.validators)
-            .map(|id| SimNode {
+        // Proof-of-work reverts blocks; final blocks keep no undo records.
+        let undo = cfg.pow.is_some();
+        let stores: Vec<Arc<SimStore>> = (0..cfg.validators)
+            .map(|_| {
+                let store = if cfg.rocksdb {
+                    SimStore::rocksdb(undo).unwrap_or_else(|e| panic!("a RocksDB store: {e}"))
+                } else {
+                    SimStore::Memory(MemStore::new(undo))
+                };
+                store
+                    .init_genesis(&chain.genesis, &chain.genesis_state)
+                    .unwrap_or_else(|e| panic!("genesis: {e}"));
+                Arc::new(store)
+            })
+            .collect();
+        let nodes = stores
+            .into_iter()
+            .zip(0..)
+            .map(|(store, id)| SimNode {
                 id,
-                engine: None,
+                driver: None,
                 incarnation: 0,
-                disk: BTreeMap::new(),
-                chain: vec![chain.genesis.clone()],
-                state: state.clone(),
+                store,
                 // Wall clocks differ per node, like real ones.
                 // (Proof-of-work checks timestamps: clocks roughly agree.)
                 clock_offset: match skew {
@@ -309,17 +295,11 @@ impl Sim {
                     Some(s) => 1_000 + rng.gen_range(0..=s),
                     None => rng.gen_range(1_700_000_000_000..1_800_000_000_000),
                 },
+                wake: None,
                 mining_job: 0,
-                origins: BTreeMap::new(),
-                sync_locator: Vec::new(),
-                mempool: BTreeMap::new(),
-                timer: None,
-                syncing: None,
+                reverted: 0,
                 shown: None,
             })
-            .collect();
-        let proposers = (0..cfg.validators)
-            .map(|i| validator_key(i).address())
             .collect();
         let recipients = chain.keys.iter().map(SecretKey::address).collect();
         let client_cfg = cfg.client;
@@ -340,8 +320,6 @@ impl Sim {
             links: BTreeMap::new(),
             blocked: BTreeSet::new(),
             fifo: BTreeMap::new(),
-            proposers,
-            exec: Executor::default(),
             checker: Checker::default(),
             client,
             client_on: true,
@@ -349,9 +327,11 @@ impl Sim {
             built: Vec::new(),
             violation: None,
             observer: None,
-            action_check: None,
+            action_check: Arc::new(Mutex::new(None)),
+            check_failed: Arc::new(Mutex::new(None)),
             trace,
             stats: Stats::default(),
+            retired: DriverTotals::default(),
             cfg,
         };
         for id in 0..sim.cfg.validators {
@@ -460,9 +440,8 @@ impl Sim {
         let parts: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| match &n.engine {
-                Some(e) => {
-                    let s = e.status();
+            .map(|n| match n.status() {
+                Some(s) => {
                     format!("n{}:h{} {} t{}", n.id, n.height(), s.role, s.term)
                 }
                 None => format!("n{}:h{} down", n.id, n.height()),
@@ -526,52 +505,10 @@ impl Sim {
         self.cfg.link = link;
     }
 
-    /// Crashes `node`: it loses its engine, mempool, timers and syncs; its
-    /// store and persisted engine state stay.
-    pub fn crash(&mut self, node: ValidatorId) {
-        let n = &mut self.nodes[node as usize];
-        if n.engine.take().is_some() {
-            n.mempool.clear();
-            n.timer = None;
-            n.syncing = None;
-            n.origins.clear();
-            n.mining_job += 1;
-            self.stats.crashes += 1;
-            self.record(b'c', node, &[]);
-            self.log(|| format!("n{node} crashes"));
-        }
-    }
-
     /// Starts `node` again from what it persisted (no-op if it is up).
     pub fn restart(&mut self, node: ValidatorId) {
         if !self.nodes[node as usize].up() {
             self.start(node);
-        }
-    }
-
-    fn start(&mut self, id: ValidatorId) {
-        let seed = self.rng.gen();
-        let n = &mut self.nodes[id as usize];
-        n.incarnation += 1;
-        let engine = (self.factory)(&EngineSetup {
-            me: id,
-            validators: self.cfg.validators,
-            head: n.head(),
-            chain: &n.chain,
-            persisted: &n.disk,
-            seed,
-        });
-        n.engine = Some(engine);
-        self.record(b's', id, &[]);
-        self.log(|| {
-            format!(
-                "n{id} starts at height {}",
-                self.nodes[id as usize].height()
-            )
-        });
-        self.feed(id, Input::Tick);
-        if self.cfg.pow.is_some() {
-            self.pow_connected(id);
         }
     }
 
@@ -596,10 +533,7 @@ impl Sim {
 
     /// The engine's status, if the node is up.
     pub fn status(&self, node: ValidatorId) -> Option<EngineStatus> {
-        self.nodes[node as usize]
-            .engine
-            .as_ref()
-            .map(|e| e.status())
+        self.nodes[node as usize].status().cloned()
     }
 
     /// Height of the node's final chain.
@@ -608,8 +542,8 @@ impl Sim {
     }
 
     /// The node's final chain, genesis first.
-    pub fn chain(&self, node: ValidatorId) -> &[Block] {
-        &self.nodes[node as usize].chain
+    pub fn chain(&self, node: ValidatorId) -> Vec<Block> {
+        self.nodes[node as usize].store.chain()
     }
 
     /// The highest height final on any node.
@@ -631,9 +565,8 @@ impl Sim {
         self.nodes
             .iter()
             .filter(|n| {
-                n.engine
-                    .as_ref()
-                    .is_some_and(|e| matches!(e.status().role, "leader" | "primary"))
+                n.status()
+                    .is_some_and(|s| matches!(s.role, "leader" | "primary"))
             })
             .map(|n| n.id)
             .collect()
@@ -665,8 +598,23 @@ impl Sim {
         &self.client.acks
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The run's counters, the drivers' included.
+    pub fn stats(&self) -> Stats {
+        let mut drivers = self.retired.clone();
+        for n in &self.nodes {
+            if let Some(d) = &n.driver {
+                drivers.add(d.stats());
+            }
+        }
+        let d = drivers.0;
+        Stats {
+            blocks_built: d.blocks_built,
+            penalties: d.penalties,
+            unproven_blocks: d.unproven_blocks,
+            rejected_blocks: d.rejected_blocks,
+            reorgs: d.reorgs,
+            ..self.stats.clone()
+        }
     }
 
     /// Calls `observer` with every consensus message delivered.
@@ -676,7 +624,9 @@ impl Sim {
 
     /// Checks every action of every engine with `check`.
     pub fn check_actions(&mut self, check: ActionCheck) {
-        self.action_check = Some(check);
+        if let Ok(mut c) = self.action_check.lock() {
+            *c = Some(check);
+        }
     }
 
     /// The trace so far (empty unless `SimConfig::trace`).
@@ -709,8 +659,9 @@ impl Sim {
         if self.cfg.pow.is_some() {
             return self.finish_pow();
         }
-        for node in &self.nodes {
-            for b in node.chain.iter().skip(1) {
+        let chains: Vec<Vec<Block>> = self.nodes.iter().map(|n| n.store.chain()).collect();
+        for (node, chain) in self.nodes.iter().zip(&chains) {
+            for b in chain.iter().skip(1) {
                 if self.checker.final_at(b.header.height) != Some(b.hash()) {
                     return Err(Violation::Agreement {
                         height: b.header.height,
@@ -722,8 +673,8 @@ impl Sim {
             }
         }
         for ack in &self.client.acks {
-            for node in &self.nodes {
-                let Some(b) = node.chain.get(ack.height as usize) else {
+            for (node, chain) in self.nodes.iter().zip(&chains) {
+                let Some(b) = chain.get(ack.height as usize) else {
                     continue;
                 };
                 let found =
@@ -766,7 +717,6 @@ impl Sim {
                 1,
                 nonce,
             );
-            self.exec.verified.insert(tx.hash());
             self.submit(node, tx, false);
             self.run_for(spacing_ms)?;
         }
@@ -787,27 +737,8 @@ impl Sim {
         let Some(sub) = self.client.turn(&mut self.rng, self.now, resubmit) else {
             return;
         };
-        self.exec.verified.insert(sub.hash);
         let node = up[self.rng.gen_range(0..up.len())];
         self.submit(node, sub.tx, true);
-    }
-
-    /// A wallet hands `tx` to `node`, which gossips it to the others.
-    fn submit(&mut self, node: ValidatorId, tx: Transaction, gossip: bool) {
-        if !self.nodes[node as usize].up() {
-            return;
-        }
-        if gossip {
-            for to in 0..self.cfg.validators {
-                if to != node {
-                    self.send(node, to, Wire::Tx(tx.clone()));
-                }
-            }
-        }
-        if self.nodes[node as usize].add_tx(tx) {
-            let count = self.nodes[node as usize].ready_count();
-            self.feed(node, Input::TransactionsAvailable { count });
-        }
     }
 
     // ----- the network -----
@@ -875,14 +806,7 @@ impl Sim {
                 node,
                 incarnation,
                 at,
-            } => {
-                let n = &mut self.nodes[node as usize];
-                if n.up() && n.incarnation == incarnation && n.timer == Some(at) {
-                    n.timer = None;
-                    self.record(b't', node, &at.to_le_bytes());
-                    self.feed(node, Input::Tick);
-                }
-            }
+            } => self.wake(node, incarnation, at),
             Event::Client => self.client_turn(),
             Event::Mined {
                 node,
@@ -890,352 +814,6 @@ impl Sim {
                 job,
                 block,
             } => self.mined(node, incarnation, job, block),
-        }
-    }
-
-    fn deliver(&mut self, from: ValidatorId, to: ValidatorId, wire: Wire) {
-        match wire {
-            Wire::Consensus(msg) => {
-                if let Some(obs) = self.observer.as_mut() {
-                    obs(from, to, &msg);
-                }
-                self.feed(to, Input::Message { from, msg });
-            }
-            Wire::Tx(tx) => self.submit(to, tx, false),
-            Wire::SyncRequest { from_height } => {
-                let chain = &self.nodes[to as usize].chain;
-                let blocks: Vec<Block> = chain
-                    .iter()
-                    .skip(from_height as usize)
-                    .take(SYNC_BATCH)
-                    .cloned()
-                    .collect();
-                self.send(to, from, Wire::SyncResponse { blocks });
-            }
-            Wire::SyncResponse { blocks } => self.import(to, from, blocks),
-            Wire::Block(block) => self.block_arrives(to, from, block),
-            Wire::LocatorRequest { locator } => self.serve_locator(to, from, &locator),
-            Wire::LocatorResponse { blocks } => self.locator_response(to, from, blocks),
-        }
-    }
-
-    fn node_clock(&self, node: ValidatorId) -> u64 {
-        self.now + self.nodes[node as usize].clock_offset
-    }
-
-    // ----- the driver -----
-
-    /// Feeds `input` to `node`'s engine and carries out the actions, and
-    /// then the inputs they cause, in order.
-    fn feed(&mut self, node: ValidatorId, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            if self.violation.is_some() {
-                return;
-            }
-            let now_ms = self.node_clock(node);
-            let Some(engine) = self.nodes[node as usize].engine.as_mut() else {
-                return;
-            };
-            let actions = engine.handle(now_ms, input);
-            if let Some(check) = self.action_check.as_mut() {
-                let status = engine.status();
-                for action in &actions {
-                    if let Err(e) = check(node, &status, action) {
-                        self.fail(Violation::Scenario(format!("node {node}: {e}")));
-                        return;
-                    }
-                }
-            }
-            for action in actions {
-                if self.violation.is_some() {
-                    return;
-                }
-                self.act(node, action, &mut inputs);
-            }
-            let n = &self.nodes[node as usize];
-            if let Some(status) = n.engine.as_ref().map(|e| e.status()) {
-                // Proof-of-work heads go back on reorganisations: its
-                // invariants are checked by its driver and `finish`.
-                if self.cfg.pow.is_none() {
-                    if let Err(v) = self.checker.on_status(node, &status, n.height()) {
-                        self.fail(v);
-                    }
-                }
-                if self.cfg.log {
-                    let shown = (status.role, status.term, status.leader);
-                    if self.nodes[node as usize].shown != Some(shown) {
-                        self.nodes[node as usize].shown = Some(shown);
-                        self.log(|| {
-                            format!(
-                                "n{node} {} of term {} (leader {:?})",
-                                shown.0, shown.1, shown.2
-                            )
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    fn act(&mut self, node: ValidatorId, action: Action, inputs: &mut VecDeque<Input>) {
-        match action {
-            Action::Send { to, msg } => self.send(node, to, Wire::Consensus(msg)),
-            Action::Broadcast { msg } => {
-                for to in 0..self.cfg.validators {
-                    if to != node {
-                        self.send(node, to, Wire::Consensus(msg.clone()));
-                    }
-                }
-            }
-            Action::Persist(writes) => {
-                let disk = &mut self.nodes[node as usize].disk;
-                for (k, v) in writes {
-                    match v {
-                        Some(v) => disk.insert(k, v),
-                        None => disk.remove(&k),
-                    };
-                }
-            }
-            Action::BuildBlock {
-                parent,
-                height,
-                engine_data,
-                uncommitted,
-            } => match self.build(node, parent, height, engine_data, &uncommitted) {
-                Ok(block) => {
-                    let hash = block.hash();
-                    self.record(b'b', node, hash.as_ref());
-                    self.built.push((node, self.now, height, hash));
-                    self.stats.blocks_built += 1;
-                    inputs.push_back(Input::BlockBuilt { block });
-                }
-                // The node logs and builds nothing; so does the simulator.
-                Err(e) => self.record(b'B', node, e.as_bytes()),
-            },
-            Action::Commit { blocks } => {
-                for block in blocks {
-                    self.commit(node, block);
-                }
-                let count = self.nodes[node as usize].ready_count();
-                inputs.push_back(Input::TransactionsAvailable { count });
-            }
-            Action::Sync { peer, .. } => {
-                let now = self.now;
-                let n = &mut self.nodes[node as usize];
-                if peer == node || n.syncing.is_some_and(|(_, until)| until > now) {
-                    return;
-                }
-                n.syncing = Some((peer, now + SYNC_TIMEOUT_MS));
-                let from_height = n.height() + 1;
-                self.send(node, peer, Wire::SyncRequest { from_height });
-            }
-            Action::ValidateBlock { block } => {
-                let n = &self.nodes[node as usize];
-                let valid = self
-                    .exec
-                    .execute(&n.state, &n.head().header, &block)
-                    .is_ok();
-                inputs.push_back(Input::BlockValidated {
-                    hash: block.hash(),
-                    valid,
-                });
-            }
-            Action::Penalize { peer, reason } => {
-                self.stats.penalties += 1;
-                self.record(b'p', node, reason.as_bytes());
-                self.log(|| format!("n{node} penalises n{peer}: {reason}"));
-            }
-            Action::SetHead { revert, apply } => self.set_head(node, revert, apply, inputs),
-            Action::Mine { block } => self.mine(node, block),
-            Action::StopMining => self.nodes[node as usize].mining_job += 1,
-            Action::FetchBlocks { hash, locator } => self.fetch_blocks(node, hash, locator),
-            Action::RejectBlock { hash, reason } => {
-                self.stats.rejected_blocks += 1;
-                self.record(b'r', node, hash.as_ref());
-                self.log(|| format!("n{node} rejects block {hash}: {reason}"));
-            }
-            Action::SetTimer { at_ms } => {
-                let n = &mut self.nodes[node as usize];
-                n.timer = Some(at_ms);
-                let delay = at_ms.saturating_sub(self.now + n.clock_offset);
-                let incarnation = n.incarnation;
-                self.schedule(
-                    delay,
-                    Event::Timer {
-                        node,
-                        incarnation,
-                        at: at_ms,
-                    },
-                );
-            }
-        }
-    }
-
-    /// What the node's driver does on `BuildBlock`.
-    fn build(
-        &mut self,
-        node: ValidatorId,
-        parent: Hash,
-        height: u64,
-        engine_data: Vec<u8>,
-        uncommitted: &[Block],
-    ) -> Result<Block, String> {
-        let n = &self.nodes[node as usize];
-        let mut overlay = Overlay::new(&n.state);
-        let mut parent_header = n.head().header.clone();
-        for b in uncommitted {
-            let ex = self
-                .exec
-                .execute(&overlay, &parent_header, b)
-                .map_err(|e| format!("uncommitted block {}: {e}", b.header.height))?;
-            overlay.apply(&ex.changes);
-            parent_header = b.header.clone();
-        }
-        if parent_header.hash() != parent || parent_header.height + 1 != height {
-            return Err(format!(
-                "asked for a block on {parent} at {height}, the chain ends at {}",
-                parent_header.height
-            ));
-        }
-        let candidates: Vec<Transaction> = n
-            .mempool
-            .iter()
-            .filter(|((sender, nonce), _)| {
-                *nonce
-                    >= read_account(&overlay, sender)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |a| a.nonce)
-            })
-            .map(|(_, tx)| tx.clone())
-            .collect();
-        let timestamp = (self.now + n.clock_offset).max(parent_header.timestamp_ms);
-        let proposal = propose_block(
-            &overlay,
-            &test_chain().params,
-            &parent_header,
-            self.proposers[node as usize],
-            timestamp,
-            candidates,
-            engine_data,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(proposal.block)
-    }
-
-    /// The engine made `block` final: store it, or report what is wrong.
-    fn commit(&mut self, node: ValidatorId, block: Block) {
-        let n = &self.nodes[node as usize];
-        let height = block.header.height;
-        if height <= n.height() {
-            if n.chain[height as usize].hash() != block.hash() {
-                self.fail(Violation::Stability {
-                    node,
-                    detail: format!("engine committed another block at final height {height}"),
-                });
-            }
-            return;
-        }
-        if height != n.height() + 1 || block.header.parent != n.head().hash() {
-            self.fail(Violation::Stability {
-                node,
-                detail: format!(
-                    "engine committed block {height} that does not extend the final chain at {}",
-                    n.height()
-                ),
-            });
-            return;
-        }
-        self.append_final(node, block);
-    }
-
-    /// Executes `block` on the node's head and appends it. Returns false
-    /// (after recording a validity violation) when it does not apply.
-    fn append_final(&mut self, node: ValidatorId, block: Block) -> bool {
-        let n = &mut self.nodes[node as usize];
-        let result = self.exec.execute(&n.state, &n.head().header, &block);
-        match result {
-            Ok(executed) => {
-                n.state.apply(&executed.changes);
-                n.prune_mempool(&block);
-                self.record(b'f', node, block.hash().as_ref());
-                self.log(|| {
-                    format!(
-                        "n{node} final {} {} ({} txs)",
-                        block.header.height,
-                        block.hash(),
-                        block.transactions.len()
-                    )
-                });
-                // Proof-of-work blocks are not final: its driver checks
-                // confirmations instead.
-                if self.cfg.pow.is_none() {
-                    if let Err(v) = self.checker.on_final(node, &block) {
-                        self.fail(v);
-                    }
-                    self.client.observe(node, &block);
-                }
-                self.nodes[node as usize].chain.push(block);
-                true
-            }
-            Err(error) => {
-                self.fail(Violation::Validity {
-                    node,
-                    height: block.header.height,
-                    error,
-                });
-                false
-            }
-        }
-    }
-
-    /// Block sync's answer: import the final blocks that extend the head.
-    fn import(&mut self, node: ValidatorId, peer: ValidatorId, blocks: Vec<Block>) {
-        let n = &mut self.nodes[node as usize];
-        if n.syncing.map(|(p, _)| p) != Some(peer) {
-            return;
-        }
-        n.syncing = None;
-        let full = blocks.len() >= SYNC_BATCH;
-        let mut imported = 0;
-        for block in blocks {
-            let n = &self.nodes[node as usize];
-            if block.header.height <= n.height() {
-                continue;
-            }
-            if block.header.height != n.height() + 1 || block.header.parent != n.head().hash() {
-                break;
-            }
-            let proof = n.engine.as_ref().map(|e| e.verify_final(&block));
-            if let Some(Err(e)) = proof {
-                self.stats.unproven_blocks += 1;
-                self.log(|| format!("n{node} refuses synced block {}: {e}", block.header.height));
-                break;
-            }
-            let (height, hash, engine_data) = (
-                block.header.height,
-                block.hash(),
-                block.header.engine_data.clone(),
-            );
-            if !self.append_final(node, block) {
-                return;
-            }
-            imported += 1;
-            self.feed(
-                node,
-                Input::Committed {
-                    height,
-                    hash,
-                    engine_data,
-                },
-            );
-        }
-        if full && imported > 0 {
-            let n = &mut self.nodes[node as usize];
-            n.syncing = Some((peer, self.now + SYNC_TIMEOUT_MS));
-            let from_height = n.height() + 1;
-            self.send(node, peer, Wire::SyncRequest { from_height });
         }
     }
 

@@ -1,0 +1,95 @@
+//! Block sync of final blocks (Raft, PBFT and their observers): asking a
+//! peer for the blocks after the head, and importing its answer — each
+//! block must prove its finality, extend the head and execute.
+
+use cairn_chain::{Block, ChainStore};
+use cairn_consensus::Input;
+
+use crate::blocks::BlockProblem;
+use crate::{Driver, DriverError, Effect, Peer};
+
+impl<S: ChainStore, P: Peer> Driver<S, P> {
+    /// Asks `peer` for the final blocks after the head, unless a request
+    /// is in flight. Raft tolerates crashes, not lies: blocks come from
+    /// validator peers only.
+    pub(crate) fn start_sync(&mut self, now_ms: u64, peer: P) -> Result<(), DriverError> {
+        if self.syncing.is_some() || !self.validator_peers.contains(&Some(peer)) {
+            return Ok(());
+        }
+        let from = self.store.head()?.height + 1;
+        tracing::info!(%peer, from, "syncing blocks");
+        self.syncing = Some((peer, now_ms + self.cfg.sync_timeout_ms));
+        self.effects.push(Effect::GetBlocks { peer, from });
+        Ok(())
+    }
+
+    /// Imports the final blocks `from` sent; a full answer means more
+    /// follow, asked for at once.
+    pub(crate) fn import(
+        &mut self,
+        now_ms: u64,
+        from: P,
+        blocks: Vec<Block>,
+    ) -> Result<(), DriverError> {
+        self.syncing = None;
+        let full = blocks.len() as u64 >= u64::from(self.cfg.sync_batch);
+        let mut imported = 0;
+        for block in blocks {
+            let head = self.store.head()?;
+            if block.header.height <= head.height {
+                continue;
+            }
+            if let Err(e) = self.verify_final(&block) {
+                self.stats.unproven_blocks += 1;
+                self.effects.push(Effect::Penalize {
+                    peer: from,
+                    reason: format!("synced block without proof of finality: {e}"),
+                });
+                return Ok(());
+            }
+            let (height, hash, engine_data) = (
+                block.header.height,
+                block.hash(),
+                block.header.engine_data.clone(),
+            );
+            match self.apply(block) {
+                Ok(()) => {}
+                Err(BlockProblem::Driver(e)) => return Err(e),
+                Err(e) => {
+                    self.effects.push(Effect::Penalize {
+                        peer: from,
+                        reason: format!("invalid synced block: {e}"),
+                    });
+                    return Ok(());
+                }
+            }
+            imported += 1;
+            self.feed(
+                now_ms,
+                Input::Committed {
+                    height,
+                    hash,
+                    engine_data,
+                },
+            )?;
+        }
+        if imported > 0 {
+            tracing::info!(imported, height = self.store.head()?.height, "synced");
+        }
+        if full && imported > 0 {
+            self.start_sync(now_ms, from)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a synced block proves its finality: by the engine's rule on
+    /// a validator, by the observer's check on a node without an engine
+    /// (PBFT: its commit certificate; Raft's blocks carry no proof).
+    fn verify_final(&self, block: &Block) -> Result<(), cairn_consensus::FinalityError> {
+        match (&self.engine, &self.observer_check) {
+            (Some(engine), _) => engine.verify_final(block),
+            (None, Some(check)) => check(block),
+            (None, None) => Ok(()),
+        }
+    }
+}

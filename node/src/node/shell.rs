@@ -1,0 +1,518 @@
+//! The node's IO shell around the driver: one loop that sleeps until the
+//! driver's next wake-up or the next event (network, miners, new
+//! transactions, signals), hands each to the driver, and carries out the
+//! effects it returns over libp2p, the miners and the metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_chain::{codec, Block, ChainStore, CompactBlock, Header, PublicKey, SecretKey, Store};
+use cairn_consensus::{ConsensusMessage, SignedMessage};
+use cairn_driver::{Driver, DriverError, Effect};
+use cairn_genesis::ConsensusConfig;
+use cairn_p2p::{Command, Event, GossipId, Topic, Verdict};
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use super::{now_ms, Shared};
+use crate::miner::Miner;
+
+/// How long without a committed transaction before an idle node gives
+/// memory back.
+const IDLE_RELEASE: Duration = Duration::from_secs(10);
+/// How often a node looks for transactions to gossip again, which ones
+/// (pending at least this long since last gossiped) and how many at most
+/// (see [`cairn_driver::Mempool::rebroadcast`]). Blocks come every 100 ms
+/// (Raft, PBFT) or 2 s (proof-of-work): a transaction a block could take
+/// that is still pending after 10 s has likely been missed by the block
+/// builder.
+const REBROADCAST_EVERY: Duration = Duration::from_secs(5);
+const REBROADCAST_AFTER: Duration = Duration::from_secs(10);
+const MAX_REBROADCAST: usize = 20_000;
+/// How long a transaction may wait behind a nonce gap before it is dropped.
+const WAITING_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// The largest block announcement (a header) accepted.
+const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
+/// The engine hears of new transactions at most this often: counting what
+/// is ready walks the pending senders.
+const OFFER_EVERY: Duration = Duration::from_millis(20);
+/// The longest the loop sleeps with nothing asked for.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+pub(super) struct Shell {
+    shared: Arc<Shared>,
+    driver: Driver<Store, PeerId>,
+    key: Option<SecretKey>,
+    validator_keys: Vec<PublicKey>,
+    net_cmd: mpsc::Sender<Command>,
+    /// Gossiped transactions go to the admission thread.
+    ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
+    miner: Option<Miner>,
+    is_pow: bool,
+    /// When to tell the engine about new transactions, and when it last was.
+    offer_at: Option<Instant>,
+    last_offer: Instant,
+    /// When a block with transactions was last committed, and whether
+    /// memory was given back since (see [`Shell::release_memory_when_idle`]).
+    last_commit: Instant,
+    memory_released: bool,
+    next_housekeeping: Instant,
+    /// The driver's counters as last copied to the metrics.
+    seen: cairn_driver::Stats,
+}
+
+impl Shell {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        driver: Driver<Store, PeerId>,
+        key: Option<SecretKey>,
+        validator_keys: Vec<PublicKey>,
+        net_cmd: mpsc::Sender<Command>,
+        ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
+        miner: Option<Miner>,
+    ) -> Self {
+        let is_pow = matches!(shared.genesis.consensus, ConsensusConfig::Pow(_));
+        let now = Instant::now();
+        Self {
+            shared,
+            driver,
+            key,
+            validator_keys,
+            net_cmd,
+            ingest,
+            miner,
+            is_pow,
+            offer_at: None,
+            last_offer: now,
+            last_commit: now,
+            memory_released: true,
+            next_housekeeping: now + REBROADCAST_EVERY,
+            seen: cairn_driver::Stats::default(),
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM; an error is what stops the node.
+    pub(super) async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut mined: mpsc::UnboundedReceiver<Block>,
+    ) -> Result<()> {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let shared = self.shared.clone();
+        let effects = self.driver.tick(now_ms());
+        self.after(effects).await?;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = tokio::time::sleep_until(wake.into()) => self.on_wake().await?,
+                _ = shared.offer.notified() => {
+                    let at = Instant::now().max(self.last_offer + OFFER_EVERY);
+                    self.offer_at = Some(self.offer_at.map_or(at, |t| t.min(at)));
+                }
+                Some(block) = mined.recv() => {
+                    self.shared.metrics.mined_blocks.inc();
+                    let effects = self.driver.mined(now_ms(), block);
+                    self.after(effects).await?;
+                }
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await?,
+                    None => bail!("the network task stopped"),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest of the driver's wake-up, a pending offer and the
+    /// housekeeping.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = self.next_housekeeping.min(now + MAX_SLEEP);
+        if let Some(at) = self.driver.wake_at() {
+            let ms = at.saturating_sub(now_ms());
+            wake = wake.min(now + Duration::from_millis(ms));
+        }
+        if let Some(at) = self.offer_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    async fn on_wake(&mut self) -> Result<()> {
+        let now = Instant::now();
+        if self.offer_at.is_some_and(|at| at <= now) {
+            self.offer_at = None;
+            self.last_offer = now;
+            let effects = self.driver.transactions_added(now_ms());
+            self.after(effects).await?;
+        }
+        if self.driver.wake_at().is_some_and(|at| at <= now_ms()) {
+            let effects = self.driver.tick(now_ms());
+            self.after(effects).await?;
+        }
+        if self.next_housekeeping <= now {
+            self.next_housekeeping = now + REBROADCAST_EVERY;
+            self.rebroadcast().await;
+            // The loop's own heap (this thread is no runtime worker).
+            cairn_allocator::collect_if_requested();
+        }
+        self.release_memory_when_idle();
+        Ok(())
+    }
+
+    /// Carries out what a driver call returned and publishes the engine's
+    /// status; a driver error stops the node.
+    async fn after(
+        &mut self,
+        effects: std::result::Result<Vec<Effect<PeerId>>, DriverError>,
+    ) -> Result<()> {
+        let effects = effects.context("the driver stopped")?;
+        for effect in effects {
+            self.carry(effect).await;
+        }
+        self.update_metrics();
+        Ok(())
+    }
+
+    fn update_metrics(&mut self) {
+        let m = &self.shared.metrics;
+        let s = self.driver.stats().clone();
+        m.rejected_blocks
+            .inc_by(s.rejected_blocks.saturating_sub(self.seen.rejected_blocks));
+        m.reorgs.inc_by(s.reorgs.saturating_sub(self.seen.reorgs));
+        m.reverted_blocks
+            .inc_by(s.reverted_blocks.saturating_sub(self.seen.reverted_blocks));
+        self.seen = s;
+        if let Some(st) = self.driver.status() {
+            m.set_engine(st);
+            if let Ok(mut s) = self.shared.engine.lock() {
+                *s = st.clone();
+            }
+        }
+    }
+
+    fn sign(&self, msg: &ConsensusMessage) -> Option<Vec<u8>> {
+        let (me, key) = (self.shared.validator?, self.key.as_ref()?);
+        Some(SignedMessage::sign(&self.shared.genesis_hash, me, key, msg).encode())
+    }
+
+    async fn command(&self, cmd: Command) {
+        let _ = self.net_cmd.send(cmd).await;
+    }
+
+    /// Penalising is never worth waiting for: dropped if the network task
+    /// is that far behind.
+    fn penalize(&self, peer: PeerId, reason: String) {
+        let _ = self.net_cmd.try_send(Command::Penalize { peer, reason });
+    }
+
+    /// Tells the network what a gossip message turned out to be (forwarded
+    /// if accepted, its deliverer penalised if rejected).
+    fn judge(&self, peer: PeerId, id: Option<GossipId>, verdict: Verdict) {
+        let _ = self.net_cmd.try_send(Command::Judge { peer, id, verdict });
+    }
+
+    /// Gossips transactions in batches (one message and one libp2p
+    /// signature per batch, not per transaction).
+    async fn gossip_transactions(&self, txs: &[cairn_chain::Transaction]) {
+        for chunk in txs.chunks(cairn_p2p::MAX_GOSSIP_BATCH) {
+            self.command(Command::Publish {
+                topic: Topic::Transactions,
+                data: codec::encode(chunk),
+            })
+            .await;
+        }
+    }
+
+    async fn carry(&mut self, effect: Effect<PeerId>) {
+        match effect {
+            Effect::Send { to, msg } => {
+                if let Some(data) = self.sign(&msg) {
+                    self.command(Command::SendConsensus { peer: to, data })
+                        .await;
+                }
+            }
+            Effect::Broadcast { msg } => {
+                if let Some(data) = self.sign(&msg) {
+                    self.command(Command::Publish {
+                        topic: Topic::Consensus,
+                        data,
+                    })
+                    .await;
+                }
+            }
+            Effect::GetBlocks { peer, from } => {
+                self.command(Command::GetBlocks {
+                    peer,
+                    from,
+                    max: cairn_p2p::MAX_BLOCKS_PER_REQUEST,
+                })
+                .await;
+            }
+            Effect::GetBlocksAfter { peer, locator } => {
+                self.command(Command::GetBlocksAfter { peer, locator })
+                    .await;
+            }
+            Effect::Penalize { peer, reason } => self.penalize(peer, reason),
+            Effect::GossipTransactions { txs } => self.gossip_transactions(&txs).await,
+            Effect::PushTransactions { peer, txs } => {
+                let txs = vec![codec::encode(&txs)];
+                self.command(Command::SendTransactions { peer, txs }).await;
+            }
+            Effect::Mine { block } => {
+                if let Some(m) = &self.miner {
+                    m.set_job(block);
+                }
+            }
+            Effect::StopMining => {
+                if let Some(m) = &self.miner {
+                    m.stop();
+                }
+            }
+            Effect::PublishBlock { block } => {
+                self.command(Command::Publish {
+                    topic: Topic::Blocks,
+                    data: CompactBlock::of(&block).encode(),
+                })
+                .await;
+            }
+            Effect::Announce { header } => {
+                self.command(Command::Publish {
+                    topic: Topic::Blocks,
+                    data: codec::encode(&header),
+                })
+                .await;
+            }
+            Effect::Built { height, hash } => tracing::debug!(height, %hash, "built a block"),
+            Effect::Applied { block } => {
+                if !block.transactions.is_empty() {
+                    self.last_commit = Instant::now();
+                    self.memory_released = false;
+                }
+                let m = &self.shared.metrics;
+                m.height.set(block.header.height as i64);
+                m.finalized.set(block.header.height as i64);
+                m.blocks.inc();
+                m.transactions.inc_by(block.transactions.len() as u64);
+            }
+        }
+    }
+
+    /// Gossips again the pending transactions a block could take that
+    /// stayed pending, and drops those that waited too long behind a gap.
+    async fn rebroadcast(&mut self) {
+        let (txs, expired) = match self.shared.mempool.lock() {
+            Ok(mut pool) => {
+                let now = Instant::now();
+                let expired = pool.expire_waiting(now, WAITING_LIFETIME);
+                (
+                    pool.rebroadcast(now, REBROADCAST_AFTER, MAX_REBROADCAST),
+                    expired,
+                )
+            }
+            Err(_) => return,
+        };
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "dropped transactions that waited {} minutes behind a nonce gap",
+                WAITING_LIFETIME.as_secs() / 60
+            );
+            self.shared.metrics.expired.inc_by(expired as u64);
+        }
+        if !txs.is_empty() {
+            tracing::debug!("gossiping {} pending transactions again", txs.len());
+            self.shared.metrics.rebroadcast.inc_by(txs.len() as u64);
+            self.gossip_transactions(&txs).await;
+        }
+    }
+
+    /// After a load, a node that has committed no transaction for a while
+    /// gives its memory back (in the background): RocksDB's memtables are
+    /// flushed, the state cache emptied, then mimalloc's free pages
+    /// returned. Without it a node keeps its peak size for ever.
+    fn release_memory_when_idle(&mut self) {
+        if self.memory_released || self.last_commit.elapsed() < IDLE_RELEASE {
+            return;
+        }
+        self.memory_released = true;
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.release_memory() {
+                tracing::warn!("flushing memtables: {e}");
+            }
+            // After the caches above are freed, so their pages go too;
+            // every other thread of the node as it next goes idle.
+            cairn_allocator::request_collect();
+        });
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Result<()> {
+        match ev {
+            Event::Gossip {
+                topic,
+                from,
+                data,
+                id,
+            } => match topic {
+                Topic::Transactions => {
+                    // Dropped when the admission thread is that far behind:
+                    // the publishing node keeps them in its own mempool.
+                    if let Err(e) = self
+                        .ingest
+                        .try_send(crate::ingest::Payload { from, data, id })
+                    {
+                        self.shared.metrics.gossip_dropped.inc();
+                        let (std::sync::mpsc::TrySendError::Full(p)
+                        | std::sync::mpsc::TrySendError::Disconnected(p)) = e;
+                        self.judge(p.from, p.id, Verdict::Ignore);
+                    }
+                }
+                Topic::Consensus => {
+                    let verdict = self.on_consensus(&data).await?;
+                    self.judge(from, id, verdict);
+                }
+                Topic::Blocks if self.is_pow => {
+                    let verdict = self.on_compact_block(from, &data).await?;
+                    self.judge(from, id, verdict);
+                }
+                // Raft and PBFT announce final blocks by header: a node
+                // that learns it is behind syncs the blocks (and their
+                // proofs of finality) from the sender.
+                Topic::Blocks => {
+                    let verdict = match codec::decode::<Header>(&data, MAX_ANNOUNCEMENT_BYTES) {
+                        Ok(header) => {
+                            let effects = self.driver.announced(now_ms(), from, header.height);
+                            self.after(effects).await?;
+                            Verdict::Accept
+                        }
+                        Err(e) => Verdict::Reject(format!("undecodable block announcement: {e}")),
+                    };
+                    self.judge(from, id, verdict);
+                }
+            },
+            Event::Consensus { from, data } => {
+                let verdict = self.on_consensus(&data).await?;
+                self.judge(from, None, verdict);
+            }
+            Event::Blocks { from, blocks } => {
+                let decoded: std::result::Result<Vec<Block>, _> =
+                    blocks.iter().map(|d| Block::decode(d)).collect();
+                match decoded {
+                    Ok(blocks) => {
+                        let effects = self.driver.blocks(now_ms(), from, blocks);
+                        self.after(effects).await?;
+                    }
+                    Err(e) => {
+                        self.penalize(from, format!("undecodable synced block: {e}"));
+                        self.driver.sync_failed(from);
+                    }
+                }
+            }
+            Event::SyncFailed { peer } => self.driver.sync_failed(peer),
+            Event::PeerConnected(peer) => {
+                let effects = self.driver.peer_connected(now_ms(), peer);
+                self.after(effects).await?;
+            }
+            Event::PeerDisconnected(peer) => self.driver.peer_disconnected(peer),
+        }
+        Ok(())
+    }
+
+    /// A consensus message, by gossip or sent directly: accepted (and
+    /// forwarded, if gossiped) once its validator signature checks out.
+    async fn on_consensus(&mut self, data: &[u8]) -> Result<Verdict> {
+        let opened = SignedMessage::decode(data)
+            .and_then(|m| m.open(&self.shared.genesis_hash, &self.validator_keys));
+        match opened {
+            Ok((sender, msg)) => {
+                let effects = self.driver.message(now_ms(), sender, msg);
+                self.after(effects).await?;
+                Ok(Verdict::Accept)
+            }
+            Err(e) => {
+                self.shared.metrics.unauthenticated.inc();
+                Ok(Verdict::Reject(format!("invalid consensus message: {e}")))
+            }
+        }
+    }
+
+    /// A block announced by gossip, as a [`CompactBlock`]: checked for its
+    /// proof of work and its transaction root over the hashes (what the
+    /// sender can be blamed for), assembled from the mempool and handed to
+    /// the driver; when transactions are missing (this node never saw them,
+    /// or committed them on another branch), the whole block is fetched
+    /// from the sender. The verdict is the gossip's: a block with valid
+    /// work and form is forwarded whether or not this node can assemble it
+    /// yet.
+    async fn on_compact_block(&mut self, from: PeerId, data: &[u8]) -> Result<Verdict> {
+        let compact = match CompactBlock::decode(data) {
+            Ok(c) => c,
+            Err(e) => return Ok(Verdict::Reject(format!("undecodable block: {e}"))),
+        };
+        let seal = match cairn_consensus::pow::check_pow(&compact.header) {
+            Ok(seal) => seal,
+            Err(e) => {
+                return Ok(Verdict::Reject(format!(
+                    "block without a valid proof of work: {e}"
+                )))
+            }
+        };
+        // Cheap seals are refused before any other work: below the chain's
+        // minimum they are invalid; far below the head's difficulty, not
+        // worth assembling or forwarding (the engine holds neither).
+        let min = match &self.shared.genesis.consensus {
+            ConsensusConfig::Pow(p) => p.min_difficulty,
+            _ => 1,
+        };
+        if seal.difficulty < min {
+            return Ok(Verdict::Reject(format!(
+                "difficulty {} is below the chain's minimum {min}",
+                seal.difficulty
+            )));
+        }
+        let head = self
+            .driver
+            .status()
+            .and_then(|s| s.pow.as_ref())
+            .map_or(0, |p| p.difficulty);
+        if seal.difficulty < head / cairn_consensus::pow::FAR_BELOW {
+            return Ok(Verdict::Ignore);
+        }
+        if let Err(e) = compact.check_format() {
+            return Ok(Verdict::Reject(format!("malformed block: {e}")));
+        }
+        let hash = compact.hash();
+        let parent = compact.header.parent;
+        let assembled = {
+            let pool = self
+                .shared
+                .mempool
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mempool lock"))?;
+            compact.assemble(|h| pool.get(h))
+        };
+        match assembled {
+            Ok(block) => {
+                self.shared.metrics.compact_block(true);
+                let effects = self.driver.block(now_ms(), from, block);
+                self.after(effects).await?;
+                Ok(Verdict::Accept)
+            }
+            // Its transactions left the mempool when this node stored it
+            // (a fetch or a sync got there first): nothing to do.
+            Err(_) if self.shared.store.has_block(&hash)? => Ok(Verdict::Ignore),
+            Err(missing) => {
+                self.shared.metrics.compact_block(false);
+                tracing::debug!(%hash, %from, missing, "block with transactions this node lacks: fetching it");
+                let effects = self.driver.fetch_block(now_ms(), from, hash, parent);
+                self.after(Ok(effects)).await?;
+                Ok(Verdict::Accept)
+            }
+        }
+    }
+}

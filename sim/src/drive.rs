@@ -1,0 +1,375 @@
+//! The simulator's IO shell around each node's [`Driver`]: it starts and
+//! crashes drivers, carries their effects onto the simulated network,
+//! delivers what arrives to them, and wakes them when they asked.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_chain::{Block, ChainStore};
+use cairn_consensus::ValidatorId;
+use cairn_driver::admit::Signatures;
+use cairn_driver::{serve, Config, Driver, DriverError, Effect, Mempool};
+
+use crate::net::Wire;
+use crate::node::{Checked, SimDriver};
+use crate::{test_chain, validator_key, EngineSetup, Event, Sim, Violation};
+
+/// Most blocks in one block-sync answer (as the node's p2p layer).
+pub(crate) const SYNC_BATCH: u32 = 64;
+/// A sync request without an answer is given up after this long.
+const SYNC_TIMEOUT_MS: u64 = 1_000;
+/// Bytes one sync answer may carry.
+const SYNC_BUDGET: usize = 2 * cairn_chain::MAX_BLOCK_BYTES;
+/// Most transactions in a block (the engines' `full_block`).
+const BLOCK_MAX: usize = 1_000;
+
+impl Sim {
+    /// Starts `id`'s driver and engine from what its store holds.
+    pub(crate) fn start(&mut self, id: ValidatorId) {
+        let seed = rand::Rng::gen(&mut self.rng);
+        let n = &mut self.nodes[id as usize];
+        n.incarnation += 1;
+        let store = n.store.clone();
+        let persisted: BTreeMap<Vec<u8>, Vec<u8>> = match store.engine_entries() {
+            Ok(e) => e.into_iter().collect(),
+            Err(e) => return self.fail(Violation::Scenario(format!("node {id}: {e}"))),
+        };
+        let head = match store.head_hash().and_then(|h| store.block(&h)) {
+            Ok(Some(b)) => b,
+            other => {
+                return self.fail(Violation::Scenario(format!(
+                    "node {id} cannot read its head: {other:?}"
+                )))
+            }
+        };
+        let engine = (self.factory)(&EngineSetup {
+            me: id,
+            validators: self.cfg.validators,
+            head: &head,
+            store: &store,
+            persisted: &persisted,
+            seed,
+        });
+        let engine = Box::new(Checked {
+            node: id,
+            inner: engine,
+            check: self.action_check.clone(),
+            failed: self.check_failed.clone(),
+        });
+        let chain = test_chain();
+        let cfg = Config {
+            genesis_hash: chain.genesis.hash(),
+            params: chain.params.clone(),
+            me: Some(id),
+            reward: validator_key(id).address(),
+            block_max: BLOCK_MAX,
+            sync_batch: SYNC_BATCH,
+            sync_timeout_ms: SYNC_TIMEOUT_MS,
+            max_locator: 128,
+            push_max: 1_000,
+        };
+        let pool = Arc::new(Mutex::new(Mempool::new(
+            chain.params.chain_id.clone(),
+            100_000,
+            1_000,
+        )));
+        let peers = (0..self.cfg.validators).map(Some).collect();
+        n.driver = Some(Driver::new(cfg, store, pool, Some(engine), peers));
+        n.wake = None;
+        n.reverted = 0;
+        self.record(b's', id, &[]);
+        self.log(|| {
+            format!(
+                "n{id} starts at height {}",
+                self.nodes[id as usize].height()
+            )
+        });
+        self.drive(id, |d, now| d.tick(now));
+        // It connects to every node that is up, and they to it.
+        for peer in 0..self.cfg.validators {
+            if peer != id && self.nodes[peer as usize].up() {
+                self.drive(id, |d, now| d.peer_connected(now, peer));
+                self.drive(peer, |d, now| d.peer_connected(now, id));
+            }
+        }
+    }
+
+    /// Crashes `node`: it loses its driver (engine, mempool, syncs), its
+    /// timers and its mining job; its store stays.
+    pub fn crash(&mut self, node: ValidatorId) {
+        let n = &mut self.nodes[node as usize];
+        if let Some(driver) = n.driver.take() {
+            self.retired.add(driver.stats());
+            n.wake = None;
+            n.mining_job += 1;
+            self.stats.crashes += 1;
+            self.record(b'c', node, &[]);
+            self.log(|| format!("n{node} crashes"));
+        }
+    }
+
+    pub(crate) fn node_clock(&self, node: ValidatorId) -> u64 {
+        self.now + self.nodes[node as usize].clock_offset
+    }
+
+    /// Calls `node`'s driver (if it is up) at the node's clock, then
+    /// carries out the effects, checks the invariants and schedules its
+    /// next wake-up.
+    pub(crate) fn drive(
+        &mut self,
+        node: ValidatorId,
+        call: impl FnOnce(&mut SimDriver, u64) -> Result<Vec<Effect<ValidatorId>>, DriverError>,
+    ) {
+        if self.violation.is_some() {
+            return;
+        }
+        let now = self.node_clock(node);
+        let Some(driver) = self.nodes[node as usize].driver.as_mut() else {
+            return;
+        };
+        let result = call(driver, now);
+        let failed = self.check_failed.lock().ok().and_then(|mut f| f.take());
+        if let Some(e) = failed {
+            return self.fail(Violation::Scenario(e));
+        }
+        match result {
+            Ok(effects) => {
+                for effect in effects {
+                    self.carry(node, effect);
+                }
+            }
+            // The node would stop: an honest node never may.
+            Err(e) => return self.fail(violation_of(node, e)),
+        }
+        self.after_call(node);
+    }
+
+    fn after_call(&mut self, node: ValidatorId) {
+        let n = &self.nodes[node as usize];
+        let Some(driver) = n.driver.as_ref() else {
+            return;
+        };
+        let wake = driver.wake_at();
+        let reverted = driver.stats().reverted_blocks;
+        if reverted > n.reverted {
+            let depth = reverted - n.reverted;
+            self.nodes[node as usize].reverted = reverted;
+            self.stats.max_reorg_depth = self.stats.max_reorg_depth.max(depth);
+            self.record(b'R', node, &depth.to_le_bytes());
+            self.log(|| format!("n{node} reverts {depth} blocks"));
+        }
+        let n = &self.nodes[node as usize];
+        let Some(driver) = n.driver.as_ref() else {
+            return;
+        };
+        if let Some(status) = driver.status().cloned() {
+            // Proof-of-work heads go back on reorganisations: its
+            // invariants are checked by `finish`.
+            if self.cfg.pow.is_none() {
+                if let Err(v) = self.checker.on_status(node, &status, n.height()) {
+                    self.fail(v);
+                }
+            }
+            if self.cfg.log {
+                let shown = (status.role, status.term, status.leader);
+                if self.nodes[node as usize].shown != Some(shown) {
+                    self.nodes[node as usize].shown = Some(shown);
+                    self.log(|| {
+                        format!(
+                            "n{node} {} of term {} (leader {:?})",
+                            shown.0, shown.1, shown.2
+                        )
+                    });
+                }
+            }
+        }
+        let n = &mut self.nodes[node as usize];
+        if let Some(at) = wake {
+            if n.wake != Some(at) {
+                n.wake = Some(at);
+                let delay = at.saturating_sub(self.now + n.clock_offset);
+                let incarnation = n.incarnation;
+                self.schedule(
+                    delay,
+                    Event::Timer {
+                        node,
+                        incarnation,
+                        at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A wake-up the driver asked for.
+    pub(crate) fn wake(&mut self, node: ValidatorId, incarnation: u64, at: u64) {
+        let n = &mut self.nodes[node as usize];
+        if n.up() && n.incarnation == incarnation && n.wake == Some(at) {
+            n.wake = None;
+            self.record(b't', node, &at.to_le_bytes());
+            self.drive(node, |d, now| d.tick(now));
+        }
+    }
+
+    fn broadcast(&mut self, from: ValidatorId, wire: Wire) {
+        for to in 0..self.cfg.validators {
+            if to != from {
+                self.send(from, to, wire.clone());
+            }
+        }
+    }
+
+    /// Carries out one effect of `node`'s driver.
+    fn carry(&mut self, node: ValidatorId, effect: Effect<ValidatorId>) {
+        match effect {
+            Effect::Send { to, msg } => self.send(node, to, Wire::Consensus(msg)),
+            Effect::Broadcast { msg } => self.broadcast(node, Wire::Consensus(msg)),
+            Effect::GetBlocks { peer, from } => {
+                self.send(node, peer, Wire::SyncRequest { from_height: from })
+            }
+            Effect::GetBlocksAfter { peer, locator } => {
+                self.send(node, peer, Wire::LocatorRequest { locator })
+            }
+            Effect::Penalize { peer, reason } => {
+                self.record(b'p', node, reason.as_bytes());
+                self.log(|| format!("n{node} penalises n{peer}: {reason}"));
+            }
+            Effect::GossipTransactions { txs } => {
+                for tx in txs {
+                    self.broadcast(node, Wire::Tx(tx));
+                }
+            }
+            Effect::PushTransactions { peer, txs } => {
+                for tx in txs {
+                    self.send(node, peer, Wire::Tx(tx));
+                }
+            }
+            Effect::Mine { block } => self.mine(node, block),
+            Effect::StopMining => self.nodes[node as usize].mining_job += 1,
+            Effect::PublishBlock { block } => self.broadcast(node, Wire::Block(block)),
+            Effect::Announce { header } => self.broadcast(
+                node,
+                Wire::Announce {
+                    height: header.height,
+                },
+            ),
+            Effect::Built { height, hash } => {
+                self.record(b'b', node, hash.as_ref());
+                self.built.push((node, self.now, height, hash));
+            }
+            Effect::Applied { block } => self.applied(node, &block),
+        }
+    }
+
+    /// `block` became `node`'s head.
+    fn applied(&mut self, node: ValidatorId, block: &Block) {
+        self.record(b'f', node, block.hash().as_ref());
+        self.log(|| {
+            format!(
+                "n{node} applies {} {} ({} txs)",
+                block.header.height,
+                block.hash(),
+                block.transactions.len()
+            )
+        });
+        if self.cfg.pow.is_some() {
+            // Not final: clients wait for confirmations.
+            self.observe_confirmed(node);
+            return;
+        }
+        if let Err(v) = self.checker.on_final(node, block) {
+            self.fail(v);
+        }
+        self.client.observe(node, block);
+    }
+
+    /// What arrives at `to` from `from`.
+    pub(crate) fn deliver(&mut self, from: ValidatorId, to: ValidatorId, wire: Wire) {
+        match wire {
+            Wire::Consensus(msg) => {
+                if let Some(obs) = self.observer.as_mut() {
+                    obs(from, to, &msg);
+                }
+                self.drive(to, |d, now| d.message(now, from, msg));
+            }
+            Wire::Tx(tx) => self.submit(to, tx, false),
+            Wire::SyncRequest { from_height } => {
+                let store = self.nodes[to as usize].store.clone();
+                let blocks = serve::blocks(&*store, from_height, SYNC_BATCH, SYNC_BUDGET);
+                self.answer(to, from, blocks, |blocks| Wire::SyncResponse { blocks });
+            }
+            Wire::LocatorRequest { locator } => {
+                let store = self.nodes[to as usize].store.clone();
+                let blocks = serve::blocks_after(&*store, &locator, SYNC_BATCH, SYNC_BUDGET);
+                self.answer(to, from, blocks, |blocks| Wire::LocatorResponse { blocks });
+            }
+            Wire::SyncResponse { blocks } | Wire::LocatorResponse { blocks } => {
+                self.drive(to, |d, now| d.blocks(now, from, blocks))
+            }
+            Wire::Block(block) => self.drive(to, |d, now| d.block(now, from, block)),
+            Wire::Announce { height } => self.drive(to, |d, now| d.announced(now, from, height)),
+        }
+    }
+
+    /// Sends the blocks a request asked for, as a peer reads them off the
+    /// wire.
+    fn answer(
+        &mut self,
+        node: ValidatorId,
+        to: ValidatorId,
+        encoded: Result<Vec<Vec<u8>>, cairn_chain::StoreError>,
+        wire: fn(Vec<Block>) -> Wire,
+    ) {
+        let blocks: Result<Vec<Block>, String> = encoded.map_err(|e| e.to_string()).and_then(|e| {
+            e.iter()
+                .map(|b| Block::decode(b).map_err(|e| e.to_string()))
+                .collect()
+        });
+        match blocks {
+            Ok(blocks) => self.send(node, to, wire(blocks)),
+            Err(e) => self.fail(Violation::Scenario(format!(
+                "node {node} serving blocks: {e}"
+            ))),
+        }
+    }
+
+    /// A wallet (or a peer's gossip) hands `tx` to `node`, which gossips it
+    /// on if the wallet sent it and it is new here.
+    pub(crate) fn submit(&mut self, node: ValidatorId, tx: cairn_chain::Transaction, gossip: bool) {
+        let n = &self.nodes[node as usize];
+        let Some(driver) = n.driver.as_ref() else {
+            return;
+        };
+        let admitted = cairn_driver::admit(
+            driver.mempool(),
+            &*n.store,
+            &test_chain().genesis.hash(),
+            vec![tx],
+            Signatures::Trusted,
+        );
+        if admitted.accepted.is_empty() {
+            return;
+        }
+        if gossip {
+            for tx in &admitted.accepted {
+                self.broadcast(node, Wire::Tx(tx.clone()));
+            }
+        }
+        self.drive(node, |d, now| d.transactions_added(now));
+    }
+}
+
+/// What a driver error means for the simulation.
+fn violation_of(node: ValidatorId, e: DriverError) -> Violation {
+    match e {
+        DriverError::FinalBlock { height, reason } => Violation::Validity {
+            node,
+            height,
+            error: reason,
+        },
+        other => Violation::Stability {
+            node,
+            detail: other.to_string(),
+        },
+    }
+}
