@@ -46,6 +46,9 @@ pub mod pbft;
 pub mod pow;
 pub mod raft;
 
+#[cfg(test)]
+mod outputs;
+
 use cairn_chain::{Block, Hash};
 
 pub use message::{ConsensusMessage, MessageError, SignedMessage, MAX_MESSAGE_BYTES};

@@ -27,6 +27,8 @@ pub mod mempool;
 pub mod serve;
 pub mod start;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -55,6 +55,7 @@ impl Sim {
             inner: engine,
             check: self.action_check.clone(),
             failed: self.check_failed.clone(),
+            failing_builds: self.failing_builds.clone(),
         });
         let chain = test_chain();
         let cfg = Config {
@@ -211,7 +212,7 @@ impl Sim {
         }
     }
 
-    fn broadcast(&mut self, from: ValidatorId, wire: Wire) {
+    pub(crate) fn broadcast(&mut self, from: ValidatorId, wire: Wire) {
         for to in 0..self.cfg.validators {
             if to != from {
                 self.send(from, to, wire.clone());
@@ -246,6 +247,9 @@ impl Sim {
             }
             Effect::Mine { block } => self.mine(node, block),
             Effect::StopMining => self.nodes[node as usize].mining_job += 1,
+            Effect::PublishBlock { block } if self.withholds(node) => {
+                self.withheld.push((node, block))
+            }
             Effect::PublishBlock { block } => self.broadcast(node, Wire::Block(block)),
             Effect::Announce { header } => self.broadcast(
                 node,

@@ -2,6 +2,7 @@
 //! persisted keys) and what does not (the driver with its engine and
 //! mempool, pending timers, mining jobs).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use cairn_chain::{
@@ -146,6 +147,8 @@ pub(crate) struct Checked {
     pub(crate) inner: Box<dyn ConsensusEngine>,
     pub(crate) check: Arc<Mutex<Option<ActionCheck>>>,
     pub(crate) failed: Arc<Mutex<Option<String>>>,
+    /// Nodes whose block builds fail (the fault [`crate::Sim::fail_builds`]).
+    pub(crate) failing_builds: Arc<Mutex<BTreeSet<ValidatorId>>>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -159,7 +162,19 @@ impl std::fmt::Debug for Checked {
 
 impl ConsensusEngine for Checked {
     fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
-        let actions = self.inner.handle(now_ms, input);
+        let mut actions = self.inner.handle(now_ms, input);
+        if self
+            .failing_builds
+            .lock()
+            .is_ok_and(|f| f.contains(&self.node))
+        {
+            // A build the driver cannot carry out: a parent it does not have.
+            for a in &mut actions {
+                if let Action::BuildBlock { parent, .. } = a {
+                    *parent = Hash::digest(b"a parent this node does not have");
+                }
+            }
+        }
         if let Ok(mut check) = self.check.lock() {
             if let Some(check) = check.as_mut() {
                 let status = self.inner.status();

@@ -28,6 +28,10 @@ pub struct PowSim {
     /// A miner that seals blocks whose contents are invalid (a made-up
     /// state root under valid work), as a hostile miner would.
     pub invalid_miner: Option<ValidatorId>,
+    /// A miner that keeps the blocks it finds to itself until
+    /// [`Sim::release_withheld`] (a private branch, as in selfish mining).
+    /// Wallets neither send to it nor look at it.
+    pub withholding_miner: Option<ValidatorId>,
 }
 
 impl Sim {
@@ -37,6 +41,9 @@ impl Sim {
         let Some(pow) = self.cfg.pow else {
             return;
         };
+        if pow.withholding_miner == Some(node) {
+            return;
+        }
         let n = &self.nodes[node as usize];
         let Some(h) = (n.height() + 1).checked_sub(pow.confirmations.max(1)) else {
             return;
@@ -99,6 +106,25 @@ impl Sim {
         self.built.push((node, self.now, block.header.height, hash));
         self.log(|| format!("n{node} mines {} {hash}", block.header.height));
         self.drive(node, |d, now| d.mined(now, block));
+    }
+
+    /// Whether `node` keeps the blocks it mines to itself.
+    pub(crate) fn withholds(&self, node: ValidatorId) -> bool {
+        self.cfg.pow.and_then(|p| p.withholding_miner) == Some(node)
+    }
+
+    /// The withholding miner publishes its private branch, oldest first.
+    pub fn release_withheld(&mut self) {
+        let blocks = std::mem::take(&mut self.withheld);
+        self.log(|| format!("{} withheld blocks released", blocks.len()));
+        for (from, block) in blocks {
+            self.broadcast(from, crate::net::Wire::Block(block));
+        }
+    }
+
+    /// Blocks withheld so far.
+    pub fn withheld(&self) -> usize {
+        self.withheld.len()
     }
 
     // ----- looking in -----

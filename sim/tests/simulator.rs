@@ -43,6 +43,7 @@ const TESTED: &[&str] = &[
     "raft/old-leader-overwritten",
     "raft/backtracking",
     "raft/crash-all",
+    "raft/build-fails",
     "raft/crash-leader",
     "raft/crash-leader-and-follower",
     "raft/figure8",
@@ -50,6 +51,7 @@ const TESTED: &[&str] = &[
     "raft/chaos",
     "pbft/normal",
     "pbft/primary-crash",
+    "pbft/build-fails",
     "pbft/too-many-down",
     "pbft/partitions",
     "pbft/chaos",
@@ -62,6 +64,7 @@ const TESTED: &[&str] = &[
     "pow/partition",
     "pow/chaos",
     "pow/invalid-blocks",
+    "pow/withheld-branch",
 ];
 
 #[test]
@@ -277,4 +280,19 @@ fn pow_chaos() {
 #[test]
 fn pow_invalid_blocks() {
     check("pow/invalid-blocks");
+}
+
+#[test]
+fn raft_build_fails() {
+    check("raft/build-fails");
+}
+
+#[test]
+fn pbft_build_fails() {
+    check("pbft/build-fails");
+}
+
+#[test]
+fn pow_withheld_branch() {
+    check("pow/withheld-branch");
 }

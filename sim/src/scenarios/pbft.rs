@@ -131,6 +131,29 @@ fn normal(seed: u64, n: u32, opts: Options) -> Outcome {
 
 /// The primary crashes: a view change, progress; it restarts, catches up
 /// and votes again (the others need it when a second one crashes).
+/// The primary's block builds fail (its driver cannot build on the parent
+/// it is asked for): it proposes nothing, the others change view and go
+/// on; no node stops; once builds work again everyone makes progress.
+fn build_fails(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = nodes_of(&sim);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        let p = primary(&sim, 0);
+        sim.fail_builds(p, true);
+        // The next primary proposes instead.
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        sim.run_for(rng.gen_range(0..500))?;
+        sim.fail_builds(p, false);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        check_certificates(&sim)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
 fn primary_crash(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, LinkConfig::reliable());
     let mut rng = rng(seed);
@@ -325,6 +348,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "pbft/primary-crash",
             sizes: SIZES,
             run: primary_crash,
+        },
+        Scenario {
+            name: "pbft/build-fails",
+            sizes: SIZES,
+            run: build_fails,
         },
         Scenario {
             name: "pbft/too-many-down",

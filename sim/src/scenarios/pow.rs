@@ -52,7 +52,7 @@ fn factory() -> EngineFactory {
 }
 
 fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
-    sim_with(seed, nodes, opts, link, None)
+    sim_with(seed, nodes, opts, link, None, None)
 }
 
 fn sim_with(
@@ -61,6 +61,7 @@ fn sim_with(
     opts: Options,
     link: LinkConfig,
     invalid_miner: Option<ValidatorId>,
+    withholding_miner: Option<ValidatorId>,
 ) -> Sim {
     let mut cfg = SimConfig::new(seed, nodes);
     cfg.trace = opts.trace;
@@ -72,6 +73,7 @@ fn sim_with(
         confirmations: CONFIRMATIONS,
         clock_skew_ms: 2_000,
         invalid_miner,
+        withholding_miner,
     });
     // Resubmit only long after a block would have held it.
     cfg.client.resubmit_ms = 20_000;
@@ -233,7 +235,7 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
 /// other node refuses each one when it fails to execute (and blames the
 /// sender), never stops, and the honest miners' chain goes on.
 fn invalid_blocks(seed: u64, n: u32, opts: Options) -> Outcome {
-    let mut sim = sim_with(seed, n, opts, slow_links(), Some(0));
+    let mut sim = sim_with(seed, n, opts, slow_links(), Some(0), None);
     let r = (|| {
         sim.run_for(40_000)?;
         if sim.stats().rejected_blocks == 0 {
@@ -242,6 +244,31 @@ fn invalid_blocks(seed: u64, n: u32, opts: Options) -> Outcome {
         let h = max_height(&sim);
         if h < 10 {
             return fail(format!("{h} blocks in 40 s with one invalid miner"));
+        }
+        let top = max_height(&sim);
+        converge(&mut sim, top)
+    })();
+    (sim, r)
+}
+
+/// Miner 0 keeps what it mines to itself for a while (a private branch),
+/// then publishes it all at once: the others take it if it has more work
+/// (a deep reorganisation) or keep their chain; either way no node stops
+/// and every node ends on one head. (Transfers confirmed meanwhile are not
+/// checked: a private branch that outworks six confirmations undoes them,
+/// as it would on any proof-of-work chain.)
+fn withheld_branch(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim_with(seed, n, opts, LinkConfig::reliable(), None, Some(0));
+    let mut rng = rng(seed);
+    let r = (|| {
+        for _ in 0..3 {
+            sim.run_for(rng.gen_range(5_000..15_000))?;
+            sim.release_withheld();
+            let top = max_height(&sim);
+            converge(&mut sim, top.saturating_sub(1))?;
+        }
+        if sim.stats().blocks_mined == 0 {
+            return fail("nothing mined".into());
         }
         let top = max_height(&sim);
         converge(&mut sim, top)
@@ -271,6 +298,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "pow/invalid-blocks",
             sizes: SIZES,
             run: invalid_blocks,
+        },
+        Scenario {
+            name: "pow/withheld-branch",
+            sizes: SIZES,
+            run: withheld_branch,
         },
     ]
 }

@@ -36,7 +36,8 @@ const NODE: Params = Params {
     election_timeout_ms: 150,
     heartbeat_ms: 30,
     block_interval_ms: 50,
-    max_uncommitted: 1,
+    // As the node: replication of one block overlaps building the next.
+    max_uncommitted: 3,
     figure8_bug: false,
 };
 
@@ -403,6 +404,33 @@ fn crash(seed: u64, n: u32, opts: Options, which: Crash) -> Outcome {
     (sim, r)
 }
 
+/// The leader's block builds fail for a while (its driver cannot build on
+/// the parent it is asked for): no node stops, nothing invalid becomes
+/// final; once builds work again the leader (or a successor) proposes and
+/// every node makes progress.
+fn build_fails(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, NODE, LinkConfig::reliable());
+    let mut rng = rng(seed);
+    let r = (|| {
+        let everyone = nodes_of(&sim);
+        let leader = leader_of(&mut sim, &everyone)?;
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        sim.fail_builds(leader, true);
+        sim.run_for(rng.gen_range(500..3_000))?;
+        sim.fail_builds(leader, false);
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        // Every node's builds fail at some point, one after the other.
+        for &v in &everyone {
+            sim.fail_builds(v, true);
+            sim.run_for(rng.gen_range(100..1_000))?;
+            sim.fail_builds(v, false);
+        }
+        sim.expect_progress(&everyone, LIVENESS_MS)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
 /// The paper's Figure 8, at random: a leader is elected and crashes, over
 /// and over, often right after replicating an entry of its term to some
 /// followers, and crashed nodes come back (at most f down at a time).
@@ -556,6 +584,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "raft/crash-all",
             sizes: SIZES,
             run: |s, n, o| crash(s, n, o, Crash::All),
+        },
+        Scenario {
+            name: "raft/build-fails",
+            sizes: SIZES,
+            run: build_fails,
         },
         Scenario {
             name: "raft/crash-leader",

@@ -1,0 +1,300 @@
+//! The driver against a scripted engine over the in-memory store: what it
+//! answers, what it returns to the shell, and what stops it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use cairn_chain::testkit::TestChain;
+use cairn_chain::{Block, ChainStore, Hash, MemStore};
+use cairn_consensus::{Action, ConsensusEngine, EngineStatus, Input};
+
+use super::*;
+
+/// An engine that answers each tick and each block with the next scripted
+/// actions (other inputs — what the driver feeds back — with nothing) and
+/// remembers every input.
+#[derive(Debug, Default)]
+struct Script {
+    replies: VecDeque<Vec<Action>>,
+    inputs: Arc<Mutex<Vec<Input>>>,
+}
+
+impl ConsensusEngine for Script {
+    fn handle(&mut self, _now_ms: u64, input: Input) -> Vec<Action> {
+        let scripted = matches!(input, Input::Tick | Input::Block { .. });
+        if let Ok(mut i) = self.inputs.lock() {
+            i.push(input);
+        }
+        if scripted {
+            self.replies.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            engine: "script",
+            role: "test",
+            term: 0,
+            leader: None,
+            committed_height: 0,
+            uncommitted: 0,
+            view_changes: 0,
+            dropped_messages: 0,
+            rejected_messages: 0,
+            pow: None,
+        }
+    }
+}
+
+struct Setup {
+    store: Arc<MemStore>,
+    driver: Driver<MemStore, u32>,
+    inputs: Arc<Mutex<Vec<Input>>>,
+}
+
+fn setup(replies: Vec<Vec<Action>>) -> Setup {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let store = Arc::new(MemStore::new(true));
+    store
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect("genesis");
+    let inputs = Arc::new(Mutex::new(Vec::new()));
+    let engine = Script {
+        replies: replies.into(),
+        inputs: inputs.clone(),
+    };
+    let cfg = Config {
+        genesis_hash: chain.genesis.hash(),
+        params: chain.params.clone(),
+        me: Some(0),
+        reward: chain.keys[0].address(),
+        block_max: 100,
+        sync_batch: 64,
+        sync_timeout_ms: 1_000,
+        max_locator: 128,
+        push_max: 100,
+    };
+    let pool = Arc::new(Mutex::new(Mempool::new(
+        chain.params.chain_id.clone(),
+        1_000,
+        16,
+    )));
+    let driver = Driver::new(
+        cfg,
+        store.clone(),
+        pool,
+        Some(Box::new(engine)),
+        vec![Some(0), Some(1), Some(2)],
+    );
+    Setup {
+        store,
+        driver,
+        inputs,
+    }
+}
+
+/// `n` valid blocks on genesis by `proposer` (built on a scratch store).
+fn valid_chain(chain: &TestChain, n: usize, proposer: usize) -> Vec<Block> {
+    let store = MemStore::new(true);
+    store
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect("genesis");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(proposer as u64);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let head = store.head().expect("head");
+        let txs = chain
+            .random_transfers(&mut rng, &store, 3)
+            .expect("transfers");
+        let p = chain.block_on(&store, &head, proposer, txs).expect("block");
+        store
+            .commit_block(&p.block, &p.executed.changes)
+            .expect("commit");
+        out.push(p.block);
+    }
+    out
+}
+
+fn inputs(s: &Setup) -> Vec<Input> {
+    s.inputs.lock().expect("inputs").clone()
+}
+
+#[test]
+fn a_block_that_cannot_be_built_is_not_answered_and_nothing_stops() {
+    let mut s = setup(vec![vec![Action::BuildBlock {
+        parent: Hash::digest(b"nowhere"),
+        height: 1,
+        engine_data: Vec::new(),
+        uncommitted: Vec::new(),
+    }]]);
+    let effects = s.driver.tick(10).expect("a failed build is not fatal");
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(inputs(&s).len(), 1, "only the tick: no BlockBuilt");
+    assert_eq!(s.driver.stats().blocks_built, 0);
+}
+
+#[test]
+fn a_built_block_is_answered_and_a_commit_applies_and_announces_it() {
+    let genesis = TestChain::new("driver-test", 8, 1_000_000).genesis.hash();
+    let mut builder = setup(vec![vec![Action::BuildBlock {
+        parent: genesis,
+        height: 1,
+        engine_data: vec![7],
+        uncommitted: Vec::new(),
+    }]]);
+    let effects = builder.driver.tick(10).expect("tick");
+    let built = inputs(&builder)
+        .into_iter()
+        .find_map(|i| match i {
+            Input::BlockBuilt { block } => Some(block),
+            _ => None,
+        })
+        .expect("BlockBuilt");
+    assert_eq!(
+        effects,
+        vec![Effect::Built {
+            height: 1,
+            hash: built.hash()
+        }]
+    );
+    assert_eq!(built.header.engine_data, vec![7]);
+    assert_eq!(built.header.parent, genesis);
+    // Another node commits it.
+    let mut s = setup(vec![vec![Action::Commit {
+        blocks: vec![built.clone()],
+    }]]);
+    let effects = s.driver.tick(20).expect("commit");
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Applied {
+                block: built.clone()
+            },
+            Effect::Announce {
+                header: built.header.clone()
+            },
+        ]
+    );
+    assert_eq!(s.store.head_hash().expect("head"), built.hash());
+}
+
+#[test]
+fn a_final_block_that_does_not_apply_stops_the_driver() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let mut bad = valid_chain(&chain, 1, 1).remove(0);
+    bad.header.state_root = Hash::digest(b"wrong");
+    let mut s = setup(vec![vec![Action::Commit { blocks: vec![bad] }]]);
+    assert!(matches!(
+        s.driver.tick(10),
+        Err(DriverError::FinalBlock { height: 1, .. })
+    ));
+    assert_eq!(s.store.head().expect("head").height, 0);
+}
+
+#[test]
+fn a_final_block_that_conflicts_with_the_chain_stops_the_driver() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let a = valid_chain(&chain, 1, 1).remove(0);
+    let b = valid_chain(&chain, 1, 2).remove(0);
+    assert_ne!(a.hash(), b.hash());
+    let mut s = setup(vec![
+        vec![Action::Commit {
+            blocks: vec![a.clone()],
+        }],
+        vec![Action::Commit {
+            blocks: vec![a.clone()],
+        }],
+        vec![Action::Commit { blocks: vec![b] }],
+    ]);
+    s.driver.tick(10).expect("first commit");
+    // The same block again is no news.
+    assert!(s.driver.tick(11).expect("again").is_empty());
+    assert!(matches!(
+        s.driver.tick(12),
+        Err(DriverError::ConflictingFinal { height: 1, .. })
+    ));
+    assert_eq!(s.store.head_hash().expect("head"), a.hash());
+}
+
+#[test]
+fn a_head_move_stops_at_a_block_that_does_not_execute_and_blames_its_sender() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let two = valid_chain(&chain, 2, 1);
+    let (good, mut bad) = (two[0].clone(), two[1].clone());
+    bad.header.state_root = Hash::digest(b"made up");
+    let mut s = setup(vec![
+        Vec::new(),
+        vec![Action::SetHead {
+            revert: 0,
+            apply: vec![good.clone(), bad.clone()],
+        }],
+    ]);
+    s.driver.remember_origin(bad.hash(), 2);
+    s.driver.tick(5).expect("tick");
+    let effects = s.driver.block(10, 2, bad.clone()).expect("not fatal");
+    assert_eq!(s.store.head_hash().expect("head"), good.hash());
+    assert!(effects.contains(&Effect::Applied {
+        block: good.clone()
+    }));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Penalize { peer: 2, .. })),
+        "{effects:?}"
+    );
+    let rejected = inputs(&s).into_iter().find_map(|i| match i {
+        Input::BlockRejected { hash, head, .. } => Some((hash, head)),
+        _ => None,
+    });
+    assert_eq!(rejected, Some((bad.hash(), good.hash())));
+    assert_eq!(s.driver.stats().rejected_blocks, 1);
+}
+
+#[test]
+fn a_head_move_reverts_and_returns_the_abandoned_transactions() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let a = valid_chain(&chain, 1, 1).remove(0);
+    let b = valid_chain(&chain, 1, 2).remove(0);
+    let mut s = setup(vec![
+        vec![Action::SetHead {
+            revert: 0,
+            apply: vec![a.clone()],
+        }],
+        vec![Action::SetHead {
+            revert: 1,
+            apply: vec![b.clone()],
+        }],
+    ]);
+    s.driver.tick(1).expect("apply a");
+    let effects = s.driver.tick(2).expect("switch to b");
+    assert_eq!(s.store.head_hash().expect("head"), b.hash());
+    assert_eq!(s.driver.stats().reorgs, 1);
+    let reverted = inputs(&s).into_iter().find_map(|i| match i {
+        Input::Reverted { blocks } => Some(blocks),
+        _ => None,
+    });
+    assert_eq!(reverted, Some(vec![a.clone()]));
+    // A's transfers whose nonce B did not use are pending again, and
+    // gossiped.
+    let in_b: Vec<_> = b
+        .transactions
+        .iter()
+        .map(|t| (t.sender(), t.nonce))
+        .collect();
+    let back: Vec<Hash> = a
+        .transactions
+        .iter()
+        .filter(|t| !in_b.contains(&(t.sender(), t.nonce)))
+        .map(|t| t.hash())
+        .collect();
+    let pool = s.driver.mempool().lock().expect("pool");
+    for h in &back {
+        assert!(pool.contains(h), "transaction {h} not back in the mempool");
+    }
+    drop(pool);
+    assert!(!back.is_empty(), "the test needs transfers B does not redo");
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::GossipTransactions { txs } if txs.len() == back.len())));
+}
