@@ -35,7 +35,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_chain::{codec, Block, Hash, Header};
 
-pub use work::{check_pow, pow_hash, search_nonce, target, with_nonce, PowSeal, RetargetRule};
+pub use work::{
+    check_pow, pow_hash, search_nonce, target, with_nonce, PowSeal, ProofOfWorkError, RetargetRule,
+};
 
 use crate::{Action, ConsensusEngine, EngineStatus, Input, PowStatus};
 
@@ -301,7 +303,7 @@ impl Pow {
                 true,
             ));
         }
-        let seal = PowSeal::decode(&h.engine_data).map_err(|e| (e, true))?;
+        let seal = PowSeal::decode(&h.engine_data).map_err(|e| (e.to_string(), true))?;
         let expected = self
             .next_difficulty(&h.parent)
             .ok_or_else(|| ("the retarget window is not known".to_string(), false))?;
@@ -363,7 +365,7 @@ impl Pow {
         let seal = match check_pow(&block.header) {
             Ok(seal) => seal,
             Err(e) => {
-                self.reject(hash, e, true, out);
+                self.reject(hash, e.to_string(), true, out);
                 return;
             }
         };

@@ -152,6 +152,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         if let Some((hash, reason)) = rejected {
             tracing::warn!(%hash, "block does not execute: {reason}");
             self.stats.rejected_blocks += 1;
+            self.rejected.push(hash);
             if let Some(peer) = self.origins.get(&hash).copied() {
                 self.effects.push(Effect::Penalize {
                     peer,

@@ -202,6 +202,8 @@ pub struct Driver<S: ChainStore, P: Peer> {
     status: Option<EngineStatus>,
     stats: Stats,
     effects: Vec<Effect<P>>,
+    /// Blocks found invalid since the last [`Driver::block`] began.
+    rejected: Vec<Hash>,
 }
 
 impl<S: ChainStore, P: Peer> std::fmt::Debug for Driver<S, P> {
@@ -243,6 +245,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             status,
             stats: Stats::default(),
             effects: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -291,6 +294,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
 
     fn done(&mut self) -> Vec<Effect<P>> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Whether the last [`Driver::block`] found block `hash` invalid (the
+    /// engine refused it, or it did not execute when it became the head):
+    /// a gossiped block is judged once the driver has seen it.
+    pub fn rejected_by_last_block(&self, hash: &Hash) -> bool {
+        self.rejected.contains(hash)
     }
 
     // ----- inputs from the shell -----
@@ -378,6 +388,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         from: P,
         block: Block,
     ) -> Result<Vec<Effect<P>>, DriverError> {
+        self.rejected.clear();
         self.remember_origin(block.hash(), from);
         self.feed(now_ms, Input::Block { block })?;
         Ok(self.done())
@@ -525,6 +536,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             }
             Action::RejectBlock { hash, reason } => {
                 self.stats.rejected_blocks += 1;
+                self.rejected.push(hash);
                 tracing::warn!(%hash, "invalid block: {reason}");
                 if let Some(peer) = self.origins.get(&hash).copied() {
                     self.effects.push(Effect::Penalize {

@@ -17,7 +17,7 @@ use cairn_p2p::{Command, Topic};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::node::Shared;
+use crate::shared::Shared;
 use cairn_driver::admit::Signatures;
 use cairn_driver::Rejection;
 
@@ -616,7 +616,7 @@ fn admin_authorized(
             "admin_unauthorized",
             format!(
                 "the admin API needs `Authorization: Bearer <token>`, the token in {} of the node's home",
-                crate::node::ADMIN_COOKIE
+                crate::shared::ADMIN_COOKIE
             ),
         ));
     }

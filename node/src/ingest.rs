@@ -14,7 +14,7 @@ use cairn_driver::Rejection;
 use cairn_p2p::{Command, GossipId, Verdict};
 use libp2p::PeerId;
 
-use crate::node::Shared;
+use crate::shared::Shared;
 
 /// Most gossip payloads waiting for this thread; more are dropped (the
 /// network outruns verification: the sender's node still has them).

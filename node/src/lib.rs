@@ -9,3 +9,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod miner;
 pub mod node;
+pub mod shared;

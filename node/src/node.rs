@@ -2,25 +2,28 @@
 //! starts the consensus engine, and hands them to the driver's shell
 //! ([`shell`]), the one loop that writes blocks.
 
+pub use crate::shared::ADMIN_COOKIE;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn_chain::{ChainStore, ExecutionParams, Hash, PublicKey, SecretKey, Store};
+use cairn_chain::{ChainStore, Hash, PublicKey, SecretKey, Store};
 use cairn_consensus::raft::{block_term, CommittedHead};
 use cairn_consensus::{
     ConsensusEngine, EngineStatus, Pbft, PbftConfig, PowConfig, Raft, RaftConfig, ValidatorId,
 };
 use cairn_driver::{Driver, Mempool};
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
-use cairn_p2p::{BlockSource, Command, PeerInfo};
+use cairn_p2p::BlockSource;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
 use crate::miner::Miner;
+use crate::shared::{now_ms, write_admin_cookie, Shared};
 
 mod shell;
 
@@ -30,63 +33,6 @@ mod shell;
 const RAFT_PIPELINE: usize = 3;
 /// A block request without an answer is given up after this long.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Everything the HTTP API reads, shared with the driver.
-#[derive(Debug)]
-pub struct Shared {
-    pub name: String,
-    pub store: Arc<Store>,
-    pub genesis: Genesis,
-    pub genesis_hash: Hash,
-    pub params: ExecutionParams,
-    pub node_id: String,
-    pub validator: Option<ValidatorId>,
-    pub mempool: Arc<Mutex<Mempool>>,
-    pub engine: Mutex<EngineStatus>,
-    pub peers: Arc<Mutex<Vec<PeerInfo>>>,
-    pub metrics: Metrics,
-    /// New transactions entered the mempool (API or gossip): the shell
-    /// tells the engine (at most every few milliseconds).
-    pub offer: Notify,
-    /// Peers blocked by the operator or for misbehaviour.
-    pub banned: Arc<Mutex<Vec<String>>>,
-    /// Admin commands for the network (block and unblock peers).
-    pub net_commands: mpsc::Sender<Command>,
-    /// The admin API's bearer token (also in [`ADMIN_COOKIE`]).
-    pub admin_token: String,
-    /// Events the network task dropped (its queue to the driver was full).
-    pub network_dropped: Arc<std::sync::atomic::AtomicU64>,
-    /// Sync requests this node answered "busy" (over a peer's quota).
-    pub sync_busy: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// The file in a node's home that holds the admin API's token, written
-/// afresh (mode 0600) at every start, like bitcoind's `.cookie`.
-pub const ADMIN_COOKIE: &str = "admin.cookie";
-
-/// Writes a fresh random admin token to `home/admin.cookie`, readable by
-/// the node's user only, and returns it.
-fn write_admin_cookie(home: &Path) -> Result<String> {
-    use rand::RngCore;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = hex::encode(bytes);
-    let path = home.join(ADMIN_COOKIE);
-    // A file left by another user or with wider rights is replaced, not
-    // reused: the new one is created with mode 0600.
-    let _ = std::fs::remove_file(&path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing the admin token to {}", path.display()))?;
-    file.write_all(token.as_bytes())
-        .with_context(|| format!("writing the admin token to {}", path.display()))?;
-    Ok(token)
-}
 
 struct StoreSource(Arc<Store>);
 
@@ -106,13 +52,6 @@ impl BlockSource for StoreSource {
                 Vec::new()
             })
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn peer_of(addr: &str) -> Option<PeerId> {

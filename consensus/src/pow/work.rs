@@ -24,9 +24,20 @@ impl PowSeal {
     }
 
     /// Reads a header's engine data.
-    pub fn decode(data: &[u8]) -> Result<Self, String> {
-        codec::decode(data, 16).map_err(|e| format!("bad proof-of-work seal: {e}"))
+    pub fn decode(data: &[u8]) -> Result<Self, ProofOfWorkError> {
+        codec::decode(data, 16).map_err(|e| ProofOfWorkError::Seal(e.to_string()))
     }
+}
+
+/// Why a header carries no valid proof of work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofOfWorkError {
+    #[error("bad proof-of-work seal: {0}")]
+    Seal(String),
+    #[error("difficulty 0")]
+    ZeroDifficulty,
+    #[error("proof-of-work hash is above the target of difficulty {0}")]
+    AboveTarget(u64),
 }
 
 /// The proof-of-work hash: double SHA-256 of the header's canonical
@@ -57,16 +68,13 @@ pub fn meets_target(hash: &Hash, target: &[u8; 32]) -> bool {
 
 /// Whether `header` carries a valid proof of work for the difficulty in
 /// its seal.
-pub fn check_pow(header: &Header) -> Result<PowSeal, String> {
+pub fn check_pow(header: &Header) -> Result<PowSeal, ProofOfWorkError> {
     let seal = PowSeal::decode(&header.engine_data)?;
     if seal.difficulty == 0 {
-        return Err("difficulty 0".into());
+        return Err(ProofOfWorkError::ZeroDifficulty);
     }
     if !meets_target(&pow_hash(header), &target(seal.difficulty)) {
-        return Err(format!(
-            "proof-of-work hash is above the target of difficulty {}",
-            seal.difficulty
-        ));
+        return Err(ProofOfWorkError::AboveTarget(seal.difficulty));
     }
     Ok(seal)
 }

@@ -15,8 +15,8 @@ use cairn_p2p::{Command, Event, GossipId, Topic, Verdict};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 
-use super::{now_ms, Shared};
 use crate::miner::Miner;
+use crate::shared::{now_ms, Shared};
 
 /// How long without a committed transaction before an idle node gives
 /// memory back.
@@ -501,6 +501,13 @@ impl Shell {
                 self.shared.metrics.compact_block(true);
                 let effects = self.driver.block(now_ms(), from, block);
                 self.after(effects).await?;
+                // Judged after the driver: a block the engine refused, or
+                // that did not execute as the new head, goes no further.
+                // (A block on a side branch is executed only once its
+                // branch leads: until then it is forwarded on its work.)
+                if self.driver.rejected_by_last_block(&hash) {
+                    return Ok(Verdict::Reject(format!("invalid block {hash}")));
+                }
                 Ok(Verdict::Accept)
             }
             // Its transactions left the mempool when this node stored it
