@@ -36,8 +36,11 @@ bench-network: deps
 
 # The consensus simulator over many seeds per scenario (SCENARIOS=raft/figure8
 # for one; see `cairn-sim list`).
+# (Built with the workspace's features: a build of one package would
+# resolve them anew and rebuild RocksDB.)
 soak: deps
-	cargo run --release -p cairn-sim --bin cairn-sim -- soak --seeds $(SEEDS) $(SCENARIOS)
+	cargo build --release --workspace --bins
+	$(CARGO_TARGET_DIR)/release/cairn-sim soak --seeds $(SEEDS) $(SCENARIOS)
 
 lint: deps
 	cargo fmt --all -- --check

@@ -72,6 +72,8 @@ pub const MAX_SIDE_BYTES: usize = 256 * 1024 * 1024;
 pub const MAX_REORG_DEPTH: u64 = 1_000;
 /// A mining template older than this is rebuilt (fresh timestamp).
 const TEMPLATE_MAX_AGE_MS: u64 = 10_000;
+/// The shortest wait the engine asks for between ticks.
+const MIN_TICK_MS: u64 = 20;
 
 /// Proof-of-work settings.
 #[derive(Debug, Clone)]
@@ -753,12 +755,30 @@ impl Pow {
         }
     }
 
+    /// When the engine next has something to do on a tick: an orphan
+    /// expires, a build asked for is overdue, the template is due for a
+    /// refresh. Anchored at when those things happened, not at the latest
+    /// input: a busy node still gets its ticks.
     fn next_timer(&self) -> u64 {
-        let mut at = self.now + ORPHAN_TTL_MS;
+        let mut at = self
+            .orphans
+            .values()
+            .map(|o| o.arrived + ORPHAN_TTL_MS)
+            .min()
+            .unwrap_or(self.now + ORPHAN_TTL_MS);
         if self.cfg.mining {
-            at = at.min(self.now + self.cfg.template_refresh_ms.max(1));
+            let refresh = self.cfg.template_refresh_ms.max(1);
+            let due = match (self.template, self.build_asked) {
+                (_, Some(asked)) => asked + refresh,
+                (Some(t), None) if self.ready > t.transactions => t.built_at + refresh,
+                (Some(t), None) => t.built_at + TEMPLATE_MAX_AGE_MS,
+                (None, None) => self.now + refresh,
+            };
+            at = at.min(due);
         }
-        at
+        // A deadline the tick did not act on (a refresh with nothing new)
+        // comes back no sooner than this.
+        at.max(self.now + MIN_TICK_MS)
     }
 
     /// Estimated network hash rate (hashes per second) over the last

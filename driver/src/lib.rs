@@ -119,10 +119,6 @@ pub enum Effect<P> {
         block: Block,
     },
     StopMining,
-    /// Announce a block this node mined.
-    PublishBlock {
-        block: Block,
-    },
     /// Announce a block the engine made final (its header).
     Announce {
         header: Header,
@@ -394,13 +390,11 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(self.done())
     }
 
-    /// A block this node's miners found: announced, and handed to the
-    /// engine.
+    /// A block this node's miners found, for the engine. The shell
+    /// publishes it first: applying it (executing, a synced write) takes
+    /// time its rivals use.
     pub fn mined(&mut self, now_ms: u64, block: Block) -> Result<Vec<Effect<P>>, DriverError> {
         tracing::info!(height = block.header.height, hash = %block.hash(), "mined a block");
-        self.effects.push(Effect::PublishBlock {
-            block: block.clone(),
-        });
         self.feed(now_ms, Input::Block { block })?;
         Ok(self.done())
     }

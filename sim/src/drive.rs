@@ -247,10 +247,6 @@ impl Sim {
             }
             Effect::Mine { block } => self.mine(node, block),
             Effect::StopMining => self.nodes[node as usize].mining_job += 1,
-            Effect::PublishBlock { block } if self.withholds(node) => {
-                self.withheld.push((node, block))
-            }
-            Effect::PublishBlock { block } => self.broadcast(node, Wire::Block(block)),
             Effect::Announce { header } => self.broadcast(
                 node,
                 Wire::Announce {

@@ -105,6 +105,12 @@ impl Sim {
         self.record(b'm', node, hash.as_ref());
         self.built.push((node, self.now, block.header.height, hash));
         self.log(|| format!("n{node} mines {} {hash}", block.header.height));
+        // Published before the node applies it, as the node does.
+        if self.withholds(node) {
+            self.withheld.push((node, block.clone()));
+        } else {
+            self.broadcast(node, crate::net::Wire::Block(block.clone()));
+        }
         self.drive(node, |d, now| d.mined(now, block));
     }
 

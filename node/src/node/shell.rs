@@ -115,6 +115,13 @@ impl Shell {
                 }
                 Some(block) = mined.recv() => {
                     self.shared.metrics.mined_blocks.inc();
+                    // Announced before it is applied here (execution and
+                    // a synced write): every millisecond helps its rivals.
+                    self.command(Command::Publish {
+                        topic: Topic::Blocks,
+                        data: CompactBlock::of(&block).encode(),
+                    })
+                    .await;
                     let effects = self.driver.mined(now_ms(), block);
                     self.after(effects).await?;
                 }
@@ -272,13 +279,6 @@ impl Shell {
                 if let Some(m) = &self.miner {
                     m.stop();
                 }
-            }
-            Effect::PublishBlock { block } => {
-                self.command(Command::Publish {
-                    topic: Topic::Blocks,
-                    data: CompactBlock::of(&block).encode(),
-                })
-                .await;
             }
             Effect::Announce { header } => {
                 self.command(Command::Publish {
