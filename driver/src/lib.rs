@@ -47,6 +47,18 @@ pub use mempool::{Mempool, Rejection};
 
 /// Most block origins remembered (to penalise or ask the sender).
 const MAX_ORIGINS: usize = 10_000;
+/// Pending transactions a block could take are gossiped again once they
+/// have been pending this long since last gossiped (see
+/// [`Mempool::rebroadcast`]), at most this many per round. Blocks come
+/// every 100 ms (Raft, PBFT) or 2 s (proof-of-work): a transaction still
+/// pending after 10 s has likely been missed by the block builder (a
+/// leader that restarted, a peer whose pool was full).
+const REBROADCAST_AFTER_MS: u64 = 10_000;
+const MAX_REBROADCAST: usize = 20_000;
+/// How long a transaction may wait behind a nonce gap before it is dropped.
+pub const WAITING_LIFETIME_MS: u64 = 10 * 60 * 1_000;
+/// How often the shell calls [`Driver::housekeeping`].
+pub const HOUSEKEEPING_EVERY_MS: u64 = 5_000;
 
 /// What the shell calls a peer: copied around, compared, logged.
 pub trait Peer: Copy + Eq + std::hash::Hash + std::fmt::Debug + std::fmt::Display {}
@@ -168,6 +180,10 @@ pub struct Stats {
     pub reorgs: u64,
     pub reverted_blocks: u64,
     pub max_reorg_depth: u64,
+    /// Transactions gossiped again, and dropped after waiting too long
+    /// behind a nonce gap.
+    pub rebroadcast: u64,
+    pub expired: u64,
 }
 
 /// The driver. See the crate docs.
@@ -200,6 +216,8 @@ pub struct Driver<S: ChainStore, P: Peer> {
     effects: Vec<Effect<P>>,
     /// Blocks found invalid since the last [`Driver::block`] began.
     rejected: Vec<Hash>,
+    /// Whether the engine said this node leads, after the last input.
+    leading: bool,
 }
 
 impl<S: ChainStore, P: Peer> std::fmt::Debug for Driver<S, P> {
@@ -242,6 +260,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             stats: Stats::default(),
             effects: Vec::new(),
             rejected: Vec::new(),
+            leading: false,
         }
     }
 
@@ -310,6 +329,35 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             self.timer = None;
         }
         self.feed(now_ms, Input::Tick)?;
+        Ok(self.done())
+    }
+
+    /// Every [`HOUSEKEEPING_EVERY_MS`]: gossips again the pending
+    /// transactions a block could take that stayed pending, and drops those
+    /// that waited too long behind a nonce gap.
+    pub fn housekeeping(&mut self) -> Result<Vec<Effect<P>>, DriverError> {
+        let (txs, expired) = {
+            let mut pool = self.pool()?;
+            let now = pool.now_ms();
+            let expired = pool.expire_waiting(now, WAITING_LIFETIME_MS);
+            (
+                pool.rebroadcast(now, REBROADCAST_AFTER_MS, MAX_REBROADCAST),
+                expired,
+            )
+        };
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "dropped transactions that waited {} minutes behind a nonce gap",
+                WAITING_LIFETIME_MS / 60_000
+            );
+        }
+        self.stats.expired += expired as u64;
+        self.stats.rebroadcast += txs.len() as u64;
+        if !txs.is_empty() {
+            tracing::debug!("gossiping {} pending transactions again", txs.len());
+            self.effects.push(Effect::GossipTransactions { txs });
+        }
         Ok(self.done())
     }
 
@@ -454,25 +502,41 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// inputs those produce) in order.
     fn feed(&mut self, now_ms: u64, input: Input) -> Result<(), DriverError> {
         let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            let Some(engine) = self.engine.as_mut() else {
+        loop {
+            while let Some(input) = queue.pop_front() {
+                let Some(engine) = self.engine.as_mut() else {
+                    return Ok(());
+                };
+                let actions = engine.handle(now_ms, input);
+                for action in actions {
+                    queue.extend(self.act(now_ms, action)?);
+                }
+            }
+            let Some(engine) = &self.engine else {
                 return Ok(());
             };
-            let actions = engine.handle(now_ms, input);
-            for action in actions {
-                queue.extend(self.act(now_ms, action)?);
-            }
-        }
-        if let Some(engine) = &self.engine {
             let st = engine.status();
+            let leading = self.cfg.me.is_some() && st.leader == self.cfg.me;
             // Nothing in flight, or no longer leading: the blocks this node
             // built are committed or gone.
-            if st.uncommitted == 0 || st.leader != self.cfg.me {
+            if st.uncommitted == 0 || !leading {
                 self.in_flight.clear();
             }
+            let took_over = leading && !self.leading;
+            self.leading = leading;
             self.status = Some(st);
+            // A node that starts leading hears what is ready at once: what
+            // it was told as a follower may be stale, and transactions
+            // already pending here may never be offered again.
+            if took_over {
+                let count = self.ready_count()?;
+                if count > 0 {
+                    queue.push_back(Input::TransactionsAvailable { count });
+                    continue;
+                }
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Every action of the last engine call, for tests of what engines

@@ -18,7 +18,8 @@
 //!   nonce, highest fee first across senders.
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt};
 
@@ -99,9 +100,9 @@ enum Room {
 #[derive(Debug)]
 struct Pending {
     tx: Transaction,
-    gossiped: Instant,
+    gossiped: u64,
     /// When it entered the pool (to expire it while it waits behind a gap).
-    added: Instant,
+    added: u64,
 }
 
 impl Queue {
@@ -120,7 +121,7 @@ impl Queue {
 
     /// Adds `tx` (gossiped at `now`), replacing the transaction with its
     /// nonce if any.
-    fn insert(&mut self, tx: Transaction, now: Instant) -> Option<Transaction> {
+    fn insert(&mut self, tx: Transaction, now: u64) -> Option<Transaction> {
         let pending = Pending {
             tx,
             gossiped: now,
@@ -227,6 +228,27 @@ pub struct Mempool {
     waiting_fee: HashMap<Address, u64>,
     /// The chain's minimum fee (genesis `min_fee`).
     fee_floor: u64,
+    /// The pool's clock in milliseconds: when transactions arrived and were
+    /// last gossiped (see [`Mempool::with_clock`]).
+    clock: PoolClock,
+}
+
+/// A clock in milliseconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+#[derive(Clone)]
+struct PoolClock(Clock);
+
+impl std::fmt::Debug for PoolClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolClock")
+    }
+}
+
+/// Milliseconds since the process's first look at this clock (monotonic).
+fn process_clock() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Mempool {
@@ -246,7 +268,21 @@ impl Mempool {
             waiting: BTreeSet::new(),
             waiting_fee: HashMap::new(),
             fee_floor: 0,
+            clock: PoolClock(Arc::new(process_clock)),
         }
+    }
+
+    /// Reads time from `clock` (the simulator's node clocks) instead of the
+    /// process's monotonic clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = PoolClock(clock);
+        self
+    }
+
+    /// The pool's clock now (what [`Mempool::rebroadcast`] and
+    /// [`Mempool::expire_waiting`] compare with).
+    pub fn now_ms(&self) -> u64 {
+        (self.clock.0)()
     }
 
     /// Refuses transactions paying less than `fee` (the chain's minimum).
@@ -307,7 +343,7 @@ impl Mempool {
         self.by_sender
             .entry(sender)
             .or_default()
-            .insert(tx, Instant::now());
+            .insert(tx, (self.clock.0)());
         self.next.insert(sender, account.nonce);
         self.recount(&sender);
         Ok(hash)
@@ -559,7 +595,7 @@ impl Mempool {
     /// followers accepted would never include them, and the followers'
     /// pools would stay full of them. Each call starts at the sender where
     /// the last one stopped, so every sender gets its turn.
-    pub fn rebroadcast(&mut self, now: Instant, age: Duration, max: usize) -> Vec<Transaction> {
+    pub fn rebroadcast(&mut self, now: u64, age: u64, max: usize) -> Vec<Transaction> {
         let mut out = Vec::new();
         let start = self.rebroadcast_from.take();
         let order: Box<dyn Iterator<Item = (&Address, &mut Queue)>> = match start {
@@ -582,7 +618,7 @@ impl Mempool {
                 if out.len() >= max {
                     break;
                 }
-                if now.saturating_duration_since(p.gossiped) >= age {
+                if now.saturating_sub(p.gossiped) >= age {
                     p.gossiped = now;
                     out.push(p.tx.clone());
                 }
@@ -596,7 +632,7 @@ impl Mempool {
     /// nonce was refused or never sent) and returns how many. A transaction
     /// a block can take never expires. Like go-ethereum's lifetime for its
     /// queued transactions; without it they stayed until evicted.
-    pub fn expire_waiting(&mut self, now: Instant, lifetime: Duration) -> usize {
+    pub fn expire_waiting(&mut self, now: u64, lifetime: u64) -> usize {
         let mut stale: Vec<(Address, u64)> = Vec::new();
         for sender in self.waiting_fee.keys() {
             let (Some(q), Some(&first)) = (self.by_sender.get(sender), self.next.get(sender))
@@ -607,7 +643,7 @@ impl Mempool {
             stale.extend(
                 q.0.iter()
                     .filter(|p| p.tx.nonce >= run_end)
-                    .filter(|p| now.saturating_duration_since(p.added) >= lifetime)
+                    .filter(|p| now.saturating_sub(p.added) >= lifetime)
                     .map(|p| (*sender, p.tx.nonce)),
             );
         }

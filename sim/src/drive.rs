@@ -3,12 +3,13 @@
 //! delivers what arrives to them, and wakes them when they asked.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use cairn_chain::{Block, ChainStore};
 use cairn_consensus::ValidatorId;
 use cairn_driver::admit::Signatures;
-use cairn_driver::{serve, Config, Driver, DriverError, Effect, Mempool};
+use cairn_driver::{serve, Config, Driver, DriverError, Effect, Mempool, HOUSEKEEPING_EVERY_MS};
 
 use crate::net::Wire;
 use crate::node::{Checked, SimDriver};
@@ -69,15 +70,23 @@ impl Sim {
             max_locator: 128,
             push_max: 1_000,
         };
-        let pool = Arc::new(Mutex::new(Mempool::new(
-            chain.params.chain_id.clone(),
-            100_000,
-            1_000,
-        )));
+        let clock = n.pool_clock.clone();
+        let pool = Arc::new(Mutex::new(
+            Mempool::new(chain.params.chain_id.clone(), 100_000, 1_000)
+                .with_clock(Arc::new(move || clock.load(Ordering::Relaxed))),
+        ));
         let peers = (0..self.cfg.validators).map(Some).collect();
         n.driver = Some(Driver::new(cfg, store, pool, Some(engine), peers));
         n.wake = None;
         n.reverted = 0;
+        let incarnation = n.incarnation;
+        self.schedule(
+            HOUSEKEEPING_EVERY_MS,
+            Event::Housekeeping {
+                node: id,
+                incarnation,
+            },
+        );
         self.record(b's', id, &[]);
         self.log(|| {
             format!(
@@ -125,7 +134,9 @@ impl Sim {
             return;
         }
         let now = self.node_clock(node);
-        let Some(driver) = self.nodes[node as usize].driver.as_mut() else {
+        let n = &mut self.nodes[node as usize];
+        n.pool_clock.store(now, Ordering::Relaxed);
+        let Some(driver) = n.driver.as_mut() else {
             return;
         };
         let result = call(driver, now);
@@ -200,6 +211,20 @@ impl Sim {
                 );
             }
         }
+    }
+
+    /// The node's housekeeping, every [`HOUSEKEEPING_EVERY_MS`] as on the
+    /// node.
+    pub(crate) fn housekeeping(&mut self, node: ValidatorId, incarnation: u64) {
+        let n = &self.nodes[node as usize];
+        if !n.up() || n.incarnation != incarnation {
+            return;
+        }
+        self.schedule(
+            HOUSEKEEPING_EVERY_MS,
+            Event::Housekeeping { node, incarnation },
+        );
+        self.drive(node, |d, _| d.housekeeping());
     }
 
     /// A wake-up the driver asked for.
@@ -336,10 +361,12 @@ impl Sim {
     /// A wallet (or a peer's gossip) hands `tx` to `node`, which gossips it
     /// on if the wallet sent it and it is new here.
     pub(crate) fn submit(&mut self, node: ValidatorId, tx: cairn_chain::Transaction, gossip: bool) {
+        let now = self.node_clock(node);
         let n = &self.nodes[node as usize];
         let Some(driver) = n.driver.as_ref() else {
             return;
         };
+        n.pool_clock.store(now, Ordering::Relaxed);
         let admitted = cairn_driver::admit(
             driver.mempool(),
             &*n.store,

@@ -160,6 +160,11 @@ enum Event {
         at: u64,
     },
     Client,
+    /// The node's periodic housekeeping (transaction rebroadcast).
+    Housekeeping {
+        node: ValidatorId,
+        incarnation: u64,
+    },
     /// A simulated miner found `block` for its job `job`.
     Mined {
         node: ValidatorId,
@@ -302,6 +307,7 @@ impl Sim {
                 },
                 wake: None,
                 mining_job: 0,
+                pool_clock: Arc::new(std::sync::atomic::AtomicU64::new(0)),
                 reverted: 0,
                 shown: None,
             })
@@ -718,6 +724,7 @@ impl Sim {
                 at,
             } => self.wake(node, incarnation, at),
             Event::Client => self.client_turn(),
+            Event::Housekeeping { node, incarnation } => self.housekeeping(node, incarnation),
             Event::Mined {
                 node,
                 incarnation,

@@ -112,6 +112,8 @@ pub(crate) struct SimNode {
     pub(crate) wake: Option<u64>,
     /// Proof-of-work: the current mining job (bumped to void a job).
     pub(crate) mining_job: u64,
+    /// The node's clock as its mempool reads it (set before every call).
+    pub(crate) pool_clock: Arc<std::sync::atomic::AtomicU64>,
     /// Blocks the driver had reverted at the last look (to see each
     /// reorganisation's depth).
     pub(crate) reverted: u64,

@@ -138,6 +138,11 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     // A node cut off from the leader kept deposing every new leader (no
     // pre-vote): the network never settled.
     ("raft/backtracking", 3, 216),
+    // Found by the soak of the one driver: a node that became leader with
+    // transfers already pending (its followers had them too, so clients'
+    // resubmissions were duplicates) was never told they were ready and
+    // proposed nothing.
+    ("raft/chaos", 5, 846),
 ];
 
 #[test]

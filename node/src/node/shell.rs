@@ -21,17 +21,8 @@ use crate::shared::{now_ms, Shared};
 /// How long without a committed transaction before an idle node gives
 /// memory back.
 const IDLE_RELEASE: Duration = Duration::from_secs(10);
-/// How often a node looks for transactions to gossip again, which ones
-/// (pending at least this long since last gossiped) and how many at most
-/// (see [`cairn_driver::Mempool::rebroadcast`]). Blocks come every 100 ms
-/// (Raft, PBFT) or 2 s (proof-of-work): a transaction a block could take
-/// that is still pending after 10 s has likely been missed by the block
-/// builder.
-const REBROADCAST_EVERY: Duration = Duration::from_secs(5);
-const REBROADCAST_AFTER: Duration = Duration::from_secs(10);
-const MAX_REBROADCAST: usize = 20_000;
-/// How long a transaction may wait behind a nonce gap before it is dropped.
-const WAITING_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// How often the driver's housekeeping runs (rebroadcast, expiry).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(cairn_driver::HOUSEKEEPING_EVERY_MS);
 /// The largest block announcement (a header) accepted.
 const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 /// The engine hears of new transactions at most this often: counting what
@@ -87,7 +78,7 @@ impl Shell {
             last_offer: now,
             last_commit: now,
             memory_released: true,
-            next_housekeeping: now + REBROADCAST_EVERY,
+            next_housekeeping: now + HOUSEKEEPING_EVERY,
             seen: cairn_driver::Stats::default(),
         }
     }
@@ -162,8 +153,9 @@ impl Shell {
             self.after(effects).await?;
         }
         if self.next_housekeeping <= now {
-            self.next_housekeeping = now + REBROADCAST_EVERY;
-            self.rebroadcast().await;
+            self.next_housekeeping = now + HOUSEKEEPING_EVERY;
+            let effects = self.driver.housekeeping();
+            self.after(effects).await?;
             // The loop's own heap (this thread is no runtime worker).
             cairn_allocator::collect_if_requested();
         }
@@ -193,6 +185,10 @@ impl Shell {
         m.reorgs.inc_by(s.reorgs.saturating_sub(self.seen.reorgs));
         m.reverted_blocks
             .inc_by(s.reverted_blocks.saturating_sub(self.seen.reverted_blocks));
+        m.rebroadcast
+            .inc_by(s.rebroadcast.saturating_sub(self.seen.rebroadcast));
+        m.expired
+            .inc_by(s.expired.saturating_sub(self.seen.expired));
         self.seen = s;
         if let Some(st) = self.driver.status() {
             m.set_engine(st);
@@ -299,35 +295,6 @@ impl Shell {
                 m.blocks.inc();
                 m.transactions.inc_by(block.transactions.len() as u64);
             }
-        }
-    }
-
-    /// Gossips again the pending transactions a block could take that
-    /// stayed pending, and drops those that waited too long behind a gap.
-    async fn rebroadcast(&mut self) {
-        let (txs, expired) = match self.shared.mempool.lock() {
-            Ok(mut pool) => {
-                let now = Instant::now();
-                let expired = pool.expire_waiting(now, WAITING_LIFETIME);
-                (
-                    pool.rebroadcast(now, REBROADCAST_AFTER, MAX_REBROADCAST),
-                    expired,
-                )
-            }
-            Err(_) => return,
-        };
-        if expired > 0 {
-            tracing::info!(
-                expired,
-                "dropped transactions that waited {} minutes behind a nonce gap",
-                WAITING_LIFETIME.as_secs() / 60
-            );
-            self.shared.metrics.expired.inc_by(expired as u64);
-        }
-        if !txs.is_empty() {
-            tracing::debug!("gossiping {} pending transactions again", txs.len());
-            self.shared.metrics.rebroadcast.inc_by(txs.len() as u64);
-            self.gossip_transactions(&txs).await;
         }
     }
 
