@@ -75,6 +75,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         }
         if imported > 0 {
             tracing::info!(imported, height = self.store.head()?.height, "synced");
+            // Transactions that waited behind the synced blocks' nonces
+            // are ready now; a leader that caught up proposes them.
+            let count = self.ready_count()?;
+            self.feed(now_ms, Input::TransactionsAvailable { count })?;
         }
         if full && imported > 0 {
             self.start_sync(now_ms, from)?;

@@ -298,3 +298,52 @@ fn a_head_move_reverts_and_returns_the_abandoned_transactions() {
         .iter()
         .any(|e| matches!(e, Effect::GossipTransactions { txs } if txs.len() == back.len())));
 }
+
+#[test]
+fn transfers_that_waited_behind_synced_blocks_are_offered_to_the_engine() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let block = valid_chain(&chain, 1, 1).remove(0);
+    let mut s = setup(Vec::new());
+    // The next transfer of one of the block's senders: behind a nonce gap
+    // until the block is here.
+    let last = block.transactions.last().expect("a transfer").clone();
+    let key = chain
+        .keys
+        .iter()
+        .find(|k| k.public_key() == last.from)
+        .expect("a test key");
+    let next = cairn_chain::Transaction::new_signed(
+        key,
+        &chain.params.chain_id,
+        &chain.params.genesis_hash,
+        last.to,
+        1,
+        1,
+        last.nonce + 1,
+    );
+    let account = cairn_chain::state::read_account(&*s.store, &key.address()).expect("account");
+    s.driver
+        .mempool()
+        .lock()
+        .expect("pool")
+        .insert(next, account)
+        .expect("a waiting transfer");
+    assert_eq!(s.driver.transactions_added(5).expect("added"), Vec::new());
+    assert!(inputs(&s).is_empty(), "nothing is ready yet");
+    // A peer two blocks ahead: sync from it, import its block.
+    let effects = s.driver.announced(10, 1, 2).expect("announced");
+    assert_eq!(effects, vec![Effect::GetBlocks { peer: 1, from: 1 }]);
+    s.driver.blocks(20, 1, vec![block.clone()]).expect("import");
+    assert_eq!(s.store.head_hash().expect("head"), block.hash());
+    let seen = inputs(&s);
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [
+                Input::Committed { height: 1, .. },
+                Input::TransactionsAvailable { count: 1 }
+            ]
+        ),
+        "{seen:?}"
+    );
+}

@@ -134,12 +134,16 @@ impl Sim {
             return;
         }
         let now = self.node_clock(node);
+        let at = self.now;
         let n = &mut self.nodes[node as usize];
         n.pool_clock.store(now, Ordering::Relaxed);
         let Some(driver) = n.driver.as_mut() else {
             return;
         };
+        // With `--log`, what the driver logs names the node and the time.
+        let span = tracing::info_span!("", node, at).entered();
         let result = call(driver, now);
+        drop(span);
         let failed = self.check_failed.lock().ok().and_then(|mut f| f.take());
         if let Some(e) = failed {
             return self.fail(Violation::Scenario(e));

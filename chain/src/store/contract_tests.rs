@@ -47,7 +47,7 @@ fn memory(chain: &TestChain, undo: bool) -> (Option<tempfile::TempDir>, MemStore
 }
 
 /// Builds `n` blocks on the store's head and commits them; returns them.
-fn grow(
+pub(super) fn grow(
     store: &impl ChainStore,
     chain: &TestChain,
     rng: &mut ChaCha8Rng,

@@ -1,3 +1,4 @@
+use super::contract_tests::grow;
 use super::*;
 use crate::testkit::TestChain;
 use rand::SeedableRng;
@@ -10,30 +11,6 @@ fn open(chain: &TestChain) -> (tempfile::TempDir, Store) {
         .init_genesis(&chain.genesis, &chain.genesis_state)
         .expect("genesis");
     (dir, store)
-}
-
-/// Builds `n` blocks on the store's head and commits them; returns them.
-fn grow(
-    store: &Store,
-    chain: &TestChain,
-    rng: &mut ChaCha8Rng,
-    n: usize,
-    proposer: usize,
-) -> Vec<Block> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let head = store.head().expect("head");
-        let txs = chain.random_transfers(rng, store, 20).expect("txs");
-        let p = chain
-            .block_on(store, &head, proposer, txs)
-            .expect("propose");
-        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
-        store
-            .commit_block(&p.block, &p.executed.changes)
-            .expect("commit");
-        out.push(p.block);
-    }
-    out
 }
 
 #[test]

@@ -34,7 +34,8 @@ enum Command {
         /// digest).
         #[arg(long)]
         trace: bool,
-        /// Print what happens (roles, final blocks, faults) to stderr.
+        /// Print what happens (roles, final blocks, faults) and what the
+        /// drivers log (`RUST_LOG` filters it; default `info`) to stderr.
         #[arg(long)]
         log: bool,
         /// Run every node on the node's RocksDB store (in a temporary
@@ -81,6 +82,18 @@ fn main() -> ExitCode {
                 eprintln!("error: no scenario {scenario:?} (see `cairn-sim list`)");
                 return ExitCode::from(2);
             };
+            if log {
+                // The driver's own log lines, tagged with node and time.
+                tracing_subscriber::fmt()
+                    .with_env_filter(
+                        tracing_subscriber::EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                    )
+                    .without_time()
+                    .with_target(false)
+                    .with_writer(std::io::stderr)
+                    .init();
+            }
             let started = Instant::now();
             match scenarios::run(
                 &s,
