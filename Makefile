@@ -9,7 +9,7 @@ DEVNET_DIR ?= devnet
 ENGINE ?= raft
 VALIDATORS ?=
 
-.PHONY: deps build test devnet bench bench-network soak lint fmt
+.PHONY: deps build test devnet bench bench-network soak chaos lint fmt
 SEEDS ?= 10000
 
 deps:
@@ -41,6 +41,17 @@ bench-network: deps
 soak: deps
 	cargo build --release --workspace --bins
 	$(CARGO_TARGET_DIR)/release/cairn-sim soak --seeds $(SEEDS) $(SCENARIOS)
+
+# A real devnet under load and a seeded schedule of faults (kill -9,
+# SIGSTOP, partitions), then a check of every node's chain against what the
+# clients saw. A failing run prints the command that replays it.
+SEED ?= 1
+DURATION ?= 120
+RATE ?= 50
+FAULTS ?= kill,pause,isolate,halves
+chaos: build
+	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(ENGINE) --seed $(SEED) --duration $(DURATION) \
+		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS)
 
 lint: deps
 	cargo fmt --all -- --check

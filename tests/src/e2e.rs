@@ -16,9 +16,14 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// Starts `cairn-node run --home <home>`, logging to `home/node.log`.
+    /// Starts `cairn-node run --home <home>`, appending its output to
+    /// `home/node.log` (a restart keeps what the last run wrote).
     pub fn start(home: &Path) -> Self {
-        let log = std::fs::File::create(home.join("node.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("node.log"))
+            .expect("log file");
         let child = Command::new(workspace_bin("cairn-node"))
             .args(["run", "--home"])
             .arg(home)
@@ -31,6 +36,32 @@ impl NodeProc {
             child: Some(child),
         }
     }
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and has not been killed.
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP: the process freezes, its sockets stay open.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NodeProc::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

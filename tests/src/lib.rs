@@ -1,5 +1,6 @@
 //! Helpers shared by Cairn's end-to-end tests, which run real processes.
 
+pub mod chaos;
 pub mod e2e;
 
 use std::path::PathBuf;
@@ -17,11 +18,12 @@ pub fn crash_chain() -> TestChain {
 /// all before running the tests.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
+    // target/<profile>/deps/<test> → target/<profile>/<name>; a binary
+    // (`cairn-chaos`) lives in target/<profile> itself.
+    let mut dir = exe.parent().expect("binaries live in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps lives in target/<profile>");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -40,14 +40,64 @@ pub struct BenchSpec {
     pub series_every: Duration,
 }
 
-struct Batch {
+/// Signed transfers posted together to `POST /transactions/batch`.
+#[derive(Debug, Clone)]
+pub struct Batch {
     /// Index into the schedule: due at `start + index × batch_every`.
-    index: usize,
-    body: String,
-    hashes: Vec<String>,
+    pub index: usize,
+    /// The JSON array of transfers.
+    pub body: String,
+    /// Their hashes, in order.
+    pub hashes: Vec<String>,
 }
 
-fn agent() -> ureq::Agent {
+/// What a node answered for one transfer of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    Accepted,
+    /// Refused with this error code (`nonce_too_low`, `mempool_full`, …).
+    Refused(String),
+    /// No answer: the node is down or stopped, or the answer could not be
+    /// read (`unreachable`, `timed_out`, `unreadable_answer`).
+    NoAnswer(String),
+}
+
+/// Posts `batch` to `node`; one outcome per transfer, in order.
+pub fn submit(agent: &ureq::Agent, node: &str, batch: &Batch) -> Vec<Submitted> {
+    let all = |o: Submitted| vec![o; batch.hashes.len()];
+    let answer = agent
+        .post(format!("{node}/transactions/batch"))
+        .header("content-type", "application/json")
+        .send(batch.body.as_str());
+    let mut r = match answer {
+        Ok(r) => r,
+        Err(ureq::Error::Timeout(_)) => return all(Submitted::NoAnswer("timed_out".into())),
+        Err(_) => return all(Submitted::NoAnswer("unreachable".into())),
+    };
+    match r.body_mut().read_json::<Value>() {
+        Ok(v) => match v["results"].as_array() {
+            Some(results) if results.len() == batch.hashes.len() => results
+                .iter()
+                .map(|res| match res["error"]["code"].as_str() {
+                    Some(code) => Submitted::Refused(code.to_owned()),
+                    None => Submitted::Accepted,
+                })
+                .collect(),
+            Some(_) => all(Submitted::NoAnswer("unreadable_answer".into())),
+            None => all(Submitted::Refused(
+                v["error"]["code"]
+                    .as_str()
+                    .unwrap_or("http_error")
+                    .to_owned(),
+            )),
+        },
+        Err(_) => all(Submitted::NoAnswer("unreadable_answer".into())),
+    }
+}
+
+/// An HTTP client for the load: generous timeout, error statuses are
+/// answers.
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
@@ -55,7 +105,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value> {
+pub fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value> {
     let mut r = agent
         .get(url)
         .call()
@@ -66,7 +116,7 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Result<Value> {
 }
 
 /// Next nonce of every benchmark account, asked in parallel.
-fn nonces(node: &str, keys: &[SecretKey]) -> Result<Vec<u64>> {
+pub fn nonces(node: &str, keys: &[SecretKey]) -> Result<Vec<u64>> {
     let step = keys.len().div_ceil(8).max(1);
     let chunks: Vec<(usize, &[SecretKey])> = keys.chunks(step).enumerate().collect();
     let out = Mutex::new(vec![0u64; keys.len()]);
@@ -103,8 +153,9 @@ fn nonces(node: &str, keys: &[SecretKey]) -> Result<Vec<u64>> {
     out.into_inner().map_err(|_| anyhow!("nonce lock"))
 }
 
-/// Signs the whole run, in batches, on every core.
-fn sign_batches(
+/// Signs the whole run (`rate` × (warm-up + duration) transfers, each
+/// benchmark account to the next), in batches, on every core.
+pub fn sign_batches(
     spec: &BenchSpec,
     chain_id: &str,
     genesis: &cairn_chain::Hash,
@@ -291,39 +342,22 @@ pub fn run(spec: &BenchSpec) -> Result<Value> {
                     _ => return,
                 };
                 let node = &nodes[batch.index % nodes.len()];
-                let answer = agent
-                    .post(format!("{node}/transactions/batch"))
-                    .header("content-type", "application/json")
-                    .send(batch.body.as_str());
-                let mut rej = rejections.lock().unwrap_or_else(|e| e.into_inner());
-                match answer {
-                    Ok(mut r) => match r.body_mut().read_json::<Value>() {
-                        Ok(v) if v["results"].is_array() => {
-                            let mut ok = 0;
-                            for res in v["results"].as_array().into_iter().flatten() {
-                                match res["error"]["code"].as_str() {
-                                    Some(code) => *rej.entry(code.to_owned()).or_default() += 1,
-                                    None => ok += 1,
-                                }
-                            }
-                            if let Ok(mut a) = accepted.lock() {
-                                a.0 += ok;
-                                if batch.index >= first_measured {
-                                    a.1 += ok;
-                                }
-                            }
+                let outcomes = submit(&agent, node, &batch);
+                let ok = outcomes
+                    .iter()
+                    .filter(|o| **o == Submitted::Accepted)
+                    .count() as u64;
+                if let Ok(mut rej) = rejections.lock() {
+                    for o in outcomes {
+                        if let Submitted::Refused(code) | Submitted::NoAnswer(code) = o {
+                            *rej.entry(code).or_default() += 1;
                         }
-                        Ok(v) => {
-                            let code = v["error"]["code"].as_str().unwrap_or("http_error");
-                            *rej.entry(code.to_owned()).or_default() += batch.hashes.len() as u64;
-                        }
-                        Err(_) => {
-                            *rej.entry("unreadable_answer".into()).or_default() +=
-                                batch.hashes.len() as u64
-                        }
-                    },
-                    Err(_) => {
-                        *rej.entry("unreachable".into()).or_default() += batch.hashes.len() as u64
+                    }
+                }
+                if let Ok(mut a) = accepted.lock() {
+                    a.0 += ok;
+                    if batch.index >= first_measured {
+                        a.1 += ok;
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! `cairn-wallet`: keys, transfers and queries against a Cairn node's HTTP API.
 //! Every failure is one line on stderr and a non-zero exit.
 
-mod bench;
+use cairn_wallet::{bench, genesis_hash};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -373,13 +373,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The genesis hash a node's `/status` reports: transactions are signed for
-/// that network.
-pub(crate) fn genesis_hash(status: &serde_json::Value) -> Result<cairn_chain::Hash> {
-    let text = status["genesis_hash"]
-        .as_str()
-        .context("the node did not say its genesis hash")?;
-    cairn_chain::Hash::from_hex(text).context("the node sent a malformed genesis hash")
 }

@@ -1,0 +1,207 @@
+//! The devnet under test: `cairn-node` processes on loopback, and the
+//! faults applied to them — signals for kills and pauses, the nodes' own
+//! admin bans (both ends of every cut link) for partitions.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_genesis::{generate, GeneratedNetwork, NetworkSpec};
+use serde_json::Value;
+
+use super::plan::{Fault, FaultKind};
+use super::Options;
+use crate::e2e::{admin_token, NodeProc};
+
+/// Benchmark accounts the load sends from, funded at genesis.
+pub const LOAD_ACCOUNTS: u32 = 400;
+
+pub struct Cluster {
+    pub net: GeneratedNetwork,
+    pub nodes: Vec<NodeProc>,
+    pub urls: Vec<String>,
+    /// Each node's libp2p peer id (its key survives restarts).
+    pub peer_ids: Vec<String>,
+    agent: ureq::Agent,
+}
+
+/// A short-timeout client: a paused node must not hold the runner up.
+pub fn quick_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn get(agent: &ureq::Agent, url: &str) -> Option<Value> {
+    let mut r = agent.get(url).call().ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.body_mut().read_json().ok()
+}
+
+impl Cluster {
+    /// Generates the network in `dir` and starts every node; returns once
+    /// every node answers.
+    pub fn start(opts: &Options, dir: &Path) -> Result<Cluster> {
+        let spec = NetworkSpec {
+            engine: opts.engine,
+            validators: opts.validators,
+            chain_id: format!("chaos-{}", opts.engine.as_str()),
+            base_port: opts.base_port,
+            seed: Some(opts.seed),
+            bench_accounts: LOAD_ACCOUNTS,
+            bench_seed: opts.seed,
+            bench_balance: 1_000_000_000,
+            ..NetworkSpec::default()
+        };
+        let net = generate(&spec, dir).context("generating the network")?;
+        let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+        let nodes = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+        let mut cluster = Cluster {
+            net,
+            nodes,
+            urls,
+            peer_ids: Vec::new(),
+            agent: quick_agent(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..cluster.urls.len() {
+            loop {
+                if let Some(id) = cluster
+                    .status(i)
+                    .and_then(|s| s["node_id"].as_str().map(str::to_owned))
+                {
+                    cluster.peer_ids.push(id);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "node n{i} did not answer on {} within 60 s (see {}/node.log)",
+                        cluster.urls[i],
+                        cluster.nodes[i].home.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn status(&self, i: usize) -> Option<Value> {
+        get(&self.agent, &format!("{}/status", self.urls[i]))
+    }
+
+    /// Every node's height, `None` where it does not answer.
+    pub fn heights(&self) -> Vec<Option<u64>> {
+        (0..self.len())
+            .map(|i| self.status(i).and_then(|s| s["height"].as_u64()))
+            .collect()
+    }
+
+    /// Starts the fault.
+    pub fn apply(&mut self, f: &Fault) {
+        match f.kind {
+            FaultKind::Kill => {
+                for &n in &f.nodes {
+                    self.nodes[n].kill9();
+                }
+            }
+            FaultKind::Pause => {
+                for &n in &f.nodes {
+                    self.nodes[n].pause();
+                }
+            }
+            FaultKind::Isolate | FaultKind::Halves => {
+                for (a, b) in self.cut_links(f) {
+                    self.block(a, b, true);
+                    self.block(b, a, true);
+                }
+            }
+        }
+    }
+
+    /// Ends the fault: restarts, resumes, or unblocks both ends of every
+    /// cut link.
+    pub fn heal(&mut self, f: &Fault) {
+        match f.kind {
+            FaultKind::Kill => {
+                for &n in &f.nodes {
+                    let home = self.nodes[n].home.clone();
+                    self.nodes[n] = NodeProc::start(&home);
+                }
+            }
+            FaultKind::Pause => {
+                for &n in &f.nodes {
+                    self.nodes[n].resume();
+                }
+            }
+            FaultKind::Isolate | FaultKind::Halves => {
+                for (a, b) in self.cut_links(f) {
+                    self.block(a, b, false);
+                    self.block(b, a, false);
+                }
+            }
+        }
+    }
+
+    /// The links a partition cuts: every pair across the divide.
+    fn cut_links(&self, f: &Fault) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for a in f.nodes.iter().copied() {
+            for b in (0..self.len()).filter(|b| !f.nodes.contains(b)) {
+                out.push((a, b));
+            }
+        }
+        out
+    }
+
+    /// `node` bans (or unbans) `peer`, retried for a few seconds: a node
+    /// just restarted may not answer yet.
+    fn block(&self, node: usize, peer: usize, ban: bool) {
+        let path = if ban { "ban" } else { "unban" };
+        let url = format!("{}/admin/{path}", self.urls[node]);
+        let body = format!("{{\"peer\": \"{}\"}}", self.peer_ids[peer]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let auth = format!("Bearer {}", admin_token(&self.nodes[node].home));
+            let answer = self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("authorization", &auth)
+                .send(body.as_str());
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("chaos: n{node} did not take the {path} of n{peer}");
+    }
+
+    /// Ends every fault that may still hold: resumes every node, starts
+    /// the dead ones, unblocks every link.
+    pub fn heal_all(&mut self) {
+        for n in 0..self.len() {
+            if self.nodes[n].is_up() {
+                self.nodes[n].resume();
+            } else {
+                let home = self.nodes[n].home.clone();
+                self.nodes[n] = NodeProc::start(&home);
+            }
+        }
+        for a in 0..self.len() {
+            for b in 0..self.len() {
+                if a != b {
+                    self.block(a, b, false);
+                }
+            }
+        }
+    }
+}
