@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Cairn needs and a fresh Debian machine lacks:
-# libclang (bindgen, for RocksDB's bindings) and a C++ compiler.
+# libclang (bindgen, for RocksDB's bindings), a C++ compiler, and libfaketime
+# (the chaos tests' clock skew).
 set -euo pipefail
 
 need=()
@@ -9,6 +10,8 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
 fi
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# The chaos tests skew a node's clock with libfaketime.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2

@@ -189,6 +189,11 @@ pub fn run(opts: &Options) -> Result<Report> {
             temp.path().to_owned()
         }
     };
+    if opts.faults.contains(&FaultKind::Skew) && !cluster::can_skew() {
+        anyhow::bail!(
+            "the skew fault needs libfaketime (Debian's faketime package; scripts/install-deps.sh installs it)"
+        );
+    }
     let faults = plan(
         opts.seed,
         opts.engine,

@@ -19,6 +19,11 @@ impl NodeProc {
     /// Starts `cairn-node run --home <home>`, appending its output to
     /// `home/node.log` (a restart keeps what the last run wrote).
     pub fn start(home: &Path) -> Self {
+        Self::start_with_env(home, &[])
+    }
+
+    /// [`NodeProc::start`] with these environment variables set.
+    pub fn start_with_env(home: &Path, env: &[(&str, String)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -27,6 +32,7 @@ impl NodeProc {
         let child = Command::new(workspace_bin("cairn-node"))
             .args(["run", "--home"])
             .arg(home)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

@@ -38,7 +38,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,isolate,halves"
+        default_value = "kill,pause,isolate,halves,skew"
     )]
     faults: Vec<FaultKind>,
     /// Keep the network (homes, logs) here instead of a temporary

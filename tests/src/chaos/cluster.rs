@@ -25,6 +25,25 @@ pub struct Cluster {
     agent: ureq::Agent,
 }
 
+/// libfaketime, multi-threaded build (Debian's `faketime` package).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Whether the clock-skew fault can run here.
+pub fn can_skew() -> bool {
+    Path::new(LIBFAKETIME).exists()
+}
+
+/// The environment that starts a process with its wall clock `skew_ms`
+/// off; its monotonic clock (timers) stays true.
+fn skewed_clock(skew_ms: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+        ("FAKETIME", format!("{:+.3}s", skew_ms as f64 / 1000.0)),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ("FAKETIME_DONT_RESET", "1".to_owned()),
+    ]
+}
+
 /// A short-timeout client: a paused node must not hold the runner up.
 pub fn quick_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -124,6 +143,13 @@ impl Cluster {
                     self.block(b, a, true);
                 }
             }
+            FaultKind::Skew => {
+                for &n in &f.nodes {
+                    self.nodes[n].kill9();
+                    let home = self.nodes[n].home.clone();
+                    self.nodes[n] = NodeProc::start_with_env(&home, &skewed_clock(f.skew_ms));
+                }
+            }
         }
     }
 
@@ -131,8 +157,9 @@ impl Cluster {
     /// cut link.
     pub fn heal(&mut self, f: &Fault) {
         match f.kind {
-            FaultKind::Kill => {
+            FaultKind::Kill | FaultKind::Skew => {
                 for &n in &f.nodes {
+                    self.nodes[n].kill9();
                     let home = self.nodes[n].home.clone();
                     self.nodes[n] = NodeProc::start(&home);
                 }

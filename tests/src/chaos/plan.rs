@@ -21,14 +21,19 @@ pub enum FaultKind {
     Isolate,
     /// The network split into two halves.
     Halves,
+    /// One node restarted with its wall clock off by seconds to minutes
+    /// (libfaketime), restarted again with the true time when the fault
+    /// ends.
+    Skew,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Isolate,
         FaultKind::Halves,
+        FaultKind::Skew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +42,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Isolate => "isolate",
             FaultKind::Halves => "halves",
+            FaultKind::Skew => "skew",
         }
     }
 }
@@ -50,6 +56,9 @@ pub struct Fault {
     /// The node faulted; for [`FaultKind::Halves`], one half.
     pub nodes: Vec<usize>,
     pub lasts: Duration,
+    /// [`FaultKind::Skew`]: how far the node's clock is off (ms; ahead
+    /// when positive).
+    pub skew_ms: i64,
 }
 
 impl fmt::Display for Fault {
@@ -60,6 +69,12 @@ impl fmt::Display for Fault {
             FaultKind::Pause => format!("SIGSTOP {}, SIGCONT after", names.join(" ")),
             FaultKind::Isolate => format!("cut {} off from the others for", names.join(" ")),
             FaultKind::Halves => format!("split {{{}}} from the rest for", names.join(", ")),
+            FaultKind::Skew => format!(
+                "restart {} with its clock {:.1} s {}, true time again after",
+                names.join(" "),
+                self.skew_ms.unsigned_abs() as f64 / 1000.0,
+                if self.skew_ms >= 0 { "ahead" } else { "behind" }
+            ),
         };
         write!(
             f,
@@ -108,6 +123,19 @@ pub fn plan(
             }
             FaultKind::Isolate => ms(&mut rng, 3_000, 12_000),
             FaultKind::Halves => ms(&mut rng, 3_000, 10_000),
+            FaultKind::Skew => ms(&mut rng, 10_000, 30_000),
+        };
+        // Seconds to minutes, either way.
+        let skew_ms = match kind {
+            FaultKind::Skew => {
+                let magnitude = rng.gen_range(2_000..=120_000i64);
+                if rng.gen_bool(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                }
+            }
+            _ => 0,
         };
         if at + lasts > duration {
             return out;
@@ -127,6 +155,7 @@ pub fn plan(
             kind,
             nodes: victims,
             lasts,
+            skew_ms,
         });
         at += lasts + ms(&mut rng, 3_000, 8_000);
     }
@@ -152,6 +181,10 @@ mod tests {
             match f.kind {
                 FaultKind::Halves => assert_eq!(f.nodes.len(), 2),
                 _ => assert_eq!(f.nodes.len(), 1),
+            }
+            match f.kind {
+                FaultKind::Skew => assert!((2_000..=120_000).contains(&f.skew_ms.abs())),
+                _ => assert_eq!(f.skew_ms, 0),
             }
         }
         for kind in FaultKind::ALL {
