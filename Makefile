@@ -48,7 +48,7 @@ soak: deps
 SEED ?= 1
 DURATION ?= 120
 RATE ?= 50
-FAULTS ?= kill,pause,isolate,halves,skew
+FAULTS ?= kill,pause,isolate,halves,skew,disk-full
 chaos: build
 	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(ENGINE) --seed $(SEED) --duration $(DURATION) \
 		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS)

@@ -75,11 +75,12 @@ const FORMAT: u32 = 2;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_UNDO_BYTES: usize = 512 * 1024 * 1024;
 
-/// A store operation failed.
+/// A store operation failed. Messages carry their cause (no `source`), so
+/// a chain of contexts prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("RocksDB error: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    #[error("RocksDB: {0}")]
+    Rocks(rocksdb::Error),
     #[error("cannot open the database at {path}: {reason}")]
     Open { path: PathBuf, reason: String },
     #[error("corrupt {what}: {reason}")]
@@ -107,6 +108,12 @@ pub enum StoreError {
     NoUndo { block: Hash },
     #[error("cannot revert {requested} blocks from height {height}: genesis is never reverted")]
     RevertPastGenesis { requested: u64, height: u64 },
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Rocks(e)
+    }
 }
 
 impl From<StoreError> for StateError {

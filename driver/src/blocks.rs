@@ -15,9 +15,9 @@ use crate::{Driver, DriverError, Effect, Peer};
 pub enum BlockProblem {
     #[error("transaction {tx} has a bad signature: {reason}")]
     BadSignature { tx: Hash, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Execution(#[from] cairn_chain::ExecutionError),
-    #[error("{0}")]
+    #[error(transparent)]
     Block(#[from] cairn_chain::BlockError),
     #[error("the engine asked for a block on {parent} at {height}, the chain ends at {tip}")]
     WrongParent { parent: Hash, height: u64, tip: u64 },

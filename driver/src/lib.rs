@@ -147,19 +147,32 @@ pub enum Effect<P> {
     },
 }
 
-/// What stops the node.
+/// What stops the node. Each message carries its cause (no `source`), so
+/// a chain of contexts prints every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("the store failed: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("reading state: {0}")]
-    State(#[from] StateError),
+    State(StateError),
     #[error("cannot apply final block {height}: {reason}")]
     FinalBlock { height: u64, reason: String },
     #[error("the engine made block {hash} final at height {height}, where the chain holds {held}")]
     ConflictingFinal { height: u64, hash: Hash, held: Hash },
     #[error("the mempool's lock is poisoned")]
     Poisoned,
+}
+
+impl From<StoreError> for DriverError {
+    fn from(e: StoreError) -> Self {
+        DriverError::Store(e)
+    }
+}
+
+impl From<StateError> for DriverError {
+    fn from(e: StateError) -> Self {
+        DriverError::State(e)
+    }
 }
 
 /// What a driver did since it started (the node's metrics, the

@@ -97,7 +97,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("error: {text}");
+            if text.contains("No space left on device") {
+                eprintln!(
+                    "hint: the disk holding the node's data directory is full; free space and \
+                     start the node again (what it committed is kept)"
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -87,6 +87,9 @@ pub struct Report {
     /// From the end of the load until every node held the same head.
     pub settled_after: Duration,
     pub findings: Findings,
+    /// What the runner saw that is no violation (how a node met a full
+    /// disk).
+    pub notes: Vec<String>,
     pub dir: PathBuf,
 }
 
@@ -162,6 +165,9 @@ impl fmt::Display for Report {
                     times.len()
                 )?;
             }
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
         }
         for v in &self.findings.violations {
             writeln!(f, "VIOLATION: {v}")?;
@@ -291,6 +297,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         acknowledged: history.values().filter(|e| e.acked.is_some()).count(),
         settled_after,
         findings,
+        notes: cluster.notes.clone(),
         dir: dir.clone(),
     };
     drop(cluster);

@@ -38,7 +38,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,pause,isolate,halves,skew"
+        default_value = "kill,pause,isolate,halves,skew,disk-full"
     )]
     faults: Vec<FaultKind>,
     /// Keep the network (homes, logs) here instead of a temporary

@@ -2,14 +2,15 @@
 //! faults applied to them — signals for kills and pauses, the nodes' own
 //! admin bans (both ends of every cut link) for partitions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_genesis::{generate, GeneratedNetwork, NetworkSpec};
 use serde_json::Value;
 
-use super::plan::{Fault, FaultKind};
+use super::plan::{Fault, FaultKind, DISK_SPARE_KIB};
 use super::Options;
 use crate::e2e::{admin_token, NodeProc};
 
@@ -22,7 +23,109 @@ pub struct Cluster {
     pub urls: Vec<String>,
     /// Each node's libp2p peer id (its key survives restarts).
     pub peer_ids: Vec<String>,
+    /// Small tmpfs data directories mounted for [`FaultKind::DiskFull`].
+    mounted: Vec<PathBuf>,
+    /// What the runner saw that is not a violation (a node that stopped
+    /// on a full disk, and the error it gave).
+    pub notes: Vec<String>,
     agent: ureq::Agent,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill9();
+        }
+        for m in &self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+fn sh(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Moves `home/data` aside (to `data.disk`) and mounts in its place a
+/// tmpfs the size of the data plus [`DISK_SPARE_KIB`], holding a copy.
+fn onto_small_disk(home: &Path) -> Result<PathBuf> {
+    let data = home.join("data");
+    let disk = home.join("data.disk");
+    let used: u64 = walk_size(&data);
+    let size_kib = used.div_ceil(1 << 10) + DISK_SPARE_KIB;
+    std::fs::rename(&data, &disk).context("moving the data directory aside")?;
+    std::fs::create_dir(&data)?;
+    sh(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+        .arg(&data))?;
+    sh(Command::new("cp").arg("-a").arg(disk.join(".")).arg(&data))?;
+    Ok(data)
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let Ok(mut f) = std::fs::File::create(path) else {
+        return;
+    };
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// Copies what the node wrote on the tmpfs back to its disk (all but the
+/// ballast) and unmounts.
+fn back_to_disk(home: &Path) -> Result<()> {
+    let data = home.join("data");
+    let disk = home.join("data.disk");
+    let _ = std::fs::remove_file(data.join("ballast"));
+    std::fs::remove_dir_all(&disk)?;
+    std::fs::create_dir(&disk)?;
+    sh(Command::new("cp").arg("-a").arg(data.join(".")).arg(&disk))?;
+    sh(Command::new("umount").arg(&data))?;
+    std::fs::remove_dir(&data)?;
+    std::fs::rename(&disk, &data)?;
+    Ok(())
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => walk_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A log line without its colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// libfaketime, multi-threaded build (Debian's `faketime` package).
@@ -84,6 +187,8 @@ impl Cluster {
             nodes,
             urls,
             peer_ids: Vec::new(),
+            mounted: Vec::new(),
+            notes: Vec::new(),
             agent: quick_agent(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -150,6 +255,28 @@ impl Cluster {
                     self.nodes[n] = NodeProc::start_with_env(&home, &skewed_clock(f.skew_ms));
                 }
             }
+            FaultKind::DiskFull => {
+                for &n in &f.nodes {
+                    self.nodes[n].kill9();
+                    let home = self.nodes[n].home.clone();
+                    let mounted = match onto_small_disk(&home) {
+                        Ok(data) => {
+                            self.mounted.push(data.clone());
+                            Some(data)
+                        }
+                        Err(e) => {
+                            self.notes.push(format!("n{n}: no small disk ({e:#})"));
+                            None
+                        }
+                    };
+                    self.nodes[n] = NodeProc::start(&home);
+                    if let Some(data) = mounted {
+                        // Running, then out of space.
+                        std::thread::sleep(Duration::from_secs(3));
+                        fill(&data.join("ballast"));
+                    }
+                }
+            }
         }
     }
 
@@ -167,6 +294,37 @@ impl Cluster {
             FaultKind::Pause => {
                 for &n in &f.nodes {
                     self.nodes[n].resume();
+                }
+            }
+            FaultKind::DiskFull => {
+                for &n in &f.nodes {
+                    let home = self.nodes[n].home.clone();
+                    let data = home.join("data");
+                    let up = self.status(n).is_some();
+                    self.nodes[n].kill9();
+                    let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+                    let error = log
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("ERROR") || l.contains("error:"))
+                        .unwrap_or("no error logged")
+                        .to_owned();
+                    self.notes.push(format!(
+                        "n{n} on a full disk: {}; last error: {}",
+                        if up {
+                            "still answering at the end"
+                        } else {
+                            "stopped"
+                        },
+                        strip_ansi(&error)
+                    ));
+                    if self.mounted.contains(&data) {
+                        if let Err(e) = back_to_disk(&home) {
+                            self.notes.push(format!("n{n}: {e:#}"));
+                        }
+                        self.mounted.retain(|m| *m != data);
+                    }
+                    self.nodes[n] = NodeProc::start(&home);
                 }
             }
             FaultKind::Isolate | FaultKind::Halves => {

@@ -25,15 +25,20 @@ pub enum FaultKind {
     /// (libfaketime), restarted again with the true time when the fault
     /// ends.
     Skew,
+    /// One node restarted on a small disk (a tmpfs) that a ballast file
+    /// then fills; restarted on its own disk, with everything it wrote,
+    /// when the fault ends.
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Isolate,
         FaultKind::Halves,
         FaultKind::Skew,
+        FaultKind::DiskFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +48,7 @@ impl FaultKind {
             FaultKind::Isolate => "isolate",
             FaultKind::Halves => "halves",
             FaultKind::Skew => "skew",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 }
@@ -69,6 +75,10 @@ impl fmt::Display for Fault {
             FaultKind::Pause => format!("SIGSTOP {}, SIGCONT after", names.join(" ")),
             FaultKind::Isolate => format!("cut {} off from the others for", names.join(" ")),
             FaultKind::Halves => format!("split {{{}}} from the rest for", names.join(", ")),
+            FaultKind::DiskFull => format!(
+                "restart {} on a small disk and fill it, back on its own disk after",
+                names.join(" ")
+            ),
             FaultKind::Skew => format!(
                 "restart {} with its clock {:.1} s {}, true time again after",
                 names.join(" "),
@@ -84,6 +94,10 @@ impl fmt::Display for Fault {
         )
     }
 }
+
+/// Free space a [`FaultKind::DiskFull`] data directory starts with; a
+/// ballast file takes it all a few seconds after the node starts.
+pub const DISK_SPARE_KIB: u64 = 64 << 10;
 
 /// The engine's own timeout (Raft's election timeout, PBFT's view
 /// timeout, proof-of-work's target block time), the unit of a pause.
@@ -123,7 +137,7 @@ pub fn plan(
             }
             FaultKind::Isolate => ms(&mut rng, 3_000, 12_000),
             FaultKind::Halves => ms(&mut rng, 3_000, 10_000),
-            FaultKind::Skew => ms(&mut rng, 10_000, 30_000),
+            FaultKind::Skew | FaultKind::DiskFull => ms(&mut rng, 10_000, 30_000),
         };
         // Seconds to minutes, either way.
         let skew_ms = match kind {
