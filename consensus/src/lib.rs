@@ -148,6 +148,10 @@ pub enum Action {
     FetchBlocks { hash: Hash, locator: Vec<Hash> },
     /// Block `hash` is invalid: penalise the peer that sent it.
     RejectBlock { hash: Hash, reason: String },
+    /// Block `hash` cannot be taken now, through no fault of whoever sent
+    /// it (its timestamp is ahead of this node's clock): drop it and blame
+    /// no one; it may be offered again later.
+    IgnoreBlock { hash: Hash, reason: String },
 }
 
 /// Why a block received by sync does not prove it is final.

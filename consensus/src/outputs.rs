@@ -150,6 +150,7 @@ fn render(actions: &[Action]) -> String {
                 )
             }
             Action::RejectBlock { hash, reason } => format!("reject {}: {reason}", short(hash)),
+            Action::IgnoreBlock { hash, reason } => format!("ignore {}: {reason}", short(hash)),
         };
         let _ = writeln!(out, "{line}");
     }

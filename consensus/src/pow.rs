@@ -288,8 +288,9 @@ impl Pow {
     }
 
     /// Checks `block` against its parent (which is in the tree). `Err(.., true)`
-    /// means the block is invalid for good; `false`, that it may become
-    /// valid later (a timestamp too far ahead of this clock).
+    /// means the block is invalid for good (its sender is to blame);
+    /// `false`, that it may become valid later (a timestamp too far ahead
+    /// of this clock, a retarget window this node does not hold).
     fn check_against_parent(&self, block: &Block) -> Result<u64, (String, bool)> {
         let h = &block.header;
         let parent = self
@@ -476,8 +477,16 @@ impl Pow {
                 );
                 true
             }
-            Err((reason, for_good)) => {
-                self.reject(hash, reason, for_good, out);
+            // Invalid on its parent: the sender is to blame.
+            Err((reason, true)) => {
+                self.reject(hash, reason, true, out);
+                false
+            }
+            // Not valid yet (a clock ahead of this one, as an honest node's
+            // may be): no blame, and not remembered.
+            Err((reason, false)) => {
+                self.rejected += 1;
+                out.push(Action::IgnoreBlock { hash, reason });
                 false
             }
         }

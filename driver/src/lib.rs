@@ -187,6 +187,8 @@ pub struct Stats {
     pub penalties: u64,
     /// Blocks found invalid (by the engine or on execution).
     pub rejected_blocks: u64,
+    /// Blocks set aside without blame (a timestamp ahead of this clock).
+    pub ignored_blocks: u64,
     /// Synced blocks without a proof of finality.
     pub unproven_blocks: u64,
     /// Head moves that reverted blocks, blocks reverted, the deepest.
@@ -229,6 +231,8 @@ pub struct Driver<S: ChainStore, P: Peer> {
     effects: Vec<Effect<P>>,
     /// Blocks found invalid since the last [`Driver::block`] began.
     rejected: Vec<Hash>,
+    /// Blocks set aside without blame since the last [`Driver::block`].
+    ignored: Vec<Hash>,
     /// Whether the engine said this node leads, after the last input.
     leading: bool,
 }
@@ -273,6 +277,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             stats: Stats::default(),
             effects: Vec::new(),
             rejected: Vec::new(),
+            ignored: Vec::new(),
             leading: false,
         }
     }
@@ -329,6 +334,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// a gossiped block is judged once the driver has seen it.
     pub fn rejected_by_last_block(&self, hash: &Hash) -> bool {
         self.rejected.contains(hash)
+    }
+
+    /// Whether the last [`Driver::block`] set block `hash` aside without
+    /// blame (it may be valid later): a gossiped block goes no further, and
+    /// its sender is not penalised.
+    pub fn ignored_by_last_block(&self, hash: &Hash) -> bool {
+        self.ignored.contains(hash)
     }
 
     // ----- inputs from the shell -----
@@ -446,6 +458,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         block: Block,
     ) -> Result<Vec<Effect<P>>, DriverError> {
         self.rejected.clear();
+        self.ignored.clear();
         self.remember_origin(block.hash(), from);
         self.feed(now_ms, Input::Block { block })?;
         Ok(self.done())
@@ -615,6 +628,11 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                         reason: format!("invalid block {hash}: {reason}"),
                     });
                 }
+            }
+            Action::IgnoreBlock { hash, reason } => {
+                self.stats.ignored_blocks += 1;
+                self.ignored.push(hash);
+                tracing::info!(%hash, "block set aside: {reason}");
             }
             Action::Penalize { peer, reason } => {
                 self.stats.penalties += 1;

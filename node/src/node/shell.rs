@@ -475,6 +475,9 @@ impl Shell {
                 if self.driver.rejected_by_last_block(&hash) {
                     return Ok(Verdict::Reject(format!("invalid block {hash}")));
                 }
+                if self.driver.ignored_by_last_block(&hash) {
+                    return Ok(Verdict::Ignore);
+                }
                 Ok(Verdict::Accept)
             }
             // Its transactions left the mempool when this node stored it
