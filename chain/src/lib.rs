@@ -38,7 +38,9 @@ pub use keys::{verify_batch, PublicKey, SecretKey, Signature, SignatureError};
 pub use state::{Account, MemState, Overlay, StateChanges, StateError, StateReader};
 #[cfg(any(test, feature = "test-utils"))]
 pub use store::MemStore;
-pub use store::{ChainStore, Store, StoreError, StoreMemory, TxLocation};
+pub use store::{ChainStore, StoreError, TxLocation};
+#[cfg(feature = "rocksdb")]
+pub use store::{Store, StoreMemory};
 pub use transaction::{
     verify_transactions, Transaction, TransactionFormatError, MAX_CHAIN_ID_LEN,
     MAX_TRANSACTION_BYTES,

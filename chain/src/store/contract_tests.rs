@@ -4,7 +4,9 @@
 use super::*;
 use crate::execution::{execute_block, SignatureCheck};
 use crate::state::MemState;
+use crate::state::{StateChanges, StateReader};
 use crate::testkit::TestChain;
+use crate::Block;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -13,6 +15,7 @@ trait UnderTest: ChainStore {
     fn entries(&self) -> Vec<RawEntry>;
 }
 
+#[cfg(feature = "rocksdb")]
 impl UnderTest for Store {
     fn entries(&self) -> Vec<RawEntry> {
         self.state_entries().expect("state entries")
@@ -28,6 +31,7 @@ impl UnderTest for MemStore {
 /// A fresh store with `chain`'s genesis, and what keeps it alive.
 type Open<S> = fn(&TestChain, bool) -> (Option<tempfile::TempDir>, S);
 
+#[cfg(feature = "rocksdb")]
 fn rocks(chain: &TestChain, undo: bool) -> (Option<tempfile::TempDir>, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(dir.path()).expect("open");
@@ -232,6 +236,7 @@ fn engine_keys_round_trip<S: UnderTest>(open: Open<S>) {
 
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "rocksdb")]
         mod rocksdb_store {
             $(#[test] fn $name() { super::$name(super::rocks) })*
         }

@@ -1,5 +1,5 @@
-use super::contract_tests::grow;
 use super::*;
+use crate::store::contract_tests::grow;
 use crate::testkit::TestChain;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
