@@ -577,10 +577,125 @@ mod pbft {
         expect(
             &last,
             "
+            persist pbft/view=0100000000000000, pbft/justification=<263 bytes>
             persist pbft/votes=010000000000000000000000, pbft/view=0100000000000000
             build 1 on 24045c10 over []
         ",
         );
+    }
+
+    /// View changes of validators 2 and 3 (and 0 when `with_zero`) to view
+    /// 1, from engines that timed out with a transfer ready.
+    fn view_changes_to_1(with_zero: bool) -> Vec<(u32, ConsensusMessage)> {
+        let ids: &[u32] = if with_zero { &[0, 2, 3] } else { &[2, 3] };
+        let mut msgs = Vec::new();
+        for &i in ids {
+            let mut e = engine(i);
+            e.handle(0, Input::Tick);
+            e.handle(5, Input::TransactionsAvailable { count: 1 });
+            msgs.extend(
+                e.handle(1_000, Input::Tick)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Action::Broadcast { msg } => Some((i, msg)),
+                        _ => None,
+                    }),
+            );
+        }
+        msgs
+    }
+
+    #[test]
+    fn a_new_primary_with_nothing_ready_announces_its_view_with_a_block() {
+        // Validator 1 has no transfers: it would not propose in view 0, but
+        // the validators waiting in the view change learn of view 1 only
+        // from its first pre-prepare.
+        let mut p = engine(1);
+        p.handle(0, Input::Tick);
+        let mut out = Vec::new();
+        for (from, msg) in view_changes_to_1(true) {
+            out.extend(p.handle(1_001, Input::Message { from, msg }));
+        }
+        let built = render(&out);
+        assert!(
+            built.contains("build 1 on 24045c10 over []"),
+            "the new primary builds at once:\n{built}"
+        );
+    }
+
+    #[test]
+    fn a_primary_restarted_in_its_view_sends_the_views_justification_again() {
+        let mut p = engine(1);
+        p.handle(0, Input::Tick);
+        p.handle(5, Input::TransactionsAvailable { count: 1 });
+        let mut persisted = BTreeMap::new();
+        let mut record = |actions: &[Action]| {
+            for a in actions {
+                if let Action::Persist(writes) = a {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => persisted.insert(k.clone(), v.clone()),
+                            None => persisted.remove(k),
+                        };
+                    }
+                }
+            }
+        };
+        record(&p.handle(1_000, Input::Tick));
+        for (from, msg) in view_changes_to_1(false) {
+            record(&p.handle(1_001, Input::Message { from, msg }));
+        }
+        // It crashes before the block it builds is proposed, and restarts.
+        let k = keys();
+        let cfg = PbftConfig {
+            me: 1,
+            validators: k.iter().map(SecretKey::public_key).collect(),
+            key: k[1].clone(),
+            network: net(),
+            block_interval_ms: 10,
+            view_timeout_ms: 100,
+            empty_blocks: false,
+            full_block: 100,
+        };
+        let mut p = Pbft::new(cfg, &genesis(), &persisted);
+        p.handle(2_000, Input::Tick);
+        p.handle(2_001, Input::TransactionsAvailable { count: 1 });
+        let out = p.handle(2_010, Input::Tick);
+        expect(
+            &out,
+            "
+            build 1 on 24045c10 over []
+            timer 2101
+        ",
+        );
+        let out = p.handle(2_002, Input::BlockBuilt { block: block(1) });
+        let pre_prepare = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Broadcast { msg } => Some(msg.clone()),
+                _ => None,
+            })
+            .expect("a pre-prepare");
+        let ConsensusMessage::Pbft(PbftMessage::PrePrepare { justification, .. }) = &pre_prepare
+        else {
+            panic!("not a pre-prepare: {pre_prepare:?}");
+        };
+        assert_eq!(justification.len(), 3, "the view's three view changes");
+        // A validator that never saw the view change joins view 1 on it,
+        // and votes: the restarted primary is not taken for a faulty one.
+        let mut backup = engine(0);
+        backup.handle(0, Input::Tick);
+        let out = backup.handle(
+            2_003,
+            Input::Message {
+                from: 1,
+                msg: pre_prepare,
+            },
+        );
+        let got = render(&out);
+        assert!(!got.contains("penalize"), "{got}");
+        assert!(got.contains("validate"), "{got}");
+        assert_eq!(backup.status().term, 1);
     }
 }
 

@@ -48,6 +48,10 @@ use crate::{
 
 const VIEW_KEY: &[u8] = b"pbft/view";
 const VOTES_KEY: &[u8] = b"pbft/votes";
+/// The view changes that justify the current view: a validator that
+/// restarts as primary sends them again, and one that restarts as a backup
+/// keeps the view's constraint on what may be proposed.
+const JUSTIFICATION_KEY: &[u8] = b"pbft/justification";
 /// Messages kept for heights this far ahead.
 const LOOKAHEAD: u64 = 4;
 /// Messages kept per sender for future heights.
@@ -134,6 +138,12 @@ pub struct Pbft {
     justification: Vec<ViewChange>,
     /// A block the primary must re-propose at this height.
     must_propose: Option<Block>,
+    /// This validator became primary through a view change: it proposes at
+    /// once, an empty block if nothing is ready, so that the validators
+    /// waiting in the view change learn the new view.
+    announce: bool,
+    /// Restored from the store and not yet resumed (see `resume`).
+    restarted: bool,
     /// The block a new primary must re-propose but lacks: its digest, and
     /// the validators that prepared it (asked for it).
     fetching: Option<(Hash, Vec<ValidatorId>)>,
@@ -177,8 +187,27 @@ impl Pbft {
                 height: head_height + 1,
                 ..VoteState::default()
             });
+        let f = n.saturating_sub(1) / 3;
+        let justification: Vec<ViewChange> = persisted
+            .get(JUSTIFICATION_KEY)
+            .and_then(|v| codec::decode(v, cairn_chain::MAX_BLOCK_BYTES).ok())
+            .unwrap_or_default();
+        let mut justified = BTreeMap::new();
+        let justification = match message::new_view_constraint(
+            &cfg.network,
+            &cfg.validators,
+            2 * f + 1,
+            view,
+            &justification,
+        ) {
+            Ok((height, prepared)) => {
+                justified.insert(view, (height, prepared.map(|p| p.digest)));
+                justification
+            }
+            Err(_) => Vec::new(),
+        };
         Self {
-            f: n.saturating_sub(1) / 3,
+            f,
             now: 0,
             view,
             head_height,
@@ -192,9 +221,11 @@ impl Pbft {
             blocks: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             changing_to: None,
-            justified: BTreeMap::new(),
-            justification: Vec::new(),
+            justified,
+            justification,
             must_propose: None,
+            announce: false,
+            restarted: true,
             fetching: None,
             served: BTreeSet::new(),
             building: false,
@@ -351,7 +382,12 @@ impl Pbft {
     }
 
     /// Checks a view's justification once and enters the view.
-    fn justify(&mut self, view: u64, justification: &[ViewChange]) -> Result<(), String> {
+    fn justify(
+        &mut self,
+        view: u64,
+        justification: &[ViewChange],
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         if view == 0 || self.justified.contains_key(&view) {
             return Ok(());
         }
@@ -366,14 +402,25 @@ impl Pbft {
         self.justified
             .insert(view, (height, prepared.map(|p| p.digest)));
         if view > self.view {
-            self.enter_view(view, justification.to_vec());
+            self.enter_view(view, justification.to_vec(), out);
         }
         Ok(())
     }
 
-    fn enter_view(&mut self, view: u64, justification: Vec<ViewChange>) {
+    /// Moves to `view`, justified by `justification`, which is persisted with
+    /// the view.
+    fn enter_view(&mut self, view: u64, justification: Vec<ViewChange>, out: &mut Vec<Action>) {
+        out.push(Action::Persist(vec![
+            (VIEW_KEY.to_vec(), Some(codec::encode(&view))),
+            (
+                JUSTIFICATION_KEY.to_vec(),
+                Some(codec::encode(&justification)),
+            ),
+        ]));
         self.view = view;
         self.changing_to = None;
+        self.announce = self.primary_of(view) == self.cfg.me;
+        self.restarted = false;
         self.justification = justification;
         self.proposal = None;
         self.validated = None;
@@ -404,11 +451,19 @@ impl Pbft {
         if view < self.view {
             return Ok(());
         }
-        self.justify(view, &justification)?;
+        self.justify(view, &justification, out)?;
         if view != self.view {
             return Ok(()); // a view this validator already moved past
         }
         let hash = block.hash();
+        // A block names the view it was proposed in (an earlier one when it
+        // is re-proposed); validators that sync it move to that view.
+        if block_view(&block.header.engine_data) > view {
+            return Err(format!(
+                "pre-prepare in view {view} of a block that names view {}",
+                block_view(&block.header.engine_data)
+            ));
+        }
         if block.header.height != height || block.header.parent != self.head_hash {
             return Err(format!(
                 "pre-prepare of a block that is not a child of {}",
@@ -631,6 +686,9 @@ impl Pbft {
         self.building = false;
         self.deadline = None;
         self.failed_views = 0;
+        self.announce = false;
+        self.restarted = false;
+        self.txs_available = 0;
         self.next_block_at = self.now + self.cfg.block_interval_ms;
         self.arm_timer();
         // Replay what arrived early for this height.
@@ -750,28 +808,68 @@ impl Pbft {
         });
         self.justified
             .insert(target, (height, required.as_ref().map(|(d, _)| *d)));
-        self.enter_view(target, justification);
+        self.enter_view(target, justification, out);
         self.persist_votes(out);
         if let Some((digest, holders)) = required {
-            match self.block_by_digest(&digest) {
-                Some(block) => self.must_propose = Some(block),
-                None => {
-                    // Ask those that prepared it; propose nothing else
-                    // meanwhile.
-                    for &v in holders.iter().filter(|&&v| v != self.cfg.me) {
-                        out.push(Action::Send {
-                            to: v,
-                            msg: ConsensusMessage::Pbft(PbftMessage::BlockRequest {
-                                height: self.height(),
-                                digest,
-                            }),
-                        });
-                    }
-                    self.fetching = Some((digest, holders));
-                }
-            }
+            self.require(digest, holders, out);
         }
         self.maybe_propose(out);
+    }
+
+    /// The primary must re-propose `digest` at this height: from what it
+    /// holds, or asked of `holders` (those that prepared it), proposing
+    /// nothing else meanwhile.
+    fn require(&mut self, digest: Hash, holders: Vec<ValidatorId>, out: &mut Vec<Action>) {
+        if let Some(block) = self.block_by_digest(&digest) {
+            self.must_propose = Some(block);
+            return;
+        }
+        for &v in holders.iter().filter(|&&v| v != self.cfg.me) {
+            out.push(Action::Send {
+                to: v,
+                msg: ConsensusMessage::Pbft(PbftMessage::BlockRequest {
+                    height: self.height(),
+                    digest,
+                }),
+            });
+        }
+        self.fetching = Some((digest, holders));
+    }
+
+    /// A primary that restarted in its view picks up where it was: it
+    /// re-proposes what it proposed before (or stays silent in this view if
+    /// it no longer has that block: proposing another would equivocate),
+    /// and otherwise honours the view's constraint.
+    fn resume(&mut self, out: &mut Vec<Action>) {
+        if let Some((view, digest)) = self.votes.prepared_vote {
+            if view == self.view {
+                match self.block_by_digest(&digest) {
+                    Some(block) => self.must_propose = Some(block),
+                    None => {
+                        self.proposed.insert(view, digest);
+                    }
+                }
+                return;
+            }
+        }
+        let Some(&(height, Some(_))) = self.justified.get(&self.view) else {
+            return;
+        };
+        if height != self.height() {
+            return;
+        }
+        let required = message::new_view_constraint(
+            &self.cfg.network,
+            &self.cfg.validators,
+            self.quorum(),
+            self.view,
+            &self.justification,
+        );
+        if let Ok((_, Some(p))) = required {
+            let holders = p.prepares.iter().map(|v| v.voter).collect();
+            let digest = p.digest;
+            self.require(digest, holders, out);
+        }
     }
 
     /// A block of this height seen in a pre-prepare, or the one this
@@ -817,6 +915,10 @@ impl Pbft {
     }
 
     fn maybe_propose(&mut self, out: &mut Vec<Action>) {
+        if self.restarted && self.is_primary() {
+            self.restarted = false;
+            self.resume(out);
+        }
         if !self.is_primary()
             || self.building
             || self.fetching.is_some()
@@ -828,14 +930,17 @@ impl Pbft {
             self.send_pre_prepare(block, out);
             return;
         }
-        if self.now < self.next_block_at && self.txs_available < self.cfg.full_block.max(1) {
-            return;
+        if !self.announce {
+            if self.now < self.next_block_at && self.txs_available < self.cfg.full_block.max(1) {
+                return;
+            }
+            if self.txs_available == 0 && !self.cfg.empty_blocks {
+                return;
+            }
         }
-        if self.txs_available == 0 && !self.cfg.empty_blocks {
-            return;
-        }
+        // The ready count stands until the next height: the driver reports
+        // it again after each commit.
         self.building = true;
-        self.txs_available = 0;
         out.push(Action::BuildBlock {
             parent: self.head_hash,
             height: self.height(),
@@ -845,6 +950,7 @@ impl Pbft {
     }
 
     fn send_pre_prepare(&mut self, block: Block, out: &mut Vec<Action>) {
+        self.announce = false;
         let msg = PbftMessage::PrePrepare {
             view: self.view,
             height: self.height(),

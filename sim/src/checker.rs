@@ -40,6 +40,8 @@ pub enum Violation {
         height: u64,
         node: ValidatorId,
     },
+    /// An honest node was penalised: honest nodes would ban each other.
+    Blame { detail: String },
     /// A scenario's expectation about the engine's behaviour failed.
     Scenario(String),
 }
@@ -79,6 +81,7 @@ impl std::fmt::Display for Violation {
                 f,
                 "lost transaction: {tx}, seen committed at height {height}, is not in node {node}'s final chain"
             ),
+            Violation::Blame { detail } => write!(f, "blame: {detail}"),
             Violation::Scenario(s) => write!(f, "scenario: {s}"),
         }
     }

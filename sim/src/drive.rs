@@ -263,6 +263,12 @@ impl Sim {
             Effect::Penalize { peer, reason } => {
                 self.record(b'p', node, reason.as_bytes());
                 self.log(|| format!("n{node} penalises n{peer}: {reason}"));
+                if self.blamed.is_none() && !self.faulty.contains(&peer) {
+                    self.blamed = Some(format!(
+                        "n{node} penalised honest n{peer} at {} ms: {reason}",
+                        self.now
+                    ));
+                }
             }
             Effect::GossipTransactions { txs } => {
                 for tx in txs {

@@ -256,6 +256,11 @@ pub struct Sim {
     stats: Stats,
     /// What the drivers of crashed incarnations did.
     retired: DriverTotals,
+    /// Nodes a scenario made faulty (Byzantine, an invalid miner): the only
+    /// ones an honest node may penalise.
+    faulty: BTreeSet<ValidatorId>,
+    /// The first penalty of an honest node.
+    blamed: Option<String>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -345,6 +350,8 @@ impl Sim {
             trace,
             stats: Stats::default(),
             retired: DriverTotals::default(),
+            faulty: cfg.pow.and_then(|p| p.invalid_miner).into_iter().collect(),
+            blamed: None,
             cfg,
         };
         for id in 0..sim.cfg.validators {
@@ -355,6 +362,11 @@ impl Sim {
     }
 
     // ----- time -----
+
+    /// Node `node` misbehaves on purpose: honest nodes may penalise it.
+    pub fn mark_faulty(&mut self, node: ValidatorId) {
+        self.faulty.insert(node);
+    }
 
     /// Simulated milliseconds since the start.
     pub fn now(&self) -> u64 {
@@ -566,6 +578,9 @@ impl Sim {
     /// every transfer a client saw committed.
     pub fn finish(&mut self) -> Result<(), Violation> {
         self.result()?;
+        if let Some(detail) = self.blamed.clone() {
+            return Err(Violation::Blame { detail });
+        }
         if self.cfg.pow.is_some() {
             return self.finish_pow();
         }

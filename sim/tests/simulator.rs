@@ -147,6 +147,15 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     // that the transfers waiting behind the synced blocks' nonces were
     // ready: it proposed nothing while the others waited on it.
     ("pbft/chaos", 4, 1238),
+    // Validators ended in four different views after the heal: a primary
+    // that restarted in its view lost the view changes that justified it,
+    // so its proposals were refused as unjustified; a new primary that had
+    // been told of no ready transfers (the count was spent on a block that
+    // never committed) announced nothing, so the others timed out again.
+    ("pbft/chaos", 4, 3136),
+    ("pbft/chaos", 4, 4278),
+    ("pbft/chaos", 4, 8978),
+    ("pbft/chaos", 4, 9901),
 ];
 
 #[test]

@@ -152,6 +152,36 @@ fn a_new_view_must_re_propose_the_highest_prepared_block() {
 }
 
 #[test]
+fn a_block_that_names_a_later_view_than_its_pre_prepare_is_refused() {
+    // Validators that sync a block move to the view it names, so a primary
+    // must not be able to send them to a view nobody entered.
+    let k = keys(4);
+    let mut e = engine(1, &k);
+    let mut b = block(1, genesis().hash(), 1);
+    b.header.engine_data = view_data(1_000_000);
+    let acts = e.handle(
+        0,
+        Input::Message {
+            from: 0,
+            msg: ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+                view: 0,
+                height: 1,
+                block: b,
+                justification: Vec::new(),
+            }),
+        },
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Penalize { peer: 0, .. })),
+        "{acts:?}"
+    );
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::ValidateBlock { .. })));
+}
+
+#[test]
 fn a_backup_validates_then_persists_and_broadcasts_its_prepare() {
     let k = keys(4);
     let mut e = engine(1, &k);

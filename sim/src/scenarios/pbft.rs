@@ -293,6 +293,9 @@ fn byzantine(seed: u64, n: u32, opts: Options, behaviour: Behaviour, count: usiz
     cfg.rocksdb = opts.rocksdb;
     // Fewer, fuller blocks: every vote's signature is checked for real.
     let mut sim = Sim::new(cfg, byzantine_factory(bad.clone(), behaviour, 150));
+    for &b in &bad {
+        sim.mark_faulty(b);
+    }
     let r = (|| {
         let honest: Vec<ValidatorId> = (0..n).filter(|v| !bad.contains(v)).collect();
         let end = sim.now() + 3_000;
