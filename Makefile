@@ -9,7 +9,7 @@ DEVNET_DIR ?= devnet
 ENGINE ?= raft
 VALIDATORS ?=
 
-.PHONY: deps build test devnet bench bench-network soak chaos lint fmt
+.PHONY: deps build test devnet bench bench-network soak chaos fuzz fuzz-merge fuzz-seeds lint fmt
 SEEDS ?= 10000
 
 deps:
@@ -52,6 +52,25 @@ FAULTS ?= kill,pause,isolate,halves,skew,disk-full
 chaos: build
 	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(ENGINE) --seed $(SEED) --duration $(DURATION) \
 		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS)
+
+# cargo-fuzz on every decoder and handler that takes bytes from a peer or a
+# user (nightly; installed if missing): FUZZ_SECONDS per target, or the
+# targets named in FUZZ_TARGETS. `make test` replays fuzz/corpus and
+# fuzz/regressions on stable.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: deps
+	scripts/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Folds what fuzz runs found into the committed corpus (inputs that add
+# coverage only).
+fuzz-merge: deps
+	scripts/fuzz --merge $(FUZZ_TARGETS)
+
+# Writes the seed inputs (valid messages, recorded engine runs, generated
+# configuration files) into fuzz/corpus.
+fuzz-seeds: build
+	$(CARGO_TARGET_DIR)/debug/cairn-fuzz-seeds fuzz/corpus
 
 lint: deps
 	cargo fmt --all -- --check

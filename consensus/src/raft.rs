@@ -101,6 +101,61 @@ pub enum RaftMessage {
     },
 }
 
+/// Highest term and log index a message may carry. No honest node gets
+/// near (a term or a block every millisecond for 140 million years), and
+/// the arithmetic on them (`term + 1`, `index + 1`) stays far from
+/// overflowing.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 62;
+
+impl RaftMessage {
+    /// Refuses terms and indexes no honest node sends.
+    pub fn check(&self) -> Result<(), String> {
+        let numbers: &[u64] = match self {
+            RaftMessage::RequestVote {
+                term,
+                last_index,
+                last_term,
+                ..
+            } => &[*term, *last_index, *last_term],
+            RaftMessage::VoteResponse { term, .. } => &[*term],
+            RaftMessage::AppendEntries {
+                term,
+                prev_index,
+                prev_term,
+                entries,
+                leader_commit,
+            } => {
+                if entries.len() as u64 > MAX_TERM_OR_INDEX - *prev_index.min(&MAX_TERM_OR_INDEX) {
+                    return Err("append beyond the highest index".into());
+                }
+                &[*term, *prev_index, *prev_term, *leader_commit]
+            }
+            RaftMessage::AppendResponse {
+                term,
+                index,
+                hint_term,
+                ..
+            } => &[*term, *index, *hint_term],
+        };
+        if numbers.iter().any(|&n| n > MAX_TERM_OR_INDEX) {
+            return Err(format!(
+                "a term or index above {MAX_TERM_OR_INDEX} in {}",
+                self.kind()
+            ));
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            RaftMessage::RequestVote { .. } => "a vote request",
+            RaftMessage::VoteResponse { .. } => "a vote response",
+            RaftMessage::AppendEntries { .. } => "an append",
+            RaftMessage::AppendResponse { .. } => "an append response",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Follower,
@@ -151,6 +206,8 @@ pub struct Raft {
     txs_available: usize,
     /// The first tick has set the clock (timers start from it).
     started: bool,
+    /// Messages refused as invalid since start.
+    rejected: u64,
     /// The last deadline returned with [`Action::SetTimer`].
     timer: Option<u64>,
     /// Peers heard from since the last quorum check (leader).
@@ -232,6 +289,7 @@ impl Raft {
             next_block_at: 0,
             txs_available: 0,
             started: false,
+            rejected: 0,
             timer: None,
             heard: BTreeSet::new(),
             quorum_check_at: 0,
@@ -903,6 +961,11 @@ impl ConsensusEngine for Raft {
                 let ConsensusMessage::Raft(msg) = msg else {
                     return out;
                 };
+                if let Err(reason) = msg.check() {
+                    self.rejected += 1;
+                    out.push(Action::Penalize { peer: from, reason });
+                    return out;
+                }
                 match msg {
                     RaftMessage::RequestVote {
                         term,
@@ -978,7 +1041,7 @@ impl ConsensusEngine for Raft {
             uncommitted: self.tail.len() as u64,
             view_changes: 0,
             dropped_messages: 0,
-            rejected_messages: 0,
+            rejected_messages: self.rejected,
             pow: None,
         }
     }

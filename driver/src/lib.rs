@@ -22,6 +22,7 @@
 
 pub mod admit;
 mod blocks;
+pub mod bodies;
 mod fork;
 pub mod mempool;
 pub mod serve;

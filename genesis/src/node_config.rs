@@ -182,13 +182,13 @@ impl NodeConfig {
             path: path.clone(),
             source,
         })?;
-        let config: Self = toml::from_str(&text).map_err(|e| NodeConfigError::Invalid {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        config
-            .check()
-            .map_err(|message| NodeConfigError::Invalid { path, message })?;
+        Self::from_toml(&text).map_err(|message| NodeConfigError::Invalid { path, message })
+    }
+
+    /// Parses and checks the text of a `node.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
         Ok(config)
     }
 

@@ -12,13 +12,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn_chain::state::read_account;
 use cairn_chain::ChainStore;
-use cairn_chain::{Address, Block, Hash, Transaction, MAX_TRANSACTION_BYTES};
+use cairn_chain::{Address, Block, Hash, Transaction};
 use cairn_p2p::{Command, Topic};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::shared::Shared;
 use cairn_driver::admit::Signatures;
+use cairn_driver::bodies;
 use cairn_driver::Rejection;
 
 /// Proof-of-work: confirmations after which `/status` counts a block as
@@ -91,9 +92,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/transactions", post(submit))
         .route(
             "/transactions/batch",
-            post(submit_batch).layer(axum::extract::DefaultBodyLimit::max(
-                MAX_BATCH * 4 * MAX_TRANSACTION_BYTES,
-            )),
+            post(submit_batch).layer(axum::extract::DefaultBodyLimit::max(bodies::MAX_BATCH_BODY)),
         )
         .route("/transactions/{hash}", get(transaction))
         .route("/consensus", get(consensus))
@@ -300,11 +299,7 @@ fn rejected(r: Rejection) -> ApiError {
 }
 
 fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
-    if body.len() > 4 * MAX_TRANSACTION_BYTES {
-        return Err(rejected(Rejection::Malformed("body too large".into())));
-    }
-    let tx: Transaction =
-        serde_json::from_slice(body).map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
+    let tx = bodies::single(body).map_err(rejected)?;
     let admitted = cairn_driver::admit(
         &s.mempool,
         &*s.store,
@@ -333,9 +328,6 @@ fn gossip(txs: &[Transaction]) -> Command {
     }
 }
 
-/// Most transactions in one `POST /transactions/batch`.
-pub const MAX_BATCH: usize = 10_000;
-
 async fn submit_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     // Signature checks and mempool inserts are CPU work: off the runtime.
     let shared = s.clone();
@@ -346,79 +338,17 @@ async fn submit_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
-/// How the bounded parse says an array is too long.
-const TOO_MANY: &str = "more than the batch limit";
-
-/// A JSON array of at most [`MAX_BATCH`] entries, refused while it is
-/// parsed as soon as it holds one more.
-struct Bounded<T>(Vec<T>);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Bounded<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Entries<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
-            type Value = Bounded<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "a JSON array of at most {MAX_BATCH} transactions")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH));
-                while let Some(entry) = seq.next_element()? {
-                    if out.len() == MAX_BATCH {
-                        return Err(serde::de::Error::custom(TOO_MANY));
-                    }
-                    out.push(entry);
-                }
-                Ok(Bounded(out))
-            }
-        }
-        d.deserialize_seq(Entries(std::marker::PhantomData))
-    }
-}
-
 /// Parses a JSON array of signed transactions, verifies their signatures
 /// in one batch, and inserts each; answers one result per transaction, in
 /// order: `{"hash"}` or `{"error": {"code", "message"}}`.
 fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    // The parsed transactions in one vector (for one batch verification),
-    // and per entry where its transaction is or why it did not parse. The
-    // common case — every entry a transaction — parses the body once;
-    // otherwise entries are parsed one by one to say which is wrong.
-    // Both parses stop at entry MAX_BATCH + 1: what a body can make the
-    // node allocate is bounded by the count, not only by the body's size.
-    let (txs, slots): (Vec<Transaction>, Vec<Result<usize, ApiError>>) =
-        match serde_json::from_slice::<Bounded<Transaction>>(body) {
-            Ok(Bounded(txs)) => {
-                let slots = (0..txs.len()).map(Ok).collect();
-                (txs, slots)
-            }
-            Err(_) => {
-                let Bounded(items) = serde_json::from_slice::<Bounded<serde_json::Value>>(body)
-                    .map_err(|e| {
-                        if e.to_string().starts_with(TOO_MANY) {
-                            rejected(Rejection::Malformed(format!(
-                                "more than {MAX_BATCH} transactions in one batch; the limit is {MAX_BATCH}"
-                            )))
-                        } else {
-                            rejected(Rejection::Malformed(format!("expected a JSON array: {e}")))
-                        }
-                    })?;
-                let mut txs = Vec::with_capacity(items.len());
-                let slots = items
-                    .into_iter()
-                    .map(|v| {
-                        let tx = serde_json::from_value::<Transaction>(v)
-                            .map_err(|e| rejected(Rejection::Malformed(e.to_string())))?;
-                        txs.push(tx);
-                        Ok(txs.len() - 1)
-                    })
-                    .collect();
-                (txs, slots)
-            }
-        };
+    // What a body can make the node allocate is bounded by the count, not
+    // only by the body's size (see `cairn_driver::bodies`).
+    let bodies::Batch { txs, slots } = bodies::batch(body).map_err(rejected)?;
+    let slots: Vec<Result<usize, ApiError>> = slots
+        .into_iter()
+        .map(|slot| slot.map_err(rejected))
+        .collect();
     // One admission for the whole batch (see `cairn_driver::admit`).
     let admitted = cairn_driver::admit(
         &s.mempool,

@@ -360,3 +360,25 @@ fn a_leader_asks_again_for_a_block_the_driver_could_not_build() {
     }
     assert_eq!(again, 1, "asked again once the build was given up");
 }
+
+#[test]
+fn terms_and_indexes_no_honest_node_reaches_are_refused_and_penalised() {
+    // Found by fuzzing: a term of u64::MAX, adopted, made the next election
+    // timeout overflow `term + 1`.
+    let mut r = Raft::new(cfg(1, 3), genesis(), &BTreeMap::new());
+    r.handle(0, Input::Tick);
+    for (term, prev) in [(u64::MAX, 0), (3, u64::MAX), (MAX_TERM_OR_INDEX + 1, 0)] {
+        let acts = r.handle(1, append(term, prev, 0, Vec::new(), 0));
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Penalize { peer: 0, .. })),
+            "{acts:?}"
+        );
+        assert_eq!(append_response(&acts), None);
+    }
+    assert_eq!(r.status().term, 0);
+    assert_eq!(r.status().rejected_messages, 3);
+    // The node still campaigns when its election timeout passes.
+    r.handle(10_000, Input::Tick);
+    assert_ne!(r.status().role, "follower");
+}
