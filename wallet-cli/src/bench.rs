@@ -98,8 +98,14 @@ pub fn submit(agent: &ureq::Agent, node: &str, batch: &Batch) -> Vec<Submitted> 
 /// An HTTP client for the load: generous timeout, error statuses are
 /// answers.
 pub fn agent() -> ureq::Agent {
+    agent_with_timeout(Duration::from_secs(30))
+}
+
+/// An HTTP client whose requests give up after `timeout`; error statuses
+/// are answers.
+pub fn agent_with_timeout(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .into()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_genesis::{generate, GeneratedNetwork, NetworkSpec};
+use cairn_wallet::bench;
 use serde_json::Value;
 
 use super::plan::{Fault, FaultKind, DISK_SPARE_KIB};
@@ -151,11 +152,7 @@ fn skewed_clock(skew_ms: i64) -> Vec<(&'static str, String)> {
 
 /// A short-timeout client: a paused node must not hold the runner up.
 pub fn quick_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    bench::agent_with_timeout(Duration::from_secs(3))
 }
 
 pub fn get(agent: &ureq::Agent, url: &str) -> Option<Value> {
@@ -192,11 +189,7 @@ impl Cluster {
             mounted: Vec::new(),
             notes: Vec::new(),
             agent: quick_agent(),
-            probe: ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_millis(500)))
-                .http_status_as_error(false)
-                .build()
-                .into(),
+            probe: bench::agent_with_timeout(Duration::from_millis(500)),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..cluster.urls.len() {
