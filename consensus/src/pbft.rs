@@ -987,6 +987,23 @@ impl Pbft {
             if self.now >= d {
                 self.deadline = None;
                 let next = self.changing_to.unwrap_or(self.view) + 1;
+                // The height may be final elsewhere without this validator
+                // hearing of it: it learns so from messages of the next
+                // height, which come only with more work. Each timeout asks
+                // one more validator for final blocks (nothing comes back if
+                // there are none).
+                let peer = self.primary_of(next);
+                let peer = if peer == self.cfg.me {
+                    self.primary_of(next + 1)
+                } else {
+                    peer
+                };
+                if peer != self.cfg.me {
+                    out.push(Action::Sync {
+                        peer,
+                        height: self.height(),
+                    });
+                }
                 self.start_view_change(next, out);
             }
         }

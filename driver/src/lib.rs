@@ -215,6 +215,10 @@ pub struct Driver<S: ChainStore, P: Peer> {
     peers: Vec<P>,
     /// The peer a sync request is in flight to, and when to give up.
     syncing: Option<(P, u64)>,
+    /// Peers whose last sync request went unanswered or failed, not asked
+    /// again until the time given: a peer this node hears from but cannot
+    /// reach (a one-way cut) must not hold every sync up.
+    sync_avoid: Vec<(P, u64)>,
     /// The locator of the block fetch in flight (proof-of-work).
     sync_locator: Vec<Hash>,
     /// Who sent each recent block.
@@ -269,6 +273,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             validator_peers,
             peers: Vec::new(),
             syncing: None,
+            sync_avoid: Vec::new(),
             sync_locator: Vec::new(),
             origins: HashMap::new(),
             executed: VecDeque::new(),
@@ -348,8 +353,11 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
 
     /// Time passed: gives up a sync past its deadline and ticks the engine.
     pub fn tick(&mut self, now_ms: u64) -> Result<Vec<Effect<P>>, DriverError> {
-        if self.syncing.is_some_and(|(_, until)| until <= now_ms) {
-            self.syncing = None;
+        if let Some((peer, until)) = self.syncing {
+            if until <= now_ms {
+                self.syncing = None;
+                self.avoid_for_sync(now_ms, peer);
+            }
         }
         if self.timer.is_some_and(|at| at <= now_ms) {
             self.timer = None;
@@ -437,10 +445,27 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     }
 
     /// A block request to `peer` failed (or its answer did not decode).
-    pub fn sync_failed(&mut self, peer: P) {
+    pub fn sync_failed(&mut self, now_ms: u64, peer: P) {
         if self.syncing.is_some_and(|(p, _)| p == peer) {
             self.syncing = None;
+            self.avoid_for_sync(now_ms, peer);
         }
+    }
+
+    /// Asks other peers for blocks first, for three sync timeouts.
+    fn avoid_for_sync(&mut self, now_ms: u64, peer: P) {
+        self.sync_avoid
+            .retain(|(p, until)| *p != peer && *until > now_ms);
+        self.sync_avoid
+            .push((peer, now_ms + 3 * self.cfg.sync_timeout_ms));
+    }
+
+    /// Whether `peer` is one to ask for blocks now.
+    pub(crate) fn may_sync_from(&self, now_ms: u64, peer: P) -> bool {
+        !self
+            .sync_avoid
+            .iter()
+            .any(|(p, until)| *p == peer && *until > now_ms)
     }
 
     /// Remembers who sent block `hash` (to ask or blame it later).

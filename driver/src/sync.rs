@@ -13,7 +13,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// is in flight. Raft tolerates crashes, not lies: blocks come from
     /// validator peers only.
     pub(crate) fn start_sync(&mut self, now_ms: u64, peer: P) -> Result<(), DriverError> {
-        if self.syncing.is_some() || !self.validator_peers.contains(&Some(peer)) {
+        if self.syncing.is_some()
+            || !self.validator_peers.contains(&Some(peer))
+            || !self.may_sync_from(now_ms, peer)
+        {
             return Ok(());
         }
         let from = self.store.head()?.height + 1;

@@ -347,3 +347,24 @@ fn transfers_that_waited_behind_synced_blocks_are_offered_to_the_engine() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_peer_whose_sync_went_unanswered_is_asked_again_only_after_others() {
+    // Peer 1 is heard from but cannot be reached (a one-way cut): its
+    // request times out, and while it is avoided another peer is asked.
+    let mut s = setup(Vec::new());
+    let asked = s.driver.announced(10, 1, 5).expect("announced");
+    assert_eq!(asked, vec![Effect::GetBlocks { peer: 1, from: 1 }]);
+    s.driver.tick(1_100).expect("tick past the sync timeout");
+    assert_eq!(s.driver.announced(1_200, 1, 5).expect("again"), Vec::new());
+    assert_eq!(
+        s.driver.announced(1_300, 2, 5).expect("another peer"),
+        vec![Effect::GetBlocks { peer: 2, from: 1 }]
+    );
+    s.driver.sync_failed(1_400, 2);
+    // Three timeouts later, peer 1 is asked again.
+    assert_eq!(
+        s.driver.announced(4_200, 1, 5).expect("later"),
+        vec![Effect::GetBlocks { peer: 1, from: 1 }]
+    );
+}

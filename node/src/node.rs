@@ -62,8 +62,29 @@ fn peer_of(addr: &str) -> Option<PeerId> {
     })
 }
 
+/// What a validator's engine is started with, for [`EngineWrap`].
+#[derive(Debug, Clone)]
+pub struct EngineContext {
+    pub me: ValidatorId,
+    pub validators: u32,
+    pub key: Option<SecretKey>,
+    /// The genesis hash (what consensus signatures cover).
+    pub network: Hash,
+}
+
+/// Replaces a validator's engine with one built around it. Test binaries
+/// use it to run a real node process with a Byzantine engine
+/// (`cairn-byzantine`); `cairn-node` never does.
+pub type EngineWrap =
+    Box<dyn FnOnce(Box<dyn ConsensusEngine>, &EngineContext) -> Box<dyn ConsensusEngine>>;
+
 /// Runs a node from its home directory until SIGINT/SIGTERM.
 pub async fn run(home: &Path) -> Result<()> {
+    run_with(home, None).await
+}
+
+/// [`run`], with the validator's engine replaced by what `wrap` makes of it.
+pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     let config = NodeConfig::load(home)?;
     let genesis_path = NodeConfig::resolve(home, &config.genesis);
     let genesis = Genesis::load(&genesis_path)?;
@@ -204,6 +225,19 @@ pub async fn run(home: &Path) -> Result<()> {
             };
             Some(Box::new(Pbft::new(cfg, &head, &persisted)))
         }
+    };
+    let engine = match (engine, wrap, me) {
+        (Some(engine), Some(wrap), Some(me)) => {
+            tracing::warn!("this node runs a replaced consensus engine (a test binary)");
+            let cx = EngineContext {
+                me,
+                validators: validator_keys.len() as u32,
+                key: validator_key.clone(),
+                network: genesis_hash,
+            };
+            Some(wrap(engine, &cx))
+        }
+        (engine, _, _) => engine,
     };
     let (mined_tx, mined_rx) = mpsc::unbounded_channel();
     let miner = match (&genesis.consensus, config.mining.enabled) {

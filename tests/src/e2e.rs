@@ -24,19 +24,31 @@ impl NodeProc {
 
     /// [`NodeProc::start`] with these environment variables set.
     pub fn start_with_env(home: &Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(home, "cairn-node", &["run"], env)
+    }
+
+    /// A PBFT validator that misbehaves as `behaviour` (see
+    /// `cairn-byzantine --help`): the node's own code around a Byzantine
+    /// engine.
+    pub fn start_byzantine(home: &Path, behaviour: &str) -> Self {
+        Self::spawn(home, "cairn-byzantine", &["--behaviour", behaviour], &[])
+    }
+
+    fn spawn(home: &Path, program: &str, args: &[&str], env: &[(&str, String)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(home.join("node.log"))
             .expect("log file");
-        let child = Command::new(workspace_bin("cairn-node"))
-            .args(["run", "--home"])
+        let child = Command::new(workspace_bin(program))
+            .args(args)
+            .arg("--home")
             .arg(home)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("spawn cairn-node");
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         NodeProc {
             home: home.to_owned(),
             child: Some(child),

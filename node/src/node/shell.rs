@@ -376,11 +376,11 @@ impl Shell {
                     }
                     Err(e) => {
                         self.penalize(from, format!("undecodable synced block: {e}"));
-                        self.driver.sync_failed(from);
+                        self.driver.sync_failed(now_ms(), from);
                     }
                 }
             }
-            Event::SyncFailed { peer } => self.driver.sync_failed(peer),
+            Event::SyncFailed { peer } => self.driver.sync_failed(now_ms(), peer),
             Event::PeerConnected(peer) => {
                 let effects = self.driver.peer_connected(now_ms(), peer);
                 self.after(effects).await?;
