@@ -433,3 +433,88 @@ fn a_mining_node_survives_heavier_blocks_that_do_not_execute() {
     let at = height(url).expect("height");
     eventually("the node mines on", || height(url).is_some_and(|h| h > at));
 }
+
+/// Resident memory of a process, in MiB (Linux).
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+#[test]
+fn a_flood_from_fresh_identities_is_banned_and_memory_stays_bounded() {
+    let raft = Raft::start(29160, "e2e-flood", 24, None);
+    let (dir, net, genesis_hash) = (&raft.dir, &raft.net, &raft.genesis_hash);
+    let urls = raft.urls();
+    let pid = raft.nodes[0].pid().expect("node 0 runs");
+    let before = rss_mib(pid).expect("node 0's memory");
+    let flood = spawn_hostile(vec![
+        "--genesis-hash".into(),
+        genesis_hash.clone(),
+        "--peer".into(),
+        net.nodes[0].p2p_address.clone(),
+        "--linger".into(),
+        "1".into(),
+        "flood".into(),
+        "--seconds".into(),
+        "20".into(),
+    ]);
+    // Transfers commit meanwhile; node 0's memory is sampled throughout.
+    let faucet = net.faucet_key();
+    let alice = keygen(urls[1], &dir.path().join("alice.key"));
+    let mut peak = before;
+    let mut sent = 0;
+    while !flood.is_finished() {
+        if sent < 5 {
+            transfer(urls[0], &faucet, &alice, 100);
+            sent += 1;
+        }
+        peak = peak.max(rss_mib(pid).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = flood.join().expect("the flood thread");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("flood "))
+        .unwrap_or_else(|| panic!("no flood summary: {stdout}"));
+    eprintln!("{line}; node 0 resident memory {before} MiB before, {peak} MiB at most");
+    let field = |name: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(field("identities") >= 1, "{line}");
+    assert!(
+        field("banned") >= 1,
+        "no flooding identity was banned: {line}"
+    );
+    // Bounded: the flood sent tens of megabytes and more per identity;
+    // what the node holds for it stays within a fixed budget.
+    assert!(
+        peak < before + 512,
+        "node 0 grew from {before} MiB to {peak} MiB under the flood"
+    );
+    // The honest nodes still agree and commit.
+    transfer(urls[0], &faucet, &alice, 100);
+    eventually("all nodes reach the same head", || same_head(&urls));
+    for u in &urls {
+        assert_eq!(balance(u, &alice), Some(100 * (sent + 1)), "balance on {u}");
+    }
+}

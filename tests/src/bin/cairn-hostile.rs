@@ -80,6 +80,16 @@ enum Attack {
         #[arg(long)]
         genesis: std::path::PathBuf,
     },
+    /// For `seconds`, one fresh identity after another (each until it is
+    /// banned): junk and large payloads on every gossip topic, consensus
+    /// messages that claim a validator's index under another key, junk and
+    /// oversized direct requests (consensus and pushed transactions), and
+    /// genuine consensus messages heard earlier, replayed. Prints one
+    /// `flood …` line of counts.
+    Flood {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Proof-of-work: mines blocks on the node's head, at the difficulty
     /// it asks, whose contents are wrong (a made-up state root), and
     /// gossips each as soon as it is found, until the linger time is over.
@@ -436,6 +446,18 @@ async fn run(args: Args) -> Result<()> {
             let published = mine_bad_blocks(&node, &net, until).await?;
             println!("published {published}");
         }
+        Attack::Flood { seconds } => {
+            let heard = listen_for_consensus(&mut net, Duration::from_secs(5)).await;
+            let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+            let mut counts = FloodCounts::default();
+            while tokio::time::Instant::now() < until {
+                flood_once(genesis_hash, &bootstrap, &heard, until, &mut counts).await?;
+            }
+            println!(
+                "flood identities {} banned {} messages {} bytes {} replayed {}",
+                counts.identities, counts.banned, counts.messages, counts.bytes, counts.replayed
+            );
+        }
     }
 
     let watch = tokio::time::sleep(Duration::from_secs(args.linger));
@@ -458,4 +480,149 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Consensus messages (signed envelopes) this peer hears within `within`,
+/// gossiped or sent to it: material for replays.
+async fn listen_for_consensus(net: &mut Network, within: Duration) -> Vec<Vec<u8>> {
+    let mut heard = Vec::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(ev) = net.events.recv().await {
+            match ev {
+                Event::Gossip {
+                    topic: Topic::Consensus,
+                    data,
+                    ..
+                }
+                | Event::Consensus { data, .. } => heard.push(data),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    heard
+}
+
+#[derive(Debug, Default)]
+struct FloodCounts {
+    identities: u64,
+    banned: u64,
+    messages: u64,
+    bytes: u64,
+    replayed: u64,
+}
+
+/// One fresh identity floods until it is disconnected (banned) or `until`.
+async fn flood_once(
+    genesis_hash: Hash,
+    bootstrap: &[cairn_p2p::Address],
+    heard: &[Vec<u8>],
+    until: tokio::time::Instant,
+    counts: &mut FloodCounts,
+) -> Result<()> {
+    use cairn_consensus::pbft::{PbftMessage, Phase, Vote};
+    use cairn_consensus::{ConsensusMessage, SignedMessage};
+
+    let mut net = start(genesis_hash, bootstrap.to_vec())?;
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = net.events.recv().await {
+            if let Event::PeerConnected(p) = ev {
+                return Some(p);
+            }
+        }
+        None
+    })
+    .await;
+    let Ok(Some(target)) = connected else {
+        // Refused (a full node, say): try another identity.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return Ok(());
+    };
+    counts.identities += 1;
+    // Let gossipsub learn the target's subscriptions.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let impostor = cairn_chain::SecretKey::generate(&mut rand::rngs::OsRng);
+    let mut round: u64 = 0;
+    let send = |net: &Network, cmd: Command| net.commands.try_send(cmd).is_ok();
+    loop {
+        round += 1;
+        let mut batch: Vec<Command> = Vec::new();
+        for topic in [Topic::Transactions, Topic::Blocks, Topic::Consensus] {
+            batch.push(Command::Publish {
+                topic,
+                data: format!("flood {round} {topic:?} {}", target).into_bytes(),
+            });
+        }
+        if round % 16 == 1 {
+            // Large: a megabyte of junk as a block, four as a consensus
+            // request, and a request over the protocol's size limit.
+            batch.push(Command::Publish {
+                topic: Topic::Blocks,
+                data: vec![round as u8; 1 << 20],
+            });
+            batch.push(Command::SendConsensus {
+                peer: target,
+                data: vec![0xff; 4 << 20],
+            });
+            batch.push(Command::SendConsensus {
+                peer: target,
+                data: vec![0xee; cairn_chain::MAX_BLOCK_BYTES + (5 << 20)],
+            });
+        }
+        // A vote that claims validator 0's index, signed with another key.
+        let vote = Vote::sign(
+            &genesis_hash,
+            &impostor,
+            Phase::Prepare,
+            0,
+            round,
+            Hash::digest(&round.to_le_bytes()),
+            0,
+        );
+        let spoofed = SignedMessage::sign(
+            &genesis_hash,
+            0,
+            &impostor,
+            &ConsensusMessage::Pbft(PbftMessage::Prepare(vote)),
+        );
+        batch.push(Command::Publish {
+            topic: Topic::Consensus,
+            data: spoofed.encode(),
+        });
+        batch.push(Command::SendTransactions {
+            peer: target,
+            txs: vec![format!("junk transaction {round}").into_bytes(); 64],
+        });
+        if !heard.is_empty() {
+            let old = heard[(round as usize) % heard.len()].clone();
+            batch.push(Command::SendConsensus {
+                peer: target,
+                data: old,
+            });
+            counts.replayed += 1;
+        }
+        for cmd in batch {
+            let size = match &cmd {
+                Command::Publish { data, .. } | Command::SendConsensus { data, .. } => data.len(),
+                Command::SendTransactions { txs, .. } => txs.iter().map(Vec::len).sum(),
+                _ => 0,
+            };
+            if send(&net, cmd) {
+                counts.messages += 1;
+                counts.bytes += size as u64;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(ev) = net.events.try_recv() {
+            if let Event::PeerDisconnected(p) = ev {
+                if p == target {
+                    counts.banned += 1;
+                    return Ok(());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(());
+        }
+    }
 }
