@@ -15,7 +15,8 @@ use cairn_tests::e2e::{eventually, metric, post_with, status, NodeProc};
 fn raw(addr: &str, request: &[u8]) -> Option<u16> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    s.write_all(request).ok()?;
+    // The server may answer (and close) before it has read everything.
+    let _ = s.write_all(request);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -88,6 +89,34 @@ fn malformed_requests_get_4xx_and_slow_clients_cannot_hold_the_server() {
                 .to_vec(),
         ),
     ];
+    // JSON nested 100,000 deep (serde_json stops at 128 levels) and a
+    // body of 64 MiB (over every route's limit), on both POST routes.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut cases = cases;
+    for route in ["/transactions", "/transactions/batch"] {
+        cases.push((
+            "deep nesting",
+            format!(
+                "POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{deep}",
+                deep.len()
+            )
+            .into_bytes(),
+        ));
+        let mut huge = format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            64 << 20
+        )
+        .into_bytes();
+        huge.extend(std::iter::repeat_n(b'[', 64 << 20));
+        // Refused with 413 — or, since the server stops reading, closed
+        // before the client could read that answer; never a 5xx.
+        let code = raw(&addr, &huge);
+        assert!(
+            code.is_none_or(|c| (400..500).contains(&c)),
+            "huge body on {route}: answered {code:?}"
+        );
+        assert_eq!(get(&addr, "/status"), Some(200), "after a huge body");
+    }
     for (what, request) in &cases {
         let code = raw(&addr, request);
         assert!(
@@ -137,4 +166,51 @@ fn malformed_requests_get_4xx_and_slow_clients_cannot_hold_the_server() {
         get(&addr, "/status") == Some(200)
     });
     assert!(metric(&url, "cairn_http_connections_refused_total").is_some_and(|n| n >= 1.0));
+}
+
+#[test]
+fn garbage_on_the_p2p_port_leaves_the_node_serving_and_committing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        validators: 1,
+        base_port: 29220,
+        chain_id: "e2e-p2p-garbage".into(),
+        seed: Some(23),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let _node = NodeProc::start(&net.nodes[0].home);
+    let url = net.nodes[0].rpc_url.clone();
+    eventually("the node serves its API", || status(&url).is_some());
+    let p2p = "127.0.0.1:29220";
+    // Random bytes, a multistream-select greeting followed by junk, and
+    // many connections at once that say nothing.
+    let mut noise = vec![0u8; 1 << 20];
+    let mut x: u32 = 0x9e37_79b9;
+    for b in &mut noise {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let mut greeting = b"\x13/multistream/1.0.0\n\x07/noise\n".to_vec();
+    greeting.extend_from_slice(&noise[..4096]);
+    for payload in [noise.clone(), greeting] {
+        if let Ok(mut s) = TcpStream::connect(p2p) {
+            let _ = s.write_all(&payload);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut sink = [0u8; 1024];
+            let _ = s.read(&mut sink);
+        }
+    }
+    let idle: Vec<TcpStream> = (0..64)
+        .filter_map(|_| TcpStream::connect(p2p).ok())
+        .collect();
+    // The node still serves, and still commits a transfer.
+    assert!(status(&url).is_some(), "the API stopped answering");
+    let faucet = net.faucet_key();
+    let alice = cairn_tests::e2e::keygen(&url, &dir.path().join("alice.key"));
+    cairn_tests::e2e::transfer(&url, &faucet, &alice, 5);
+    assert_eq!(cairn_tests::e2e::balance(&url, &alice), Some(5));
+    drop(idle);
 }
