@@ -45,13 +45,15 @@ soak: deps
 # A real devnet under load and a seeded schedule of faults (kill -9,
 # SIGSTOP, partitions), then a check of every node's chain against what the
 # clients saw. A failing run prints the command that replays it.
+# BYZANTINE=equivocate (PBFT) runs validator 0 as a Byzantine process.
 SEED ?= 1
 DURATION ?= 120
 RATE ?= 50
 FAULTS ?= kill,pause,isolate,halves,skew,disk-full
 chaos: build
 	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(ENGINE) --seed $(SEED) --duration $(DURATION) \
-		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS)
+		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS) \
+		$(if $(BYZANTINE),--byzantine $(BYZANTINE))
 
 # cargo-fuzz on every decoder and handler that takes bytes from a peer or a
 # user (nightly; installed if missing): FUZZ_SECONDS per target, or the

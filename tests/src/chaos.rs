@@ -44,6 +44,9 @@ pub struct Options {
     /// Where the network lives (node homes and logs); a temporary
     /// directory, removed after a passing run, when `None`.
     pub dir: Option<PathBuf>,
+    /// PBFT: validator 0 runs as `cairn-byzantine` with this behaviour
+    /// (its restarts too).
+    pub byzantine: Option<String>,
 }
 
 impl Options {
@@ -51,8 +54,13 @@ impl Options {
     pub fn replay(&self) -> String {
         let mut kinds: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
         kinds.sort_unstable();
+        let byzantine = self
+            .byzantine
+            .as_ref()
+            .map(|b| format!(" BYZANTINE={b}"))
+            .unwrap_or_default();
         format!(
-            "make chaos ENGINE={} SEED={} DURATION={} VALIDATORS={} RATE={} FAULTS={}",
+            "make chaos ENGINE={} SEED={} DURATION={} VALIDATORS={} RATE={} FAULTS={}{byzantine}",
             self.engine,
             self.seed,
             self.duration.as_secs(),

@@ -31,7 +31,12 @@ impl NodeProc {
     /// `cairn-byzantine --help`): the node's own code around a Byzantine
     /// engine.
     pub fn start_byzantine(home: &Path, behaviour: &str) -> Self {
-        Self::spawn(home, "cairn-byzantine", &["--behaviour", behaviour], &[])
+        Self::start_byzantine_with_env(home, behaviour, &[])
+    }
+
+    /// [`NodeProc::start_byzantine`] with these environment variables set.
+    pub fn start_byzantine_with_env(home: &Path, behaviour: &str, env: &[(&str, String)]) -> Self {
+        Self::spawn(home, "cairn-byzantine", &["--behaviour", behaviour], env)
     }
 
     fn spawn(home: &Path, program: &str, args: &[&str], env: &[(&str, String)]) -> Self {

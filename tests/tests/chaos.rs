@@ -29,6 +29,7 @@ fn a_short_chaos_run_loses_nothing_and_every_node_agrees() {
         base_port: 29_300,
         faults: FaultKind::ALL.to_vec(),
         dir: None,
+        byzantine: None,
     };
     let report = chaos::run(&opts).expect("the chaos run starts and ends");
     eprint!("{report}");

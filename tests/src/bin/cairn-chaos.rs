@@ -45,10 +45,19 @@ struct Cli {
     /// directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// PBFT: run validator 0 as a Byzantine process (`cairn-byzantine
+    /// --behaviour`: equivocate, forged-signatures, conflicting-votes,
+    /// replay, silent).
+    #[arg(long)]
+    byzantine: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.byzantine.is_some() && cli.engine != EngineKind::Pbft {
+        eprintln!("error: --byzantine runs a PBFT validator; use --engine pbft");
+        return ExitCode::FAILURE;
+    }
     let opts = Options {
         engine: cli.engine,
         seed: cli.seed,
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
         base_port: cli.base_port,
         faults: cli.faults,
         dir: cli.dir,
+        byzantine: cli.byzantine,
     };
     match chaos::run(&opts) {
         Ok(report) => {

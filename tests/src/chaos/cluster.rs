@@ -29,6 +29,8 @@ pub struct Cluster {
     /// What the runner saw that is not a violation (a node that stopped
     /// on a full disk, and the error it gave).
     pub notes: Vec<String>,
+    /// Validator 0's Byzantine behaviour, if it runs as `cairn-byzantine`.
+    byzantine: Option<String>,
     agent: ureq::Agent,
     /// For height polls: a stopped node must not delay the others' reading.
     probe: ureq::Agent,
@@ -180,8 +182,15 @@ impl Cluster {
         };
         let net = generate(&spec, dir).context("generating the network")?;
         let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
-        let nodes = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+        let byzantine = opts.byzantine.clone();
+        let nodes = net
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| launch(byzantine.as_deref(), i, &n.home, &[]))
+            .collect();
         let mut cluster = Cluster {
+            byzantine,
             net,
             nodes,
             urls,
@@ -256,7 +265,7 @@ impl Cluster {
                 for &n in &f.nodes {
                     self.nodes[n].kill9();
                     let home = self.nodes[n].home.clone();
-                    self.nodes[n] = NodeProc::start_with_env(&home, &skewed_clock(f.skew_ms));
+                    self.nodes[n] = self.launch(n, &home, &skewed_clock(f.skew_ms));
                 }
             }
             FaultKind::DiskFull => {
@@ -273,7 +282,7 @@ impl Cluster {
                             None
                         }
                     };
-                    self.nodes[n] = NodeProc::start(&home);
+                    self.nodes[n] = self.launch(n, &home, &[]);
                     if let Some(data) = mounted {
                         // Running, then out of space.
                         std::thread::sleep(Duration::from_secs(3));
@@ -284,6 +293,12 @@ impl Cluster {
         }
     }
 
+    /// (Re)starts node `n` from `home`, as `cairn-byzantine` if it is the
+    /// Byzantine validator.
+    fn launch(&self, n: usize, home: &Path, env: &[(&str, String)]) -> NodeProc {
+        launch(self.byzantine.as_deref(), n, home, env)
+    }
+
     /// Ends the fault: restarts, resumes, or unblocks both ends of every
     /// cut link.
     pub fn heal(&mut self, f: &Fault) {
@@ -292,7 +307,7 @@ impl Cluster {
                 for &n in &f.nodes {
                     self.nodes[n].kill9();
                     let home = self.nodes[n].home.clone();
-                    self.nodes[n] = NodeProc::start(&home);
+                    self.nodes[n] = self.launch(n, &home, &[]);
                 }
             }
             FaultKind::Pause => {
@@ -328,7 +343,7 @@ impl Cluster {
                         }
                         self.mounted.retain(|m| *m != data);
                     }
-                    self.nodes[n] = NodeProc::start(&home);
+                    self.nodes[n] = self.launch(n, &home, &[]);
                 }
             }
             FaultKind::Isolate | FaultKind::Halves => {
@@ -382,7 +397,7 @@ impl Cluster {
                 self.nodes[n].resume();
             } else {
                 let home = self.nodes[n].home.clone();
-                self.nodes[n] = NodeProc::start(&home);
+                self.nodes[n] = self.launch(n, &home, &[]);
             }
         }
         for a in 0..self.len() {
@@ -392,5 +407,12 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+fn launch(byzantine: Option<&str>, n: usize, home: &Path, env: &[(&str, String)]) -> NodeProc {
+    match byzantine {
+        Some(behaviour) if n == 0 => NodeProc::start_byzantine_with_env(home, behaviour, env),
+        _ => NodeProc::start_with_env(home, env),
     }
 }
