@@ -158,6 +158,10 @@ fn raft(me: u32) -> Raft {
     Raft::new(cfg, head, &BTreeMap::new())
 }
 
+pub(crate) fn pbft_engine(me: u32) -> Pbft {
+    pbft(me)
+}
+
 fn pbft(me: u32) -> Pbft {
     let v = fixtures::validators();
     let cfg = PbftConfig {

@@ -10,6 +10,7 @@
 
 mod engines;
 mod fixtures;
+mod import;
 pub mod seeds;
 
 use std::sync::Mutex;
@@ -21,6 +22,7 @@ use cairn_driver::{bodies, serve};
 use cairn_p2p::{Request, Response, MAX_TX_BATCH_BYTES};
 
 pub use engines::{pbft_messages, pbft_status, pow_blocks, pow_status, raft_messages, raft_status};
+pub use import::{sync_import, sync_import_head};
 
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
@@ -35,6 +37,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pbft_messages", pbft_messages),
     ("pow_blocks", pow_blocks),
     ("sync", sync),
+    ("sync_import", sync_import),
     ("gossip_batch", gossip_batch),
     ("json_bodies", json_bodies),
     ("genesis_json", genesis_json),

@@ -73,5 +73,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("raft_messages", engines::record_raft()),
         ("pbft_messages", engines::record_pbft()),
         ("pow_blocks", engines::pow_script()),
+        ("sync_import", crate::import::pbft_chain()),
     ]
 }

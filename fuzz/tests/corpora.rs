@@ -47,6 +47,7 @@ fn the_seeds_are_inputs_the_targets_accept() {
             // start from deep states.
             "raft_messages" => assert!(cairn_fuzz::raft_status(&data).committed_height >= 2),
             "pbft_messages" => assert!(cairn_fuzz::pbft_status(&data).committed_height >= 2),
+            "sync_import" => assert_eq!(cairn_fuzz::sync_import_head(&data), 2),
             "pow_blocks" => assert_eq!(cairn_fuzz::pow_status(&data).committed_height, 2),
             _ => assert!(!data.is_empty()),
         }
