@@ -66,7 +66,8 @@ impl Sim {
         let (job, incarnation) = (n.mining_job, n.incarnation);
         let mut block = block;
         if pow.invalid_miner == Some(node) {
-            block.header.state_root = Hash::digest(b"a made-up state root");
+            let what = corrupt(&mut block);
+            self.log(|| format!("n{node} seals a block with {what}"));
         }
         let Ok(seal) = PowSeal::decode(&block.header.engine_data) else {
             return;
@@ -193,4 +194,33 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// What the invalid miner does to the block it seals, by height: a made-up
+/// state root, a transfer whose signature does not verify, a transfer
+/// included twice (its nonce spent twice). The transaction root is
+/// recomputed, so the block's form is right and only executing it shows.
+fn corrupt(block: &mut Block) -> &'static str {
+    let kind = if block.transactions.is_empty() {
+        0
+    } else {
+        block.header.height % 3
+    };
+    let what = match kind {
+        1 => {
+            block.transactions[0].signature.0[0] ^= 1;
+            "a bad signature"
+        }
+        2 => {
+            let again = block.transactions[0].clone();
+            block.transactions.push(again);
+            "a transfer spent twice"
+        }
+        _ => {
+            block.header.state_root = Hash::digest(b"a made-up state root");
+            "a made-up state root"
+        }
+    };
+    block.header.tx_root = cairn_chain::transactions_root(&block.transactions);
+    what
 }
