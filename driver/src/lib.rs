@@ -425,7 +425,12 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         if !self.peers.contains(&peer) {
             self.peers.push(peer);
         }
-        if !self.final_blocks() && self.syncing.is_none() {
+        if self.final_blocks() {
+            // A node that restarts or comes back from a cut may be behind
+            // while the network is idle, and nothing else would tell it:
+            // it asks (an empty answer if the peer has nothing newer).
+            self.start_sync(now_ms, peer)?;
+        } else if self.syncing.is_none() {
             let locator = serve::locator(&*self.store)?;
             self.fetch_after(now_ms, peer, locator);
         }

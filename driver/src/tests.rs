@@ -368,3 +368,23 @@ fn a_peer_whose_sync_went_unanswered_is_asked_again_only_after_others() {
         vec![Effect::GetBlocks { peer: 1, from: 1 }]
     );
 }
+
+#[test]
+fn a_node_of_final_blocks_asks_a_peer_that_connects_for_what_follows_its_head() {
+    // A validator restarted while the network is idle hears no later
+    // message that would tell it it is behind.
+    let mut s = setup(Vec::new());
+    let effects = s.driver.peer_connected(10, 2).expect("connected");
+    assert!(
+        effects.contains(&Effect::GetBlocks { peer: 2, from: 1 }),
+        "{effects:?}"
+    );
+    // One request at a time.
+    let effects = s.driver.peer_connected(11, 1).expect("connected");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::GetBlocks { .. })),
+        "{effects:?}"
+    );
+}
