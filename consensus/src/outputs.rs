@@ -554,7 +554,6 @@ mod pbft {
         expect(
             &timeout,
             "
-            sync from 2 up to 1
             persist pbft/votes=010000000000000000000000, pbft/view=0000000000000000
             broadcast ViewChange v1 h1 prepared nothing by 1
             timer 1200

@@ -990,19 +990,30 @@ impl Pbft {
                 // The height may be final elsewhere without this validator
                 // hearing of it: it learns so from messages of the next
                 // height, which come only with more work. Each timeout asks
-                // one more validator for final blocks (nothing comes back if
-                // there are none).
-                let peer = self.primary_of(next);
-                let peer = if peer == self.cfg.me {
-                    self.primary_of(next + 1)
-                } else {
-                    peer
-                };
-                if peer != self.cfg.me {
-                    out.push(Action::Sync {
-                        peer,
-                        height: self.height(),
-                    });
+                // a validator it heard from at this height (so one that is
+                // up, not the primary that may have failed), another each
+                // time, for final blocks; nothing comes back if there are
+                // none.
+                let heard: BTreeSet<ValidatorId> = self
+                    .prepares
+                    .values()
+                    .chain(self.commits.values())
+                    .flat_map(|votes| votes.keys().copied())
+                    .chain(
+                        self.view_changes
+                            .values()
+                            .flat_map(|vcs| vcs.keys().copied()),
+                    )
+                    .filter(|&v| v != self.cfg.me)
+                    .collect();
+                if !heard.is_empty() {
+                    let pick = (next % heard.len() as u64) as usize;
+                    if let Some(&peer) = heard.iter().nth(pick) {
+                        out.push(Action::Sync {
+                            peer,
+                            height: self.height(),
+                        });
+                    }
                 }
                 self.start_view_change(next, out);
             }
