@@ -125,7 +125,7 @@ impl RaftMessage {
                 entries,
                 leader_commit,
             } => {
-                if entries.len() as u64 > MAX_TERM_OR_INDEX - *prev_index.min(&MAX_TERM_OR_INDEX) {
+                if entries.len() as u64 > MAX_TERM_OR_INDEX.saturating_sub(*prev_index) {
                     return Err("append beyond the highest index".into());
                 }
                 &[*term, *prev_index, *prev_term, *leader_commit]

@@ -183,6 +183,11 @@ pub fn status(url: &str) -> Option<Value> {
     http_get(&format!("{url}/status"))
 }
 
+/// How many peers a node says it has (0 if it does not answer).
+pub fn peer_count(url: &str) -> u64 {
+    status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
+}
+
 pub fn leader(urls: &[&str]) -> Option<usize> {
     urls.iter()
         .position(|u| status(u).is_some_and(|s| s["role"] == "leader"))

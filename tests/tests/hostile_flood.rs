@@ -6,13 +6,9 @@ use std::process::Command;
 
 use cairn_genesis::{generate, NetworkSpec};
 use cairn_tests::e2e::{
-    balance, eventually, keygen, leader, same_head, status, transfer, NodeProc,
+    balance, eventually, keygen, leader, peer_count, same_head, transfer, NodeProc,
 };
 use cairn_tests::workspace_bin;
-
-fn peer_count(url: &str) -> u64 {
-    status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
-}
 
 /// Resident memory of a process, in MiB (Linux).
 fn rss_mib(pid: u32) -> Option<u64> {

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use cairn_genesis::{generate, NetworkSpec};
 use cairn_tests::e2e::{
-    admin_bans, balance, eventually, keygen, leader, same_head, status, transfer, NodeProc,
+    admin_bans, balance, eventually, keygen, leader, peer_count, same_head, status, transfer,
+    NodeProc,
 };
 use cairn_tests::workspace_bin;
 
@@ -47,10 +48,6 @@ fn spawn_hostile(args: Vec<String>) -> std::thread::JoinHandle<std::process::Out
             .output()
             .expect("run cairn-hostile")
     })
-}
-
-fn peer_count(url: &str) -> u64 {
-    status(url).and_then(|s| s["peers"].as_u64()).unwrap_or(0)
 }
 
 /// A running 3-node Raft network with a leader, every node connected to
