@@ -44,11 +44,14 @@ enum TopicArg {
 
 #[derive(Debug, Subcommand)]
 enum Attack {
-    /// Publishes distinct payloads that decode to nothing on a gossip topic.
+    /// Publishes distinct payloads that decode to nothing on a gossip topic,
+    /// one every 100 ms, until the peer disconnects it or `count` are out
+    /// (a publish before gossip has learnt the peer's topics reaches no
+    /// one, so an attacker keeps going).
     Junk {
         #[arg(long, value_enum, default_value = "tx")]
         topic: TopicArg,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 100)]
         count: u32,
     },
     /// Sends block sync requests as fast as it can, and prints how many
@@ -371,15 +374,27 @@ async fn run(args: Args) -> Result<()> {
                 TopicArg::Blocks => Topic::Blocks,
                 TopicArg::Consensus => Topic::Consensus,
             };
-            for i in 0..count {
+            let mut published = 0;
+            'publish: while published < count {
                 // Distinct payloads: gossip identifies messages by content.
-                let data = format!("junk {i} on {topic:?} from a hostile peer").into_bytes();
+                let data =
+                    format!("junk {published} on {topic:?} from a hostile peer").into_bytes();
                 net.commands
                     .send(Command::Publish { topic, data })
                     .await
                     .context("the network task stopped")?;
+                published += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while let Ok(ev) = net.events.try_recv() {
+                    if let Event::PeerDisconnected(p) = ev {
+                        println!("disconnected {p}");
+                        if p == target {
+                            break 'publish;
+                        }
+                    }
+                }
             }
-            println!("published {count} junk messages on {topic:?}");
+            println!("published {published} junk messages on {topic:?}");
         }
         Attack::SyncFlood { requests } => {
             for _ in 0..requests {
