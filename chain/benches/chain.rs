@@ -136,7 +136,8 @@ fn state_root(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let chain = TestChain::new("bench-root", 1, 1);
-        let genesis = cairn_chain::genesis_block(Hash::ZERO, 0, chain.genesis.header.state_root);
+        let genesis =
+            cairn_chain::genesis_block(Hash::ZERO, Hash::ZERO, 0, chain.genesis.header.state_root);
         store.init_genesis(&genesis, &changes).expect("genesis");
         drop(mem);
         g.bench_with_input(BenchmarkId::new("rocksdb", n), &leaves, |b, leaves| {

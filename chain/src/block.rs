@@ -29,6 +29,10 @@ pub struct Header {
     pub state_root: Hash,
     /// Who proposed (or mined) the block and receives its reward and fees.
     pub proposer: Address,
+    /// Hash of the consensus configuration the block was made under (the
+    /// engine, its parameters and the validators of its segment of the
+    /// schedule): nodes whose schedules differ refuse each other's blocks.
+    pub config: Hash,
     /// Engine-specific data covered by the hash (proof-of-work nonce and
     /// target, Raft term, PBFT view).
     pub engine_data: Vec<u8>,
@@ -241,6 +245,7 @@ mod tests {
                 tx_root: transactions_root(&txs),
                 state_root: Hash::digest(b"s"),
                 proposer: key.address(),
+                config: Hash::ZERO,
                 engine_data: vec![1, 2, 3],
             },
             transactions: txs,

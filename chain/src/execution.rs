@@ -30,6 +30,33 @@ pub struct ExecutionParams {
     pub block_reward: u64,
     /// The lowest fee a transaction may pay.
     pub min_fee: u64,
+    /// The consensus configuration each height is made under.
+    pub schedule: ConfigSchedule,
+}
+
+/// Which consensus configuration hash ([`Header::config`]) each height
+/// carries: `(first height, hash)` pairs in height order, the first at 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSchedule(Vec<(u64, Hash)>);
+
+impl ConfigSchedule {
+    /// One configuration for every height.
+    pub fn single(config: Hash) -> Self {
+        Self(vec![(0, config)])
+    }
+
+    /// `(first height, hash)` pairs; `None` unless they start at 0 and
+    /// their heights increase.
+    pub fn new(segments: Vec<(u64, Hash)>) -> Option<Self> {
+        let ordered = segments.windows(2).all(|w| w[0].0 < w[1].0);
+        (segments.first().map(|s| s.0) == Some(0) && ordered).then_some(Self(segments))
+    }
+
+    /// The configuration hash blocks at `height` carry.
+    pub fn at(&self, height: u64) -> Hash {
+        let i = self.0.partition_point(|(start, _)| *start <= height);
+        self.0[i.saturating_sub(1)].1
+    }
 }
 
 /// Whether [`execute_block`] verifies transaction signatures.
@@ -103,6 +130,15 @@ pub enum BlockError {
     Execution(#[from] ExecutionError),
     #[error("state root {header} in the header, {computed} computed")]
     StateRootMismatch { header: Hash, computed: Hash },
+    #[error(
+        "block {height} was made under consensus configuration {block}, this node's schedule \
+         has {ours} at that height: the two schedules (upgrades in genesis.json) differ"
+    )]
+    WrongConfig {
+        height: u64,
+        block: Hash,
+        ours: Hash,
+    },
 }
 
 /// The result of executing a block.
@@ -320,6 +356,7 @@ pub fn execute_block<R: StateReader>(
             got: block.header.height,
         });
     }
+    check_config(params, &block.header)?;
     let executed = execute_transactions(
         state,
         params,
@@ -334,6 +371,20 @@ pub fn execute_block<R: StateReader>(
         });
     }
     Ok(executed)
+}
+
+/// Whether `header` carries the configuration hash the schedule names for
+/// its height.
+pub fn check_config(params: &ExecutionParams, header: &Header) -> Result<(), BlockError> {
+    let ours = params.schedule.at(header.height);
+    if header.config != ours {
+        return Err(BlockError::WrongConfig {
+            height: header.height,
+            block: header.config,
+            ours,
+        });
+    }
+    Ok(())
 }
 
 /// The outcome of [`propose_block`].
@@ -381,6 +432,7 @@ pub fn propose_block<R: StateReader>(
             tx_root: crate::transactions_root(&included),
             state_root: executed.state_root,
             proposer,
+            config: params.schedule.at(parent.height + 1),
             engine_data,
         },
         transactions: included,
@@ -396,8 +448,14 @@ pub fn propose_block<R: StateReader>(
 /// The genesis block of a network: height 0, no transactions, its parent
 /// field holding the hash of the genesis configuration (so the block hash
 /// commits to the whole configuration), its state root that of the
-/// allocations.
-pub fn genesis_block(config_hash: Hash, timestamp_ms: u64, state_root: Hash) -> Block {
+/// allocations, and its `config` the hash of the first consensus
+/// configuration.
+pub fn genesis_block(
+    config_hash: Hash,
+    consensus: Hash,
+    timestamp_ms: u64,
+    state_root: Hash,
+) -> Block {
     Block {
         header: Header {
             parent: config_hash,
@@ -406,6 +464,7 @@ pub fn genesis_block(config_hash: Hash, timestamp_ms: u64, state_root: Hash) -> 
             tx_root: Hash::ZERO,
             state_root,
             proposer: Address::ZERO,
+            config: consensus,
             engine_data: Vec::new(),
         },
         transactions: Vec::new(),

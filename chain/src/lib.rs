@@ -29,9 +29,9 @@ pub use block::{
 };
 pub use error::ParseError;
 pub use execution::{
-    execute_block, execute_transactions, genesis_block, genesis_state, propose_block, ApplyError,
-    BlockError, BlockExecutor, Executed, ExecutionError, ExecutionParams, Proposal, SignatureCheck,
-    TxRule,
+    check_config, execute_block, execute_transactions, genesis_block, genesis_state, propose_block,
+    ApplyError, BlockError, BlockExecutor, ConfigSchedule, Executed, ExecutionError,
+    ExecutionParams, Proposal, SignatureCheck, TxRule,
 };
 pub use hash::Hash;
 pub use keys::{verify_batch, PublicKey, SecretKey, Signature, SignatureError};

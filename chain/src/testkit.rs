@@ -6,6 +6,7 @@
 use rand::Rng;
 
 use crate::state::{read_account, StateChanges, StateError, StateReader};
+use crate::ConfigSchedule;
 use crate::{
     genesis_block, genesis_state, propose_block, Address, Block, ExecutionError, ExecutionParams,
     Hash, Header, Proposal, SecretKey, Transaction,
@@ -28,13 +29,15 @@ impl TestChain {
             .collect();
         let allocs: Vec<(Address, u64)> = keys.iter().map(|k| (k.address(), balance)).collect();
         let (genesis_state, root) = genesis_state(&allocs);
-        let genesis = genesis_block(Hash::digest(chain_id.as_bytes()), 0, root);
+        let config = Hash::digest(format!("{chain_id}/consensus").as_bytes());
+        let genesis = genesis_block(Hash::digest(chain_id.as_bytes()), config, 0, root);
         Self {
             params: ExecutionParams {
                 chain_id: chain_id.to_owned(),
                 genesis_hash: genesis.hash(),
                 block_reward: 50,
                 min_fee: 0,
+                schedule: ConfigSchedule::single(config),
             },
             keys,
             genesis,

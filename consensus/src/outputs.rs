@@ -214,6 +214,7 @@ mod raft {
                 tx_root: Hash::ZERO,
                 state_root: Hash::ZERO,
                 proposer: Address::ZERO,
+                config: Hash::ZERO,
                 engine_data: term_data(term),
             },
             transactions: Vec::new(),
@@ -324,9 +325,9 @@ mod raft {
         expect(
             &r.handle(1_020, Input::BlockBuilt { block: block(1) }),
             "
-            persist raft/log/0000000000000001=<164 bytes>
-            send 1 AppendEntries term 1 prev 0/0 entries [1:19e37ca1] commit 0
-            send 2 AppendEntries term 1 prev 0/0 entries [1:19e37ca1] commit 0
+            persist raft/log/0000000000000001=<196 bytes>
+            send 1 AppendEntries term 1 prev 0/0 entries [1:47e905c7] commit 0
+            send 2 AppendEntries term 1 prev 0/0 entries [1:47e905c7] commit 0
             timer 1030
         ",
         );
@@ -339,7 +340,7 @@ mod raft {
         expect(
             &r.handle(1_021, msg(1, ack)),
             "
-            commit [1:19e37ca1]
+            commit [1:47e905c7]
             persist raft/log/0000000000000001 deleted
             send 1 AppendEntries term 1 prev 1/1 entries [] commit 1
             send 2 AppendEntries term 1 prev 1/1 entries [] commit 1
@@ -361,7 +362,7 @@ mod raft {
             &r.handle(0, msg(0, append)),
             "
             persist raft/hard=010000000000000000
-            persist raft/log/0000000000000001=<164 bytes>
+            persist raft/log/0000000000000001=<196 bytes>
             send 0 AppendResponse { term: 1, success: true, index: 1, hint_term: 0 }
             timer 164
         ",
@@ -376,7 +377,7 @@ mod raft {
         expect(
             &r.handle(1, msg(0, commit)),
             "
-            commit [1:19e37ca1]
+            commit [1:47e905c7]
             persist raft/log/0000000000000001 deleted
             send 0 AppendResponse { term: 1, success: true, index: 1, hint_term: 0 }
             timer 198
@@ -406,6 +407,7 @@ mod pbft {
             tx_root: Hash::ZERO,
             state_root: Hash::ZERO,
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: Vec::new(),
         }
     }
@@ -437,6 +439,7 @@ mod pbft {
                 tx_root: Hash::ZERO,
                 state_root: Hash::ZERO,
                 proposer: Address::ZERO,
+                config: Hash::ZERO,
                 engine_data: view_data(view),
             },
             transactions: Vec::new(),
@@ -469,7 +472,7 @@ mod pbft {
         expect(
             &p.handle(20, Input::TransactionsAvailable { count: 1 }),
             "
-            build 1 on 24045c10 over []
+            build 1 on 58f218ae over []
             timer 120
         ",
         );
@@ -478,24 +481,24 @@ mod pbft {
         expect(
             &p.handle(21, Input::BlockBuilt { block: b }),
             "
-            broadcast PrePrepare v0 h1 [1:1c1c4539] justified by 0
+            broadcast PrePrepare v0 h1 [1:7688a3c0] justified by 0
             persist pbft/votes=<52 bytes>, pbft/view=0000000000000000
-            broadcast Prepare Prepare v0 h1 1c1c4539 by 0
+            broadcast Prepare Prepare v0 h1 7688a3c0 by 0
         ",
         );
         expect(&p.handle(22, vote_from(1, Phase::Prepare, d)), "");
         expect(
             &p.handle(23, vote_from(2, Phase::Prepare, d)),
             "
-            persist pbft/votes=<664 bytes>, pbft/view=0000000000000000
-            broadcast Commit Commit v0 h1 1c1c4539 by 0
+            persist pbft/votes=<696 bytes>, pbft/view=0000000000000000
+            broadcast Commit Commit v0 h1 7688a3c0 by 0
         ",
         );
         expect(&p.handle(24, vote_from(1, Phase::Commit, d)), "");
         expect(
             &p.handle(25, vote_from(2, Phase::Commit, d)),
             "
-            commit [1:1c1c4539]
+            commit [1:7688a3c0]
             persist pbft/votes=020000000000000000000000, pbft/view=0000000000000000
             timer 35
         ",
@@ -525,7 +528,7 @@ mod pbft {
                 },
             ),
             "
-            validate [1:1c1c4539]
+            validate [1:7688a3c0]
             timer 122
         ",
         );
@@ -539,7 +542,7 @@ mod pbft {
             ),
             "
             persist pbft/votes=<52 bytes>, pbft/view=0000000000000000
-            broadcast Prepare Prepare v0 h1 1c1c4539 by 1
+            broadcast Prepare Prepare v0 h1 7688a3c0 by 1
         ",
         );
     }
@@ -579,7 +582,7 @@ mod pbft {
             "
             persist pbft/view=0100000000000000, pbft/justification=<263 bytes>
             persist pbft/votes=010000000000000000000000, pbft/view=0100000000000000
-            build 1 on 24045c10 over []
+            build 1 on 58f218ae over []
         ",
         );
     }
@@ -618,7 +621,7 @@ mod pbft {
         }
         let built = render(&out);
         assert!(
-            built.contains("build 1 on 24045c10 over []"),
+            built.contains("build 1 on 58f218ae over []"),
             "the new primary builds at once:\n{built}"
         );
     }
@@ -664,7 +667,7 @@ mod pbft {
         expect(
             &out,
             "
-            build 1 on 24045c10 over []
+            build 1 on 58f218ae over []
             timer 2101
         ",
         );
@@ -728,6 +731,7 @@ mod pow {
             tx_root: Hash::ZERO,
             state_root: Hash::digest(b"genesis state"),
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: Vec::new(),
         }
     }
@@ -740,6 +744,7 @@ mod pow {
             tx_root: Hash::ZERO,
             state_root: Hash::digest(&[tag]),
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: PowSeal {
                 difficulty: 16,
                 nonce: 0,
@@ -764,7 +769,7 @@ mod pow {
         expect(
             &pow.handle(now(), Input::Tick),
             "
-            build 1 on 8cf244c3 over []
+            build 1 on 02e9b82f over []
             timer 1750000100500
         ",
         );
@@ -772,8 +777,8 @@ mod pow {
         expect(
             &pow.handle(now(), Input::Block { block: found }),
             "
-            set head: revert 0, apply [1:376917b2]
-            build 2 on 376917b2 over []
+            set head: revert 0, apply [1:413af58a]
+            build 2 on 413af58a over []
             timer 1750000100500
         ",
         );
@@ -795,7 +800,7 @@ mod pow {
         expect(
             &pow.handle(now(), Input::Block { block: b2 }),
             "
-            set head: revert 1, apply [1:5ebf4240 2:a0bb028a]
+            set head: revert 1, apply [1:b2168df2 2:c644884e]
             timer 1750000160000
         ",
         );

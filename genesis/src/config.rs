@@ -21,10 +21,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use cairn_chain::{
-    codec, genesis_block, genesis_state, Address, Block, ExecutionParams, Hash, PublicKey,
-    StateChanges,
+    codec, genesis_block, genesis_state, Address, Block, ConfigSchedule, ExecutionParams, Hash,
+    PublicKey, StateChanges,
 };
 use serde::{Deserialize, Serialize};
+
+pub use schedule::{Segment, Upgrade};
 
 /// The largest genesis file read.
 const MAX_GENESIS_BYTES: u64 = 64 * 1024 * 1024;
@@ -53,6 +55,11 @@ pub struct Genesis {
     /// Initial balances.
     #[serde(default)]
     pub allocations: Vec<Allocation>,
+    /// Changes of engine or validator set at later heights, in height
+    /// order (see [`Upgrade`]). Not part of the genesis hash: appending one
+    /// keeps the network's identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrades: Vec<Upgrade>,
 }
 
 /// The consensus engine and its parameters.
@@ -299,58 +306,7 @@ impl Genesis {
                 "may hold only letters, digits, '-', '_' and '.'",
             ));
         }
-        if self.validators.is_empty() {
-            return Err(GenesisError::new(
-                "validators",
-                "at least one validator is required",
-            ));
-        }
-        let mut names = HashMap::new();
-        let mut keys = HashMap::new();
-        let mut addrs = HashMap::new();
-        for (i, v) in self.validators.iter().enumerate() {
-            let at = |f: &str| format!("validators[{i}].{f}");
-            if v.name.trim().is_empty() {
-                return Err(GenesisError::new(at("name"), "must not be empty"));
-            }
-            if let Some(j) = names.insert(v.name.as_str(), i) {
-                return Err(GenesisError::new(
-                    at("name"),
-                    format!("duplicate validator: same name as validators[{j}]"),
-                ));
-            }
-            v.public_key
-                .validate()
-                .map_err(|e| GenesisError::new(at("public_key"), format!("malformed key: {e}")))?;
-            if let Some(j) = keys.insert(v.public_key, i) {
-                return Err(GenesisError::new(
-                    at("public_key"),
-                    format!("duplicate validator: same key as validators[{j}]"),
-                ));
-            }
-            let not_multiaddr = |why: String| {
-                GenesisError::new(
-                    at("p2p_address"),
-                    format!(
-                        "{:?} is not a multiaddr ending in /p2p/<peer id>: {why}",
-                        v.p2p_address
-                    ),
-                )
-            };
-            let addr: multiaddr::Multiaddr = v
-                .p2p_address
-                .parse()
-                .map_err(|e: multiaddr::Error| not_multiaddr(e.to_string()))?;
-            if !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
-                return Err(not_multiaddr("no /p2p/<peer id> at the end".into()));
-            }
-            if let Some(j) = addrs.insert(v.p2p_address.as_str(), i) {
-                return Err(GenesisError::new(
-                    at("p2p_address"),
-                    format!("duplicate validator: same address as validators[{j}]"),
-                ));
-            }
-        }
+        validate_validators("validators", &self.validators)?;
         let mut seen = HashMap::new();
         let mut total: u64 = 0;
         for (i, a) in self.allocations.iter().enumerate() {
@@ -367,56 +323,22 @@ impl Genesis {
                 )
             })?;
         }
-        match &self.consensus {
-            ConsensusConfig::Raft(p) => {
-                duration("consensus.block_interval_ms", p.block_interval_ms)?;
-                duration("consensus.heartbeat_ms", p.heartbeat_ms)?;
-                duration("consensus.election_timeout_ms", p.election_timeout_ms)?;
-                if p.election_timeout_ms <= p.heartbeat_ms {
-                    return Err(GenesisError::new(
-                        "consensus.election_timeout_ms",
-                        "must be greater than heartbeat_ms",
-                    ));
-                }
-            }
-            ConsensusConfig::Pbft(p) => {
-                duration("consensus.block_interval_ms", p.block_interval_ms)?;
-                duration("consensus.view_timeout_ms", p.view_timeout_ms)?;
-            }
-            ConsensusConfig::Pow(p) => {
-                duration("consensus.target_block_time_ms", p.target_block_time_ms)?;
-                positive("consensus.min_difficulty", p.min_difficulty)?;
-                positive("consensus.retarget_window", p.retarget_window)?;
-                if p.retarget_window > MAX_RETARGET_WINDOW {
-                    return Err(GenesisError::new(
-                        "consensus.retarget_window",
-                        format!(
-                            "{} blocks; at most {MAX_RETARGET_WINDOW}",
-                            p.retarget_window
-                        ),
-                    ));
-                }
-                if p.initial_difficulty < p.min_difficulty {
-                    return Err(GenesisError::new(
-                        "consensus.initial_difficulty",
-                        "must be at least min_difficulty",
-                    ));
-                }
-            }
-        }
+        validate_consensus("consensus", &self.consensus)?;
+        schedule::validate_upgrades(self)?;
         Ok(())
     }
 
-    /// The consensus configuration that rules blocks at `height`. Every
-    /// height uses the genesis engine today; a schedule of engines by height
-    /// will be answered here.
-    pub fn consensus_at(&self, _height: u64) -> &ConsensusConfig {
-        &self.consensus
-    }
-
-    /// Hash of the canonical encoding of this configuration.
+    /// Hash of the canonical encoding of this configuration, upgrades left
+    /// out (they are scheduled later and do not change the network).
     pub fn config_hash(&self) -> Hash {
-        Hash::digest(&codec::encode(&("cairn-genesis-v1", self)))
+        if self.upgrades.is_empty() {
+            return Hash::digest(&codec::encode(&("cairn-genesis-v1", self)));
+        }
+        let base = Genesis {
+            upgrades: Vec::new(),
+            ..self.clone()
+        };
+        base.config_hash()
     }
 
     /// The genesis block and the initial state.
@@ -428,7 +350,12 @@ impl Genesis {
             .collect();
         let (state, root) = genesis_state(&allocations);
         (
-            genesis_block(self.config_hash(), self.genesis_time_ms, root),
+            genesis_block(
+                self.config_hash(),
+                self.segment_at(0).config_hash(),
+                self.genesis_time_ms,
+                root,
+            ),
             state,
         )
     }
@@ -445,13 +372,135 @@ impl Genesis {
             genesis_hash: self.hash(),
             block_reward: self.block_reward,
             min_fee: self.min_fee,
+            schedule: self.config_schedule(),
         }
+    }
+
+    /// The configuration hash each height's blocks carry.
+    pub fn config_schedule(&self) -> ConfigSchedule {
+        let segments = self
+            .segments()
+            .iter()
+            .map(|s| (s.start, s.config_hash()))
+            .collect();
+        ConfigSchedule::new(segments).expect("validated upgrades start above 0, in height order")
     }
 
     /// The sum of all allocations.
     pub fn total_supply(&self) -> u64 {
         self.allocations.iter().map(|a| a.balance).sum()
     }
+}
+
+/// Checks a validator list; `field` names it in errors.
+pub(crate) fn validate_validators(
+    field: &str,
+    validators: &[Validator],
+) -> Result<(), GenesisError> {
+    if validators.is_empty() {
+        return Err(GenesisError::new(
+            field,
+            "at least one validator is required",
+        ));
+    }
+    let mut names = HashMap::new();
+    let mut keys = HashMap::new();
+    let mut addrs = HashMap::new();
+    for (i, v) in validators.iter().enumerate() {
+        let at = |f: &str| format!("{field}[{i}].{f}");
+        if v.name.trim().is_empty() {
+            return Err(GenesisError::new(at("name"), "must not be empty"));
+        }
+        if let Some(j) = names.insert(v.name.as_str(), i) {
+            return Err(GenesisError::new(
+                at("name"),
+                format!("duplicate validator: same name as {field}[{j}]"),
+            ));
+        }
+        v.public_key
+            .validate()
+            .map_err(|e| GenesisError::new(at("public_key"), format!("malformed key: {e}")))?;
+        if let Some(j) = keys.insert(v.public_key, i) {
+            return Err(GenesisError::new(
+                at("public_key"),
+                format!("duplicate validator: same key as {field}[{j}]"),
+            ));
+        }
+        let not_multiaddr = |why: String| {
+            GenesisError::new(
+                at("p2p_address"),
+                format!(
+                    "{:?} is not a multiaddr ending in /p2p/<peer id>: {why}",
+                    v.p2p_address
+                ),
+            )
+        };
+        let addr: multiaddr::Multiaddr = v
+            .p2p_address
+            .parse()
+            .map_err(|e: multiaddr::Error| not_multiaddr(e.to_string()))?;
+        if !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+            return Err(not_multiaddr("no /p2p/<peer id> at the end".into()));
+        }
+        if let Some(j) = addrs.insert(v.p2p_address.as_str(), i) {
+            return Err(GenesisError::new(
+                at("p2p_address"),
+                format!("duplicate validator: same address as {field}[{j}]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an engine's parameters; `field` names them in errors.
+pub(crate) fn validate_consensus(
+    field: &str,
+    consensus: &ConsensusConfig,
+) -> Result<(), GenesisError> {
+    match consensus {
+        ConsensusConfig::Raft(p) => {
+            duration(&format!("{field}.block_interval_ms"), p.block_interval_ms)?;
+            duration(&format!("{field}.heartbeat_ms"), p.heartbeat_ms)?;
+            duration(
+                &format!("{field}.election_timeout_ms"),
+                p.election_timeout_ms,
+            )?;
+            if p.election_timeout_ms <= p.heartbeat_ms {
+                return Err(GenesisError::new(
+                    &format!("{field}.election_timeout_ms"),
+                    "must be greater than heartbeat_ms",
+                ));
+            }
+        }
+        ConsensusConfig::Pbft(p) => {
+            duration(&format!("{field}.block_interval_ms"), p.block_interval_ms)?;
+            duration(&format!("{field}.view_timeout_ms"), p.view_timeout_ms)?;
+        }
+        ConsensusConfig::Pow(p) => {
+            duration(
+                &format!("{field}.target_block_time_ms"),
+                p.target_block_time_ms,
+            )?;
+            positive(&format!("{field}.min_difficulty"), p.min_difficulty)?;
+            positive(&format!("{field}.retarget_window"), p.retarget_window)?;
+            if p.retarget_window > MAX_RETARGET_WINDOW {
+                return Err(GenesisError::new(
+                    &format!("{field}.retarget_window"),
+                    format!(
+                        "{} blocks; at most {MAX_RETARGET_WINDOW}",
+                        p.retarget_window
+                    ),
+                ));
+            }
+            if p.initial_difficulty < p.min_difficulty {
+                return Err(GenesisError::new(
+                    &format!("{field}.initial_difficulty"),
+                    "must be at least min_difficulty",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The longest interval or timeout a genesis may set (one day): engines
@@ -484,5 +533,6 @@ fn positive(field: &str, v: u64) -> Result<(), GenesisError> {
     }
 }
 
+mod schedule;
 #[cfg(test)]
 mod tests;

@@ -229,6 +229,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             })
             .collect(),
         allocations,
+        upgrades: Vec::new(),
     };
     genesis
         .validate()

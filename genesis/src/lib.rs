@@ -7,7 +7,7 @@ pub mod node_config;
 
 pub use config::{
     Allocation, ConsensusConfig, EngineKind, Genesis, GenesisError, PbftParams, PowParams,
-    RaftParams, Validator,
+    RaftParams, Segment, Upgrade, Validator,
 };
 pub use generate::{generate, GeneratedNetwork, GeneratedNode, NetworkSpec, MAX_BENCH_ACCOUNTS};
 pub use node_config::NodeConfig;

@@ -181,6 +181,8 @@ struct BlockView {
     proposer: Address,
     tx_root: Hash,
     state_root: Hash,
+    /// The consensus configuration the block was made under.
+    config: Hash,
     engine_data: String,
     /// Whether the block is on this node's chain, and how many blocks
     /// (itself included) it has under the head; 0 off the chain.
@@ -211,6 +213,7 @@ fn block_view(s: &Shared, b: &Block) -> Result<BlockView, ApiError> {
         proposer: b.header.proposer,
         tx_root: b.header.tx_root,
         state_root: b.header.state_root,
+        config: b.header.config,
         engine_data: hex::encode(&b.header.engine_data),
         transactions: b.transactions.iter().map(TxView::from).collect(),
     })

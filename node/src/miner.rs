@@ -163,6 +163,7 @@ mod tests {
                 tx_root: Hash::ZERO,
                 state_root: Hash::ZERO,
                 proposer: Address::ZERO,
+                config: Hash::ZERO,
                 engine_data: PowSeal {
                     difficulty,
                     nonce: 0,

@@ -88,6 +88,15 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     let config = NodeConfig::load(home)?;
     let genesis_path = NodeConfig::resolve(home, &config.genesis);
     let genesis = Genesis::load(&genesis_path)?;
+    if let Some(first) = genesis.upgrades.first() {
+        bail!(
+            "{} schedules a switch to {} at height {}: this version of cairn-node cannot \
+             switch engines on a live chain yet; remove `upgrades` to run the network as it started",
+            genesis_path.display(),
+            first.consensus.kind(),
+            first.height
+        );
+    }
     let genesis_hash = genesis.hash();
     let (genesis_block, genesis_state) = genesis.build();
 

@@ -200,6 +200,7 @@ mod tests {
                 tx_root: Hash::digest(&[tag]),
                 state_root: Hash::ZERO,
                 proposer: Address::ZERO,
+                config: Hash::ZERO,
                 engine_data: Vec::new(),
             },
             transactions: Vec::new(),

@@ -11,6 +11,7 @@ fn params() -> ExecutionParams {
         genesis_hash: Hash::ZERO,
         block_reward: 10,
         min_fee: 0,
+        schedule: ConfigSchedule::single(Hash::ZERO),
     }
 }
 
@@ -218,6 +219,7 @@ fn execute_block_checks_link_and_state_root() {
         tx_root: Hash::ZERO,
         state_root: Hash::ZERO,
         proposer: Address::ZERO,
+        config: Hash::ZERO,
         engine_data: vec![],
     };
     let txs = vec![transfer(0, key(1).address(), 5, 1, 0)];
@@ -237,6 +239,7 @@ fn execute_block_checks_link_and_state_root() {
             tx_root: crate::transactions_root(&txs),
             state_root: out.state_root,
             proposer: key(3).address(),
+            config: Hash::ZERO,
             engine_data: vec![],
         },
         transactions: txs,

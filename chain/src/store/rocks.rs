@@ -63,8 +63,9 @@ const META_GENESIS: &[u8] = b"genesis";
 const META_FORMAT: &[u8] = b"format";
 /// The layout of the store, written with genesis. 1: a key per state-tree
 /// node, transaction index values with the block hash (no `format` entry);
-/// 2: tree nodes in pages, index values of height and position.
-const FORMAT: u32 = 2;
+/// 2: tree nodes in pages, index values of height and position; 3: block
+/// headers commit to their consensus configuration.
+const FORMAT: u32 = 3;
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 const MAX_UNDO_BYTES: usize = 512 * 1024 * 1024;
 
@@ -391,12 +392,8 @@ impl ChainStore for Store {
     fn init_genesis(&self, genesis: &Block, state: &StateChanges) -> Result<(), StoreError> {
         let hash = genesis.hash();
         if let Some(stored) = self.genesis_hash()? {
-            if stored != hash {
-                return Err(StoreError::GenesisMismatch {
-                    stored,
-                    expected: hash,
-                });
-            }
+            // The format first: another version's genesis block hashes
+            // differently, and "another network" would mislead.
             let found = match self.db.get_cf(self.cf(CF_META), META_FORMAT)? {
                 None => 1,
                 Some(b) => <[u8; 4]>::try_from(b.as_slice())
@@ -408,6 +405,12 @@ impl ChainStore for Store {
                     path: self.path.clone(),
                     found,
                     expected: FORMAT,
+                });
+            }
+            if stored != hash {
+                return Err(StoreError::GenesisMismatch {
+                    stored,
+                    expected: hash,
                 });
             }
             return Ok(());

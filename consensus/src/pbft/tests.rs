@@ -31,6 +31,7 @@ fn genesis() -> Header {
         tx_root: Hash::ZERO,
         state_root: Hash::ZERO,
         proposer: Address::ZERO,
+        config: Hash::ZERO,
         engine_data: Vec::new(),
     }
 }
@@ -44,6 +45,7 @@ fn block(height: u64, parent: Hash, tag: u8) -> Block {
             tx_root: Hash::digest(&[tag]),
             state_root: Hash::ZERO,
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: view_data(0),
         },
         transactions: Vec::new(),

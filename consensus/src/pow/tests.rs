@@ -32,6 +32,7 @@ fn genesis() -> Header {
         tx_root: Hash::ZERO,
         state_root: Hash::digest(b"genesis state"),
         proposer: Address::ZERO,
+        config: Hash::ZERO,
         engine_data: Vec::new(),
     }
 }
@@ -45,6 +46,7 @@ fn child(parent: &Header, tag: u8, difficulty: u64) -> Block {
         tx_root: Hash::ZERO,
         state_root: Hash::digest(&[tag]),
         proposer: Address::ZERO,
+        config: Hash::ZERO,
         engine_data: PowSeal {
             difficulty,
             nonce: 0,

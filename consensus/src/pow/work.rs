@@ -155,6 +155,7 @@ mod tests {
             tx_root: Hash::ZERO,
             state_root: Hash::digest(b"state"),
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: PowSeal {
                 difficulty,
                 nonce: 0,

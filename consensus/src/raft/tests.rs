@@ -38,6 +38,7 @@ fn block_on(parent: Hash, height: u64, term: u64, tag: u8) -> Block {
             tx_root: Hash::digest(&[tag]),
             state_root: Hash::ZERO,
             proposer: Address::ZERO,
+            config: Hash::ZERO,
             engine_data: term_data(term),
         },
         transactions: Vec::new(),

@@ -188,3 +188,94 @@ fn a_zero_minimum_fee_leaves_the_genesis_hash_as_it_was() {
     assert_ne!(with_fee.hash(), g.hash());
     assert!(with_fee.to_json().contains("\"min_fee\": 1"));
 }
+
+fn upgrade(height: u64, engine: EngineKind) -> Upgrade {
+    Upgrade {
+        height,
+        consensus: ConsensusConfig::default_for(engine),
+        validators: None,
+    }
+}
+
+#[test]
+fn appending_an_upgrade_keeps_the_genesis_hash() {
+    let g = sample();
+    let mut upgraded = g.clone();
+    upgraded.upgrades.push(upgrade(200, EngineKind::Pbft));
+    assert_eq!(upgraded.hash(), g.hash());
+    let back = Genesis::from_json(&upgraded.to_json()).expect("parse");
+    assert_eq!(back, upgraded);
+    assert!(!g.to_json().contains("upgrades"), "no empty list written");
+}
+
+#[test]
+fn segments_split_the_chain_at_each_upgrade() {
+    let mut g = sample();
+    let mut others = g.validators.clone();
+    others.truncate(3);
+    g.upgrades.push(upgrade(200, EngineKind::Pbft));
+    g.upgrades.push(Upgrade {
+        validators: Some(others.clone()),
+        ..upgrade(400, EngineKind::Pow)
+    });
+    let s = g.segments();
+    assert_eq!(s.len(), 3);
+    assert_eq!((s[0].index, s[0].start, s[0].end), (0, 0, Some(200)));
+    assert_eq!((s[1].index, s[1].start, s[1].end), (1, 200, Some(400)));
+    assert_eq!((s[2].index, s[2].start, s[2].end), (2, 400, None));
+    assert_eq!(s[0].consensus.kind(), EngineKind::Raft);
+    assert_eq!(s[1].consensus.kind(), EngineKind::Pbft);
+    assert_eq!(s[1].validators, &g.validators[..], "the set carries over");
+    assert_eq!(s[2].validators, &others[..]);
+    for (h, i) in [
+        (0, 0),
+        (1, 0),
+        (199, 0),
+        (200, 1),
+        (399, 1),
+        (400, 2),
+        (u64::MAX, 2),
+    ] {
+        assert_eq!(g.segment_at(h).index, i, "height {h}");
+        assert!(g.segment_at(h).contains(h));
+    }
+    let hashes: std::collections::HashSet<_> = s.iter().map(|s| s.config_hash()).collect();
+    assert_eq!(hashes.len(), 3, "every segment has its own hash");
+    // The same engine again from another height is another segment.
+    let mut again = sample();
+    again.upgrades.push(upgrade(300, EngineKind::Raft));
+    assert_ne!(
+        again.segments()[1].config_hash(),
+        again.segments()[0].config_hash()
+    );
+}
+
+#[test]
+fn upgrades_out_of_order_or_at_genesis_are_refused() {
+    let mut v = serde_json::to_value(sample()).expect("v");
+    v["upgrades"] = serde_json::json!([{ "height": 0, "consensus": { "engine": "pbft" } }]);
+    let e = refused(v.clone());
+    assert_eq!(e.field, "upgrades[0].height");
+    v["upgrades"] = serde_json::json!([
+        { "height": 300, "consensus": { "engine": "pbft" } },
+        { "height": 300, "consensus": { "engine": "pow" } },
+    ]);
+    let e = refused(v.clone());
+    assert_eq!(e.field, "upgrades[1].height");
+    assert!(e.message.contains("height order"), "{e}");
+    v["upgrades"] = serde_json::json!([
+        { "height": 300, "consensus": { "engine": "raft", "heartbeat_ms": 0 } },
+    ]);
+    assert_eq!(
+        refused(v.clone()).field,
+        "upgrades[0].consensus.heartbeat_ms"
+    );
+    v["upgrades"] = serde_json::json!([
+        { "height": 300, "consensus": { "engine": "pbft" }, "validators": [] },
+    ]);
+    assert_eq!(refused(v.clone()).field, "upgrades[0].validators");
+    v["upgrades"] = serde_json::json!([
+        { "height": 300, "consensus": { "engine": "pbft" }, "when": "soon" },
+    ]);
+    assert!(refused(v).message.contains("when"));
+}

@@ -153,6 +153,7 @@ fn detour_block(genesis: &std::path::Path) -> Result<cairn_chain::Block> {
         tx_root: cairn_chain::transactions_root(&[]),
         state_root: Hash::ZERO,
         proposer: cairn_chain::Address::ZERO,
+        config: g.segment_at(3).config_hash(),
         engine_data: cairn_consensus::pow::PowSeal {
             difficulty,
             nonce: 0,
@@ -168,8 +169,17 @@ fn detour_block(genesis: &std::path::Path) -> Result<cairn_chain::Block> {
     })
 }
 
-/// The head hash, height, timestamp and next difficulty a node reports.
-fn pow_head(node: &str) -> Option<(Hash, u64, u64, u64)> {
+/// What a node reports of its head: hash, height, timestamp, consensus
+/// configuration, and the next block's difficulty.
+struct PowHead {
+    hash: Hash,
+    height: u64,
+    timestamp_ms: u64,
+    config: Hash,
+    difficulty: u64,
+}
+
+fn pow_head(node: &str) -> Option<PowHead> {
     let get = |path: &str| -> Option<serde_json::Value> {
         ureq::get(&format!("{node}{path}"))
             .call()
@@ -180,12 +190,13 @@ fn pow_head(node: &str) -> Option<(Hash, u64, u64, u64)> {
     };
     let c = get("/consensus")?;
     let b = get("/blocks/latest")?;
-    Some((
-        Hash::from_hex(b["hash"].as_str()?).ok()?,
-        b["height"].as_u64()?,
-        b["timestamp_ms"].as_u64()?,
-        c["difficulty"].as_u64()?,
-    ))
+    Some(PowHead {
+        hash: Hash::from_hex(b["hash"].as_str()?).ok()?,
+        height: b["height"].as_u64()?,
+        timestamp_ms: b["timestamp_ms"].as_u64()?,
+        config: Hash::from_hex(b["config"].as_str()?).ok()?,
+        difficulty: c["difficulty"].as_u64()?,
+    })
 }
 
 /// Mines invalid blocks on `node`'s head until `until`; returns how many
@@ -194,7 +205,7 @@ async fn mine_bad_blocks(node: &str, net: &Network, until: tokio::time::Instant)
     let mut published = 0;
     let mut nonce_start = 0u64;
     while tokio::time::Instant::now() < until {
-        let Some((parent, height, parent_ts, difficulty)) = pow_head(node) else {
+        let Some(head) = pow_head(node) else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -202,14 +213,17 @@ async fn mine_bad_blocks(node: &str, net: &Network, until: tokio::time::Instant)
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let header = cairn_chain::Header {
-            parent,
-            height: height + 1,
-            timestamp_ms: now.max(parent_ts + 1),
+            parent: head.hash,
+            height: head.height + 1,
+            timestamp_ms: now.max(head.timestamp_ms + 1),
             tx_root: cairn_chain::transactions_root(&[]),
             state_root: Hash::digest(b"not the state this block leads to"),
             proposer: cairn_chain::Address::ZERO,
+            // The configuration of the head's segment: the block is wrong
+            // only in its state root.
+            config: head.config,
             engine_data: cairn_consensus::pow::PowSeal {
-                difficulty,
+                difficulty: head.difficulty,
                 nonce: 0,
             }
             .encode(),
