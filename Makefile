@@ -6,8 +6,10 @@ SHELL := /bin/bash
 # (a cold build compiles RocksDB from C++ source).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
 DEVNET_DIR ?= devnet
-ENGINE ?= raft
+# Empty: a new devnet is Raft, an existing one keeps its engine.
+ENGINE ?=
 VALIDATORS ?=
+FRESH ?=
 
 .PHONY: deps build test devnet bench bench-network soak chaos fuzz fuzz-merge fuzz-seeds lint fmt
 SEEDS ?= 10000
@@ -23,7 +25,7 @@ test: build
 	cargo test --workspace --no-fail-fast
 
 devnet: build
-	@scripts/devnet.sh "$(DEVNET_DIR)" "$(ENGINE)" "$(VALIDATORS)"
+	@scripts/devnet.sh "$(DEVNET_DIR)" "$(ENGINE)" "$(VALIDATORS)" "$(FRESH)"
 
 bench: deps
 	cargo bench -p cairn-chain
@@ -51,7 +53,7 @@ DURATION ?= 120
 RATE ?= 50
 FAULTS ?= kill,pause,isolate,halves,skew,disk-full
 chaos: build
-	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(ENGINE) --seed $(SEED) --duration $(DURATION) \
+	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(or $(ENGINE),raft) --seed $(SEED) --duration $(DURATION) \
 		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS) \
 		$(if $(BYZANTINE),--byzantine $(BYZANTINE))
 

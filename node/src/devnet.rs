@@ -39,6 +39,40 @@ pub fn die_with_supervisor() {
     }
 }
 
+/// Refuses a request for another engine or validator count than the
+/// network in `dir` runs, saying what it holds and how to go on.
+fn check_request(
+    held: &Genesis,
+    dir: &Path,
+    engine: Option<EngineKind>,
+    validators: Option<usize>,
+) -> Result<()> {
+    let last = held.segment_at(u64::MAX);
+    let held_engine = last.consensus.kind();
+    let held_size = last.validators.len();
+    let engine_differs = engine.is_some_and(|e| e != held_engine);
+    let size_differs = validators.is_some_and(|v| v != held_size);
+    if !engine_differs && !size_differs {
+        return Ok(());
+    }
+    let asked = format!(
+        "{} network{}",
+        engine.unwrap_or(held_engine),
+        validators.map_or(String::new(), |v| format!(" of {v} validators"))
+    );
+    anyhow::bail!(
+        "{dir} holds a {held_engine} network of {held_size} validators (chain {chain}, genesis \
+         {genesis}), not a {asked}.\n\
+         To start a new chain instead (its blocks and balances are deleted):\n  \
+         cairn-node devnet --dir {dir} --engine {engine} --fresh   (make devnet ENGINE={engine} FRESH=1)\n\
+         To run the network that is there: leave out --engine and --validators.",
+        dir = dir.display(),
+        chain = held.chain_id,
+        genesis = held.hash(),
+        engine = engine.unwrap_or(held_engine),
+    )
+}
+
 struct Node {
     name: String,
     home: std::path::PathBuf,
@@ -47,9 +81,22 @@ struct Node {
     child: Option<Child>,
 }
 
+/// The validators a new network of `engine` gets unless told: the fewest
+/// that tolerate one fault.
+pub fn default_validators(engine: EngineKind) -> usize {
+    match engine {
+        EngineKind::Raft => 3,
+        EngineKind::Pbft | EngineKind::Pow => 4,
+    }
+}
+
+/// Runs the devnet in `dir`: the network there, or a new one of `engine`
+/// (Raft if not given) with `validators` validators. Asking for another
+/// engine or size than the network in `dir` has is an error that says
+/// what is there, unless `fresh` deletes it first.
 pub fn run(
-    engine: EngineKind,
-    validators: usize,
+    engine: Option<EngineKind>,
+    validators: Option<usize>,
     dir: &Path,
     fresh: bool,
     base_port: u16,
@@ -60,11 +107,16 @@ pub fn run(
     }
     let genesis_path = dir.join("genesis.json");
     if genesis_path.exists() {
+        let held = Genesis::load(&genesis_path)?;
+        check_request(&held, dir, engine, validators)?;
         println!(
-            "Reusing the network in {} (--fresh for a new one).",
+            "Reusing the {} network in {} (--fresh for a new one).",
+            held.segment_at(u64::MAX).consensus.kind(),
             dir.display()
         );
     } else {
+        let engine = engine.unwrap_or(EngineKind::Raft);
+        let validators = validators.unwrap_or(default_validators(engine));
         let spec = NetworkSpec {
             engine,
             validators,

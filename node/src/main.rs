@@ -35,10 +35,12 @@ enum Cmd {
     },
     /// Generate (or reuse) a local network and run every node of it.
     Devnet {
-        #[arg(long, default_value = "raft")]
-        engine: EngineKind,
-        /// Validators (default: 3 for Raft, 4 for PBFT and proof-of-work,
-        /// the fewest that tolerate one fault).
+        /// Engine of a new network (default: raft); a network already in
+        /// DIR keeps its own, and asking for another is refused.
+        #[arg(long)]
+        engine: Option<EngineKind>,
+        /// Validators of a new network (default: 3 for Raft, 4 for PBFT
+        /// and proof-of-work, the fewest that tolerate one fault).
         #[arg(long)]
         validators: Option<usize>,
         #[arg(long, default_value = "devnet")]
@@ -86,13 +88,7 @@ fn main() -> ExitCode {
             fresh,
             base_port,
             bench_accounts,
-        } => {
-            let validators = validators.unwrap_or(match engine {
-                EngineKind::Raft => 3,
-                EngineKind::Pbft | EngineKind::Pow => 4,
-            });
-            cairn_node::devnet::run(engine, validators, &dir, fresh, base_port, bench_accounts)
-        }
+        } => cairn_node::devnet::run(engine, validators, &dir, fresh, base_port, bench_accounts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,3 +70,62 @@ fn devnet_stops_every_child_on_sigterm() {
         assert!(!alive(pid), "node process {pid} outlived the devnet");
     }
 }
+
+/// Asking a devnet folder for another engine or size than the network it
+/// holds says what is there and how to go on, and starts nothing; the
+/// same request with `--fresh` replaces the network.
+#[test]
+fn devnet_refuses_another_engine_than_the_network_it_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = dir.path().join("net");
+    let made = Command::new(workspace_bin("cairn-genesis"))
+        .args(["new", "--engine", "raft", "--validators", "3", "--out"])
+        .arg(&net)
+        .output()
+        .expect("cairn-genesis new");
+    assert!(made.status.success(), "{made:?}");
+    for args in [
+        &["--engine", "pbft"][..],
+        &["--validators", "5"][..],
+        &["--engine", "pow", "--validators", "4"][..],
+    ] {
+        let out = Command::new(workspace_bin("cairn-node"))
+            .arg("devnet")
+            .args(args)
+            .arg("--dir")
+            .arg(&net)
+            .output()
+            .expect("cairn-node devnet");
+        assert!(!out.status.success(), "{args:?} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("holds a raft network of 3 validators") && err.contains("--fresh"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("NODE"),
+            "no node is started"
+        );
+    }
+    // A fresh network of the engine asked for.
+    let mut devnet = Command::new(workspace_bin("cairn-node"))
+        .args(["devnet", "--engine", "pbft", "--fresh", "--base-port", "28720", "--dir"])
+        .arg(&net)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn devnet");
+    let stdout = devnet.stdout.take().expect("stdout");
+    let mut said = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let done = line.starts_with("Ctrl-C");
+        said.push(line);
+        if done {
+            break;
+        }
+    }
+    kill(Pid::from_raw(devnet.id() as i32), Signal::SIGTERM).expect("signal devnet");
+    devnet.wait().expect("devnet exits");
+    let said = said.join("\n");
+    assert!(said.contains("Generated a pbft network of 4 validators"), "{said}");
+}
