@@ -10,7 +10,7 @@ use crate::{PbftMessage, RaftMessage, ValidatorId};
 pub const MAX_MESSAGE_BYTES: usize = cairn_chain::MAX_BLOCK_BYTES + 1024 * 1024;
 
 /// Domain tag of consensus signatures (distinct from transactions').
-const DOMAIN: &[u8] = b"cairn-consensus-v2";
+const DOMAIN: &[u8] = b"cairn-consensus-v3";
 
 /// A message of any engine. One enum, so that the trait stays object-safe
 /// and the wire format is shared.
@@ -29,6 +29,10 @@ pub enum ConsensusMessage {
 pub struct SignedMessage {
     /// The sender's index in the validator set.
     pub from: ValidatorId,
+    /// The segment of the consensus schedule the sender's engine runs
+    /// (0 for the genesis engine): validator indices and keys are that
+    /// segment's.
+    pub segment: u64,
     /// The canonical encoding of the [`ConsensusMessage`].
     pub payload: Vec<u8>,
     pub signature: Signature,
@@ -50,28 +54,49 @@ pub enum MessageError {
 /// hashes its message twice with SHA-512 to sign and once to verify, so
 /// signing a 32-byte digest (SHA-256, hardware-accelerated on most CPUs) is
 /// several times cheaper than signing the payload itself, and as strong.
-fn signing_digest(network: &Hash, from: ValidatorId, payload: &[u8]) -> Hash {
-    Hash::digest_parts(&[DOMAIN, network.as_ref(), &from.to_le_bytes(), payload])
+fn signing_digest(network: &Hash, segment: u64, from: ValidatorId, payload: &[u8]) -> Hash {
+    Hash::digest_parts(&[
+        DOMAIN,
+        network.as_ref(),
+        &segment.to_le_bytes(),
+        &from.to_le_bytes(),
+        payload,
+    ])
 }
 
 impl SignedMessage {
-    /// Signs `msg` as validator `from` of the network `network`.
+    /// Signs `msg` as validator `from` of the network `network`'s genesis
+    /// engine.
     pub fn sign(
         network: &Hash,
         from: ValidatorId,
         key: &SecretKey,
         msg: &ConsensusMessage,
     ) -> Self {
+        Self::sign_in(network, 0, from, key, msg)
+    }
+
+    /// Signs `msg` as validator `from` of segment `segment` of the
+    /// network's consensus schedule.
+    pub fn sign_in(
+        network: &Hash,
+        segment: u64,
+        from: ValidatorId,
+        key: &SecretKey,
+        msg: &ConsensusMessage,
+    ) -> Self {
         let payload = codec::encode(msg);
-        let signature = key.sign(signing_digest(network, from, &payload).as_ref());
+        let signature = key.sign(signing_digest(network, segment, from, &payload).as_ref());
         Self {
             from,
+            segment,
             payload,
             signature,
         }
     }
 
-    /// Checks the signature against `validators` and decodes the message.
+    /// Checks the signature against `validators` (those of the message's
+    /// segment) and decodes the message.
     pub fn open(
         &self,
         network: &Hash,
@@ -81,7 +106,7 @@ impl SignedMessage {
             .get(self.from as usize)
             .ok_or(MessageError::UnknownSender(self.from))?;
         key.verify(
-            signing_digest(network, self.from, &self.payload).as_ref(),
+            signing_digest(network, self.segment, self.from, &self.payload).as_ref(),
             &self.signature,
         )
         .map_err(|_| MessageError::BadSignature(self.from))?;
@@ -133,6 +158,12 @@ mod tests {
         let mut forged = wire.clone();
         forged.from = 2;
         assert_eq!(forged.open(&net, &pks), Err(MessageError::BadSignature(2)));
+        // Moved to another segment of the schedule.
+        let mut moved = wire.clone();
+        moved.segment = 1;
+        assert_eq!(moved.open(&net, &pks), Err(MessageError::BadSignature(1)));
+        let later = SignedMessage::sign_in(&net, 1, 1, &keys[1], &sample());
+        assert_eq!(later.open(&net, &pks).expect("open"), (1, sample()));
         // Not a validator at all.
         forged.from = 9;
         assert_eq!(forged.open(&net, &pks), Err(MessageError::UnknownSender(9)));

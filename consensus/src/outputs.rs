@@ -415,6 +415,7 @@ mod pbft {
     fn engine(me: u32) -> Pbft {
         let k = keys();
         let cfg = PbftConfig {
+            first_height: 0,
             me,
             validators: k
                 .iter()
@@ -651,6 +652,7 @@ mod pbft {
         // It crashes before the block it builds is proposed, and restarts.
         let k = keys();
         let cfg = PbftConfig {
+            first_height: 0,
             me: 1,
             validators: k.iter().map(SecretKey::public_key).collect(),
             key: k[1].clone(),

@@ -69,12 +69,17 @@ const MAX_BACKOFF: u32 = 3;
 /// PBFT's settings.
 #[derive(Debug, Clone)]
 pub struct PbftConfig {
+    /// The first height of this engine's segment of the consensus
+    /// schedule (0 for the genesis engine): a head below it is the last
+    /// block of the previous segment, and the engine starts at view 0.
+    pub first_height: u64,
     pub me: ValidatorId,
     /// The validator set, in genesis order.
     pub validators: Vec<PublicKey>,
     /// This validator's key: it signs votes and view changes.
     pub key: SecretKey,
-    /// The network's genesis hash (signatures cover it).
+    /// What signatures cover: the network's genesis hash for the genesis
+    /// engine, the segment's configuration hash for a later one.
     pub network: Hash,
     pub block_interval_ms: u64,
     /// Base view-change timeout, doubled with each failed view.
@@ -177,7 +182,11 @@ impl Pbft {
             .get(VIEW_KEY)
             .and_then(|v| codec::decode::<u64>(v, 8).ok())
             .unwrap_or(0)
-            .max(block_view(&head.engine_data));
+            .max(if head.height >= cfg.first_height {
+                block_view(&head.engine_data)
+            } else {
+                0
+            });
         let head_height = head.height;
         let votes = persisted
             .get(VOTES_KEY)

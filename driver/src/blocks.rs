@@ -21,6 +21,8 @@ pub enum BlockProblem {
     Block(#[from] cairn_chain::BlockError),
     #[error("the engine asked for a block on {parent} at {height}, the chain ends at {tip}")]
     WrongParent { parent: Hash, height: u64, tip: u64 },
+    #[error("past the engine's segment of the consensus schedule")]
+    PastSegment,
     #[error(transparent)]
     Driver(#[from] DriverError),
 }
@@ -117,9 +119,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             let next = ahead.entry(tx.sender()).or_default();
             *next = (*next).max(tx.nonce.saturating_add(1));
         }
-        let candidates = self
-            .pool()?
-            .ready(self.cfg.block_max, |a| ahead.get(a).copied());
+        // Past the segment: an empty marker block, never committed, that
+        // lets Raft commit the segment's last block in the current term
+        // (see `segments`).
+        let candidates = if self.past_segment(height) {
+            Vec::new()
+        } else {
+            self.pool()?
+                .ready(self.cfg.block_max, |a| ahead.get(a).copied())
+        };
         let timestamp = now_ms.max(parent_header.timestamp_ms);
         let proposal = propose_block(
             &overlay,

@@ -25,6 +25,7 @@ mod blocks;
 pub mod bodies;
 mod fork;
 pub mod mempool;
+mod segments;
 pub mod serve;
 pub mod start;
 mod sync;
@@ -45,6 +46,7 @@ use foldhash::{HashMap, HashMapExt};
 
 pub use admit::{admit, Admitted};
 pub use mempool::{Mempool, Rejection};
+pub use segments::{segment_state, SegmentEngine, SegmentStart};
 
 /// Most block origins remembered (to penalise or ask the sender).
 const MAX_ORIGINS: usize = 10_000;
@@ -146,6 +148,11 @@ pub enum Effect<P> {
     Applied {
         block: Block,
     },
+    /// The engine of the schedule's segment that starts at `height` took
+    /// over (validators, keys and peers may have changed).
+    Switched {
+        height: u64,
+    },
 }
 
 /// What stops the node. Each message carries its cause (no `source`), so
@@ -162,6 +169,8 @@ pub enum DriverError {
     ConflictingFinal { height: u64, hash: Hash, held: Hash },
     #[error("the mempool's lock is poisoned")]
     Poisoned,
+    #[error("cannot start the consensus engine scheduled from height {height}: {reason}")]
+    Switch { height: u64, reason: String },
 }
 
 impl From<StoreError> for DriverError {
@@ -200,6 +209,8 @@ pub struct Stats {
     /// behind a nonce gap.
     pub rebroadcast: u64,
     pub expired: u64,
+    /// Engines started at a scheduled height.
+    pub switches: u64,
 }
 
 /// The driver. See the crate docs.
@@ -240,6 +251,13 @@ pub struct Driver<S: ChainStore, P: Peer> {
     ignored: Vec<Hash>,
     /// Whether the engine said this node leads, after the last input.
     leading: bool,
+    /// The first height past the engine's segment of the schedule, and
+    /// how to start the next segment's engine.
+    segment: u64,
+    /// Where the next search for a peer to sync from starts.
+    sync_rotation: usize,
+    segment_end: Option<u64>,
+    segment_start: Option<SegmentStart<P>>,
 }
 
 impl<S: ChainStore, P: Peer> std::fmt::Debug for Driver<S, P> {
@@ -285,6 +303,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             rejected: Vec::new(),
             ignored: Vec::new(),
             leading: false,
+            segment: 0,
+            sync_rotation: 0,
+            segment_end: None,
+            segment_start: None,
         }
     }
 
@@ -395,17 +417,40 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(self.done())
     }
 
-    /// A consensus message whose signature the shell checked.
+    /// A consensus message of the schedule's segment `segment` whose
+    /// signature the shell checked (against that segment's validators),
+    /// delivered by `origin`. A message of an earlier segment is stale;
+    /// one of a later segment means the sender went on without this node,
+    /// which syncs (from `origin` if it may, from another peer otherwise).
     pub fn message(
         &mut self,
         now_ms: u64,
+        origin: P,
         from: ValidatorId,
+        segment: u64,
         msg: ConsensusMessage,
     ) -> Result<Vec<Effect<P>>, DriverError> {
-        if Some(from) != self.cfg.me {
+        if segment > self.segment {
+            self.start_sync(now_ms, origin)?;
+            let n = self.peers.len();
+            for i in 0..n {
+                if self.syncing.is_some() {
+                    break;
+                }
+                let peer = self.peers[(self.sync_rotation + i) % n];
+                self.start_sync(now_ms, peer)?;
+            }
+            self.sync_rotation = self.sync_rotation.wrapping_add(1);
+        } else if segment == self.segment && Some(from) != self.cfg.me {
             self.feed(now_ms, Input::Message { from, msg })?;
         }
         Ok(self.done())
+    }
+
+    /// The index of the schedule's segment whose engine runs (0 for the
+    /// genesis engine).
+    pub fn segment(&self) -> u64 {
+        self.segment
     }
 
     /// New transactions entered the mempool: tells the engine what is
@@ -529,7 +574,12 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         from: P,
         height: u64,
     ) -> Result<Vec<Effect<P>>, DriverError> {
-        if self.final_blocks() && height > self.store.head()?.height + 1 {
+        let head = self.store.head()?.height;
+        // One block behind is normal (the next commit brings it), unless
+        // that block ends this engine's segment: no later message of this
+        // engine would bring it.
+        let behind = height > head + 1 || (height > head && self.past_segment(height + 1));
+        if self.final_blocks() && behind {
             self.start_sync(now_ms, from)?;
         }
         Ok(self.done())
@@ -567,6 +617,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 let actions = engine.handle(now_ms, input);
                 for action in actions {
                     queue.extend(self.act(now_ms, action)?);
+                }
+                if self.switch_if_due()? {
+                    // What the old engine's actions produced is for it only.
+                    queue.clear();
+                    queue.push_back(Input::Tick);
+                    let count = self.ready_count()?;
+                    if count > 0 {
+                        queue.push_back(Input::TransactionsAvailable { count });
+                    }
                 }
             }
             let Some(engine) = &self.engine else {
@@ -617,6 +676,14 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             } => return self.on_build(now_ms, parent, height, engine_data, uncommitted),
             Action::Commit { blocks } => {
                 for block in blocks {
+                    if self.past_segment(block.header.height) {
+                        tracing::error!(
+                            height = block.header.height,
+                            "the engine made a block past its segment of the schedule final; \
+                             not committed"
+                        );
+                        break;
+                    }
                     self.commit_final(block)?;
                 }
                 let count = self.ready_count()?;
@@ -630,7 +697,12 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             Action::SetTimer { at_ms } => self.timer = Some(at_ms),
             Action::ValidateBlock { block } => {
                 let hash = block.hash();
-                let valid = match self.validate(&block) {
+                let checked = if self.past_segment(block.header.height) {
+                    Err(blocks::BlockProblem::PastSegment)
+                } else {
+                    self.validate(&block)
+                };
+                let valid = match checked {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!(height = block.header.height, %hash, "invalid proposal: {e}");

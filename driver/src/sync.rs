@@ -67,6 +67,12 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 }
             }
             imported += 1;
+            if self.switch_if_due()? {
+                // The next segment's engine starts on this block, and
+                // checks the blocks after it by its own rule.
+                self.feed(now_ms, Input::Tick)?;
+                continue;
+            }
             self.feed(
                 now_ms,
                 Input::Committed {

@@ -165,6 +165,7 @@ pub(crate) fn pbft_engine(me: u32) -> Pbft {
 fn pbft(me: u32) -> Pbft {
     let v = fixtures::validators();
     let cfg = PbftConfig {
+        first_height: 0,
         me,
         validators: v.publics.clone(),
         key: v.keys[me as usize].clone(),

@@ -200,6 +200,20 @@ impl ConsensusConfig {
         }
     }
 
+    /// The default parameters of `kind`, with this block interval (Raft,
+    /// PBFT) or target block time (proof-of-work) if given.
+    pub fn with_block_time(kind: EngineKind, block_time_ms: Option<u64>) -> Self {
+        let mut consensus = Self::default_for(kind);
+        if let Some(ms) = block_time_ms {
+            match &mut consensus {
+                ConsensusConfig::Raft(p) => p.block_interval_ms = ms,
+                ConsensusConfig::Pbft(p) => p.block_interval_ms = ms,
+                ConsensusConfig::Pow(p) => p.target_block_time_ms = ms,
+            }
+        }
+        consensus
+    }
+
     /// The default parameters of `kind`.
     pub fn default_for(kind: EngineKind) -> Self {
         match kind {
@@ -467,7 +481,7 @@ pub(crate) fn validate_consensus(
             )?;
             if p.election_timeout_ms <= p.heartbeat_ms {
                 return Err(GenesisError::new(
-                    &format!("{field}.election_timeout_ms"),
+                    format!("{field}.election_timeout_ms"),
                     "must be greater than heartbeat_ms",
                 ));
             }
@@ -485,7 +499,7 @@ pub(crate) fn validate_consensus(
             positive(&format!("{field}.retarget_window"), p.retarget_window)?;
             if p.retarget_window > MAX_RETARGET_WINDOW {
                 return Err(GenesisError::new(
-                    &format!("{field}.retarget_window"),
+                    format!("{field}.retarget_window"),
                     format!(
                         "{} blocks; at most {MAX_RETARGET_WINDOW}",
                         p.retarget_window
@@ -494,7 +508,7 @@ pub(crate) fn validate_consensus(
             }
             if p.initial_difficulty < p.min_difficulty {
                 return Err(GenesisError::new(
-                    &format!("{field}.initial_difficulty"),
+                    format!("{field}.initial_difficulty"),
                     "must be at least min_difficulty",
                 ));
             }

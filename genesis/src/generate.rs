@@ -183,14 +183,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
     }
     let faucet = SecretKey::from_seed(seed32());
 
-    let mut consensus = ConsensusConfig::default_for(spec.engine);
-    if let Some(ms) = spec.block_time_ms {
-        match &mut consensus {
-            ConsensusConfig::Raft(p) => p.block_interval_ms = ms,
-            ConsensusConfig::Pbft(p) => p.block_interval_ms = ms,
-            ConsensusConfig::Pow(p) => p.target_block_time_ms = ms,
-        }
-    }
+    let consensus = ConsensusConfig::with_block_time(spec.engine, spec.block_time_ms);
     let mut allocations = vec![Allocation {
         address: faucet.address(),
         balance: spec.faucet_balance,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod generate;
 pub mod node_config;
+pub mod upgrade;
 
 pub use config::{
     Allocation, ConsensusConfig, EngineKind, Genesis, GenesisError, PbftParams, PowParams,
@@ -11,3 +12,4 @@ pub use config::{
 };
 pub use generate::{generate, GeneratedNetwork, GeneratedNode, NetworkSpec, MAX_BENCH_ACCOUNTS};
 pub use node_config::NodeConfig;
+pub use upgrade::{add_upgrade, UpgradeSpec};

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 use cairn_chain::Address;
-use cairn_genesis::{generate, EngineKind, Genesis, NetworkSpec};
+use cairn_genesis::{
+    add_upgrade, generate, ConsensusConfig, EngineKind, Genesis, NetworkSpec, UpgradeSpec,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -70,6 +72,27 @@ enum Command {
         bench_accounts: u32,
         #[arg(long, default_value_t = 0)]
         bench_seed: u64,
+    },
+    /// Schedule a switch of engine (and validators) at a coming height:
+    /// appends an upgrade to the network in DIR (its genesis.json and every
+    /// node's copy). Restart the nodes one at a time before that height.
+    Upgrade {
+        /// The network's folder (as written by `new`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The first height made by the new engine.
+        #[arg(long)]
+        at_height: u64,
+        /// The engine from that height: raft or pbft.
+        #[arg(long)]
+        engine: EngineKind,
+        /// Block interval (Raft, PBFT) or target block time (PoW), in ms.
+        #[arg(long)]
+        block_time_ms: Option<u64>,
+        /// The validators from that height, by name (e.g. node0,node2,node3);
+        /// default: the current set.
+        #[arg(long, value_delimiter = ',')]
+        validators: Option<Vec<String>>,
     },
     /// Print a genesis file's hash and a summary.
     Show {
@@ -152,6 +175,29 @@ fn run(cli: Cli) -> Result<()> {
                     if n.mining { "  (miner)" } else { "" }
                 );
             }
+            Ok(())
+        }
+        Command::Upgrade {
+            dir,
+            at_height,
+            engine,
+            block_time_ms,
+            validators,
+        } => {
+            let spec = UpgradeSpec {
+                height: at_height,
+                consensus: ConsensusConfig::with_block_time(engine, block_time_ms),
+                validators,
+            };
+            let files = add_upgrade(&dir, &spec)?;
+            println!("Scheduled {engine} from height {at_height} in:");
+            for f in files {
+                println!("  {}", f.display());
+            }
+            println!(
+                "Restart the nodes one at a time (never more than the engine tolerates at once) \
+                 before the chain reaches height {at_height}."
+            );
             Ok(())
         }
         Command::Show { file, json } => {

@@ -26,6 +26,9 @@ pub struct Metrics {
     view_changes: Gauge,
     /// Consensus messages from non-validators or with a bad signature.
     pub unauthenticated: Counter,
+    /// Scheduled switches of engine or validator set since the node
+    /// started.
+    pub switches: Counter,
     /// Transaction gossip dropped because admission was that far behind.
     pub gossip_dropped: Counter,
     /// HTTP connections closed on arrival (the limit was reached).
@@ -75,6 +78,7 @@ impl Metrics {
             term: Gauge::default(),
             view_changes: Gauge::default(),
             unauthenticated: Counter::default(),
+            switches: Counter::default(),
             gossip_dropped: Counter::default(),
             http_refused: Counter::default(),
             network_events_dropped: Counter::default(),
@@ -135,6 +139,11 @@ impl Metrics {
             "consensus_messages_unauthenticated",
             "Consensus messages from non-validators or with a bad signature",
             m.unauthenticated.clone(),
+        );
+        registry.register(
+            "consensus_switches",
+            "Scheduled switches of consensus engine or validator set since the node started",
+            m.switches.clone(),
         );
         registry.register(
             "gossip_transactions_dropped",

@@ -4,17 +4,13 @@
 
 pub use crate::shared::ADMIN_COOKIE;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use cairn_chain::{ChainStore, Hash, PublicKey, SecretKey, Store};
-use cairn_consensus::raft::{block_term, CommittedHead};
-use cairn_consensus::{
-    ConsensusEngine, EngineStatus, Pbft, PbftConfig, PowConfig, Raft, RaftConfig, ValidatorId,
-};
+use anyhow::{Context, Result};
+use cairn_chain::{ChainStore, Hash, SecretKey, Store};
+use cairn_consensus::{ConsensusEngine, EngineStatus, ValidatorId};
 use cairn_driver::{Driver, Mempool};
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
 use cairn_p2p::BlockSource;
@@ -23,8 +19,9 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::Metrics;
 use crate::miner::Miner;
-use crate::shared::{now_ms, write_admin_cookie, Shared};
+use crate::shared::{write_admin_cookie, Shared};
 
+mod segment;
 mod shell;
 
 /// Raft: most blocks a leader has appended but not yet committed. The
@@ -88,15 +85,8 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     let config = NodeConfig::load(home)?;
     let genesis_path = NodeConfig::resolve(home, &config.genesis);
     let genesis = Genesis::load(&genesis_path)?;
-    if let Some(first) = genesis.upgrades.first() {
-        bail!(
-            "{} schedules a switch to {} at height {}: this version of cairn-node cannot \
-             switch engines on a live chain yet; remove `upgrades` to run the network as it started",
-            genesis_path.display(),
-            first.consensus.kind(),
-            first.height
-        );
-    }
+    segment::check_schedule(&genesis)
+        .with_context(|| format!("cannot run {}", genesis_path.display()))?;
     let genesis_hash = genesis.hash();
     let (genesis_block, genesis_state) = genesis.build();
 
@@ -116,14 +106,6 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         ),
         None => None,
     };
-    let validator_keys: Vec<PublicKey> = genesis.validators.iter().map(|v| v.public_key).collect();
-    let me = validator_key.as_ref().and_then(|k| {
-        validator_keys
-            .iter()
-            .position(|p| *p == k.public_key())
-            .map(|i| i as ValidatorId)
-    });
-
     let p2p_path = NodeConfig::resolve(home, &config.p2p_key);
     let p2p_secret =
         cairn_chain::keyfile::read_key_file(&p2p_path).context("reading the p2p key")?;
@@ -141,16 +123,13 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
                 .with_context(|| format!("p2p.bootstrap {b:?} is not a multiaddr"))?,
         );
     }
-    let validator_peers: Vec<Option<PeerId>> = genesis
-        .validators
+    // Validators (of every segment of the schedule) and bootstrap peers
+    // always find a slot.
+    let reserved = genesis
+        .segments()
         .iter()
-        .map(|v| peer_of(&v.p2p_address))
-        .collect();
-    // Validators and bootstrap peers always find a slot.
-    let reserved = validator_peers
-        .iter()
-        .flatten()
-        .copied()
+        .flat_map(|s| s.validators)
+        .filter_map(|v| peer_of(&v.p2p_address))
         .chain(config.p2p.bootstrap.iter().filter_map(|b| peer_of(b)))
         .collect();
     let net = cairn_p2p::start(
@@ -167,80 +146,30 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     )?;
 
     let block_max = config.block.max_transactions;
-    let engine: Option<Box<dyn ConsensusEngine>> = match (&genesis.consensus, me) {
-        // Every proof-of-work node follows the most-work chain, validator
-        // key or not.
-        (ConsensusConfig::Pow(p), _) => {
-            let cfg = PowConfig {
-                rule: cairn_consensus::pow::RetargetRule {
-                    target_block_time_ms: p.target_block_time_ms,
-                    initial_difficulty: p.initial_difficulty,
-                    min_difficulty: p.min_difficulty,
-                    window: p.retarget_window,
-                },
-                max_future_drift_ms: p.max_future_drift_ms,
-                mining: config.mining.enabled,
-                template_refresh_ms: 1_000,
-                max_orphans: 1_024,
-                max_side_bytes: cairn_consensus::pow::MAX_SIDE_BYTES,
-            };
-            Some(Box::new(cairn_driver::start::pow(&*store, cfg)?))
-        }
-        (_, None) => None,
-        (ConsensusConfig::Raft(p), Some(me)) => {
-            let head = store.head()?;
-            let persisted: BTreeMap<Vec<u8>, Vec<u8>> =
-                store.engine_entries()?.into_iter().collect();
-            let mut seed = [0u8; 8];
-            seed.copy_from_slice(&genesis_hash.0[..8]);
-            let cfg = RaftConfig {
-                me,
-                validators: validator_keys.len() as u32,
-                election_timeout_ms: p.election_timeout_ms,
-                heartbeat_ms: p.heartbeat_ms,
-                block_interval_ms: p.block_interval_ms,
-                empty_blocks: p.empty_blocks,
-                full_block: block_max,
-                // The driver reports what remains ready after each block
-                // built and each commit, net of the blocks in flight.
-                max_uncommitted: RAFT_PIPELINE,
-                // Differs per node and per start: a restarted node must not
-                // replay the same timeouts as before its crash.
-                seed: u64::from_le_bytes(seed) ^ now_ms(),
-            };
-            let committed = CommittedHead {
-                index: head.height,
-                term: block_term(&head.engine_data),
-                hash: head.hash(),
-            };
-            Some(Box::new(Raft::new(cfg, committed, &persisted)))
-        }
-        (ConsensusConfig::Pbft(p), Some(me)) => {
-            let head = store.head()?;
-            let persisted: BTreeMap<Vec<u8>, Vec<u8>> =
-                store.engine_entries()?.into_iter().collect();
-            let Some(key) = validator_key.clone() else {
-                bail!("a PBFT validator needs its validator key");
-            };
-            let cfg = PbftConfig {
-                me,
-                validators: validator_keys.clone(),
-                key,
-                network: genesis_hash,
-                block_interval_ms: p.block_interval_ms,
-                view_timeout_ms: p.view_timeout_ms,
-                empty_blocks: p.empty_blocks,
-                full_block: block_max,
-            };
-            Some(Box::new(Pbft::new(cfg, &head, &persisted)))
-        }
+    let segments = segment::Segments {
+        genesis: Arc::new(genesis.clone()),
+        genesis_hash,
+        store: store.clone(),
+        key: validator_key.clone(),
+        block_max,
+        mining: config.mining.enabled,
     };
+    let segment_keys = segments.keys();
+    let first = segments.start(store.head()?.height + 1)?;
+    let (segment, segment_end, me, engine, validator_peers, observer_check) = (
+        first.index,
+        first.end,
+        first.me,
+        first.engine,
+        first.validator_peers,
+        first.observer_check,
+    );
     let engine = match (engine, wrap, me) {
         (Some(engine), Some(wrap), Some(me)) => {
             tracing::warn!("this node runs a replaced consensus engine (a test binary)");
             let cx = EngineContext {
                 me,
-                validators: validator_keys.len() as u32,
+                validators: validator_peers.len() as u32,
                 key: validator_key.clone(),
                 network: genesis_hash,
             };
@@ -249,7 +178,10 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         (engine, _, _) => engine,
     };
     let (mined_tx, mined_rx) = mpsc::unbounded_channel();
-    let miner = match (&genesis.consensus, config.mining.enabled) {
+    let miner = match (
+        genesis.segment_at(u64::MAX).consensus,
+        config.mining.enabled,
+    ) {
         (ConsensusConfig::Pow(_), true) => Some(
             Miner::start(config.mining.threads, mined_tx).context("starting the mining threads")?,
         ),
@@ -360,20 +292,20 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         shared.mempool.clone(),
         engine,
         validator_peers,
+    )
+    .with_segments(
+        segment,
+        segment_end,
+        Box::new(move |height| segments.start(height).map_err(|e| format!("{e:#}"))),
     );
-    if let ConsensusConfig::Pbft(_) = shared.genesis.consensus {
-        // An observer takes a synced block only with its commit
-        // certificate, checked against the genesis validators.
-        let keys = validator_keys.clone();
-        driver = driver.with_observer_check(Box::new(move |block| {
-            cairn_consensus::pbft::verify_final_block(&genesis_hash, &keys, block)
-        }));
+    if let Some(check) = observer_check {
+        driver = driver.with_observer_check(check);
     }
     let mut shell = shell::Shell::new(
         shared.clone(),
         driver,
         validator_key,
-        validator_keys,
+        segment_keys,
         net.commands.clone(),
         ingest_tx,
         miner,

@@ -93,7 +93,9 @@ impl std::fmt::Display for Violation {
 pub(crate) struct Checker {
     /// `finals[h - 1]` is the block final at height `h`.
     finals: Vec<Hash>,
-    leaders: BTreeMap<u64, ValidatorId>,
+    /// By segment of the consensus schedule and term (each segment's
+    /// engine counts its terms or views from 0).
+    leaders: BTreeMap<(u64, u64), ValidatorId>,
     committed: BTreeMap<ValidatorId, u64>,
 }
 
@@ -132,15 +134,17 @@ impl Checker {
         }
     }
 
-    /// The engine of `node` reports `status`; its store holds `height`.
+    /// The engine of `node`, running segment `segment` of the schedule,
+    /// reports `status`; its store holds `height`.
     pub(crate) fn on_status(
         &mut self,
         node: ValidatorId,
+        segment: u64,
         status: &EngineStatus,
         height: u64,
     ) -> Result<(), Violation> {
         if matches!(status.role, "leader" | "primary") {
-            let first = *self.leaders.entry(status.term).or_insert(node);
+            let first = *self.leaders.entry((segment, status.term)).or_insert(node);
             if first != node {
                 return Err(Violation::ElectionSafety {
                     term: status.term,
@@ -241,20 +245,21 @@ mod tests {
     #[test]
     fn two_leaders_of_one_term_and_a_shrinking_commit_are_caught() {
         let mut c = Checker::default();
-        c.on_status(0, &status("leader", 3, 0), 0).expect("leader");
-        c.on_status(1, &status("follower", 3, 0), 0)
+        c.on_status(0, 0, &status("leader", 3, 0), 0)
+            .expect("leader");
+        c.on_status(1, 0, &status("follower", 3, 0), 0)
             .expect("follower");
         assert!(matches!(
-            c.on_status(1, &status("leader", 3, 0), 0),
+            c.on_status(1, 0, &status("leader", 3, 0), 0),
             Err(Violation::ElectionSafety { term: 3, .. })
         ));
-        c.on_status(2, &status("follower", 3, 5), 5).expect("up");
+        c.on_status(2, 0, &status("follower", 3, 5), 5).expect("up");
         assert!(matches!(
-            c.on_status(2, &status("follower", 3, 4), 5),
+            c.on_status(2, 0, &status("follower", 3, 4), 5),
             Err(Violation::Stability { .. })
         ));
         assert!(matches!(
-            c.on_status(0, &status("follower", 3, 6), 5),
+            c.on_status(0, 0, &status("follower", 3, 6), 5),
             Err(Violation::Stability { .. })
         ));
     }

@@ -2,14 +2,17 @@
 //! crashes drivers, carries their effects onto the simulated network,
 //! delivers what arrives to them, and wakes them when they asked.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use cairn_chain::{Block, ChainStore};
+use cairn_consensus::ConsensusEngine;
 use cairn_consensus::ValidatorId;
 use cairn_driver::admit::Signatures;
-use cairn_driver::{serve, Config, Driver, DriverError, Effect, Mempool, HOUSEKEEPING_EVERY_MS};
+use cairn_driver::{
+    serve, Config, Driver, DriverError, Effect, Mempool, SegmentEngine, SegmentStart,
+    HOUSEKEEPING_EVERY_MS,
+};
 
 use crate::net::Wire;
 use crate::node::{Checked, SimDriver};
@@ -25,43 +28,25 @@ const SYNC_BUDGET: usize = 2 * cairn_chain::MAX_BLOCK_BYTES;
 const BLOCK_MAX: usize = 1_000;
 
 impl Sim {
-    /// Starts `id`'s driver and engine from what its store holds.
+    /// Starts `id`'s driver and engine from what its store holds: the
+    /// engine of the schedule's segment after the head.
     pub(crate) fn start(&mut self, id: ValidatorId) {
         let seed = rand::Rng::gen(&mut self.rng);
-        let n = &mut self.nodes[id as usize];
-        n.incarnation += 1;
-        let store = n.store.clone();
-        let persisted: BTreeMap<Vec<u8>, Vec<u8>> = match store.engine_entries() {
-            Ok(e) => e.into_iter().collect(),
+        let head_height = self.nodes[id as usize].height();
+        let (segment, _, end) = self.cfg.segment_at(head_height + 1);
+        let mut make = self.segment_starter(id, seed);
+        let engine = match make(head_height + 1) {
+            Ok(e) => e.engine,
             Err(e) => return self.fail(Violation::Scenario(format!("node {id}: {e}"))),
         };
-        let head = match store.head_hash().and_then(|h| store.block(&h)) {
-            Ok(Some(b)) => b,
-            other => {
-                return self.fail(Violation::Scenario(format!(
-                    "node {id} cannot read its head: {other:?}"
-                )))
-            }
-        };
-        let engine = (self.factory)(&EngineSetup {
-            me: id,
-            validators: self.cfg.validators,
-            head: &head,
-            store: &store,
-            persisted: &persisted,
-            seed,
-        });
-        let engine = Box::new(Checked {
-            node: id,
-            inner: engine,
-            check: self.action_check.clone(),
-            failed: self.check_failed.clone(),
-            failing_builds: self.failing_builds.clone(),
-        });
+        let n = &mut self.nodes[id as usize];
+        n.incarnation += 1;
+        n.segment = segment;
+        let store = n.store.clone();
         let chain = test_chain();
         let cfg = Config {
             genesis_hash: chain.genesis.hash(),
-            params: chain.params.clone(),
+            params: self.cfg.params(),
             me: Some(id),
             reward: validator_key(id).address(),
             block_max: BLOCK_MAX,
@@ -76,7 +61,8 @@ impl Sim {
                 .with_clock(Arc::new(move || clock.load(Ordering::Relaxed))),
         ));
         let peers = (0..self.cfg.validators).map(Some).collect();
-        n.driver = Some(Driver::new(cfg, store, pool, Some(engine), peers));
+        n.driver =
+            Some(Driver::new(cfg, store, pool, engine, peers).with_segments(segment, end, make));
         n.wake = None;
         n.reverted = 0;
         let incarnation = n.incarnation;
@@ -102,6 +88,53 @@ impl Sim {
                 self.drive(peer, |d, now| d.peer_connected(now, id));
             }
         }
+    }
+
+    /// Starts `id`'s engine for the segment that holds a height, from
+    /// what its store holds (the driver calls it again at every scheduled
+    /// switch).
+    fn segment_starter(&self, id: ValidatorId, seed: u64) -> SegmentStart<ValidatorId> {
+        let factory = self.factory.clone();
+        let store = self.nodes[id as usize].store.clone();
+        let validators = self.cfg.validators;
+        let sim_cfg = self.cfg.clone();
+        let check = self.action_check.clone();
+        let failed = self.check_failed.clone();
+        let failing_builds = self.failing_builds.clone();
+        Box::new(move |height| {
+            let (segment, first_height, end) = sim_cfg.segment_at(height);
+            let persisted =
+                cairn_driver::segment_state(&*store, segment).map_err(|e| e.to_string())?;
+            let head = match store.head_hash().and_then(|h| store.block(&h)) {
+                Ok(Some(b)) => b,
+                other => return Err(format!("cannot read the head: {other:?}")),
+            };
+            let engine = factory(&EngineSetup {
+                segment,
+                first_height,
+                me: id,
+                validators,
+                head: &head,
+                store: &store,
+                persisted: &persisted,
+                seed: seed ^ segment,
+            });
+            let engine: Box<dyn ConsensusEngine> = Box::new(Checked {
+                node: id,
+                inner: engine,
+                check: check.clone(),
+                failed: failed.clone(),
+                failing_builds: failing_builds.clone(),
+            });
+            Ok(SegmentEngine {
+                index: segment,
+                engine: Some(engine),
+                me: Some(id),
+                validator_peers: (0..validators).map(Some).collect(),
+                observer_check: None,
+                end,
+            })
+        })
     }
 
     /// Crashes `node`: it loses its driver (engine, mempool, syncs), its
@@ -182,7 +215,7 @@ impl Sim {
             // Proof-of-work heads go back on reorganisations: its
             // invariants are checked by `finish`.
             if self.cfg.pow.is_none() {
-                if let Err(v) = self.checker.on_status(node, &status, n.height()) {
+                if let Err(v) = self.checker.on_status(node, n.segment, &status, n.height()) {
                     self.fail(v);
                 }
             }
@@ -252,8 +285,14 @@ impl Sim {
     /// Carries out one effect of `node`'s driver.
     fn carry(&mut self, node: ValidatorId, effect: Effect<ValidatorId>) {
         match effect {
-            Effect::Send { to, msg } => self.send(node, to, Wire::Consensus(msg)),
-            Effect::Broadcast { msg } => self.broadcast(node, Wire::Consensus(msg)),
+            Effect::Send { to, msg } => {
+                let segment = self.nodes[node as usize].segment;
+                self.send(node, to, Wire::Consensus(segment, msg))
+            }
+            Effect::Broadcast { msg } => {
+                let segment = self.nodes[node as usize].segment;
+                self.broadcast(node, Wire::Consensus(segment, msg))
+            }
             Effect::GetBlocks { peer, from } => {
                 self.send(node, peer, Wire::SyncRequest { from_height: from })
             }
@@ -293,6 +332,13 @@ impl Sim {
                 self.built.push((node, self.now, height, hash));
             }
             Effect::Applied { block } => self.applied(node, &block),
+            Effect::Switched { height } => {
+                let (segment, _, _) = self.cfg.segment_at(height);
+                self.nodes[node as usize].segment = segment;
+                self.stats.switches += 1;
+                self.record(b'w', node, &height.to_le_bytes());
+                self.log(|| format!("n{node} switches to segment {segment} at height {height}"));
+            }
         }
     }
 
@@ -321,11 +367,11 @@ impl Sim {
     /// What arrives at `to` from `from`.
     pub(crate) fn deliver(&mut self, from: ValidatorId, to: ValidatorId, wire: Wire) {
         match wire {
-            Wire::Consensus(msg) => {
+            Wire::Consensus(segment, msg) => {
                 if let Some(obs) = self.observer.as_mut() {
                     obs(from, to, &msg);
                 }
-                self.drive(to, |d, now| d.message(now, from, msg));
+                self.drive(to, |d, now| d.message(now, from, from, segment, msg));
             }
             Wire::Tx(tx) => self.submit(to, tx, false),
             Wire::SyncRequest { from_height } => {

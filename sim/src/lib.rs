@@ -59,6 +59,10 @@ const BURST_ACCOUNTS: usize = 256;
 /// its head, every key it persisted, and a fresh seed for its randomness.
 #[derive(Debug)]
 pub struct EngineSetup<'a> {
+    /// The segment of the consensus schedule the engine runs (0 for the
+    /// genesis engine) and its first height.
+    pub segment: u64,
+    pub first_height: u64,
     pub me: ValidatorId,
     pub validators: u32,
     pub head: &'a Block,
@@ -68,7 +72,7 @@ pub struct EngineSetup<'a> {
 }
 
 /// Starts (or restarts) an engine.
-pub type EngineFactory = Box<dyn Fn(&EngineSetup<'_>) -> Box<dyn ConsensusEngine>>;
+pub type EngineFactory = Arc<dyn Fn(&EngineSetup<'_>) -> Box<dyn ConsensusEngine> + Send + Sync>;
 
 /// A simulation's settings.
 #[derive(Debug, Clone)]
@@ -88,6 +92,10 @@ pub struct SimConfig {
     /// Every node's store is RocksDB in a temporary directory (the node's
     /// store) instead of memory.
     pub rocksdb: bool,
+    /// The first heights of the consensus schedule's segments after the
+    /// genesis one: the factory is asked for segment `i`'s engine from
+    /// `schedule[i - 1]` on.
+    pub schedule: Vec<u64>,
 }
 
 impl SimConfig {
@@ -101,7 +109,33 @@ impl SimConfig {
             log: false,
             pow: None,
             rocksdb: false,
+            schedule: Vec::new(),
         }
+    }
+
+    /// The segment that holds `height`: its index, first height and the
+    /// first height of the next one.
+    pub fn segment_at(&self, height: u64) -> (u64, u64, Option<u64>) {
+        let i = self.schedule.partition_point(|start| *start <= height);
+        let first = if i == 0 { 0 } else { self.schedule[i - 1] };
+        (i as u64, first, self.schedule.get(i).copied())
+    }
+
+    /// The execution parameters: the shared test chain's, with a
+    /// configuration hash per segment of the schedule.
+    pub fn params(&self) -> cairn_chain::ExecutionParams {
+        let mut params = test_chain().params.clone();
+        if !self.schedule.is_empty() {
+            let mut segments = vec![(0, params.schedule.at(0))];
+            for (i, start) in self.schedule.iter().enumerate() {
+                let hash = Hash::digest(format!("cairn-sim/segment/{}", i + 1).as_bytes());
+                segments.push((*start, hash));
+            }
+            if let Some(schedule) = cairn_chain::ConfigSchedule::new(segments) {
+                params.schedule = schedule;
+            }
+        }
+        params
     }
 }
 
@@ -143,6 +177,8 @@ pub struct Stats {
     pub rejected_blocks: u64,
     pub reorgs: u64,
     pub max_reorg_depth: u64,
+    /// Engines started at a scheduled height (every node counts).
+    pub switches: u64,
 }
 
 // Deliveries dominate the queue; boxing them would cost an allocation each.
@@ -313,6 +349,7 @@ impl Sim {
                 wake: None,
                 mining_job: 0,
                 pool_clock: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                segment: 0,
                 reverted: 0,
                 shown: None,
             })

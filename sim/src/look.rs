@@ -4,7 +4,7 @@ use cairn_chain::{Block, Hash};
 use cairn_consensus::{EngineStatus, ValidatorId};
 
 use crate::node::SimNode;
-use crate::{Ack, ActionCheck, Observer, Sim, Stats};
+use crate::{Ack, ActionCheck, Observer, Sim, SimConfig, Stats};
 
 impl Sim {
     pub fn validators(&self) -> u32 {
@@ -32,6 +32,11 @@ impl Sim {
     /// The node's final chain, genesis first.
     pub fn chain(&self, node: ValidatorId) -> Vec<Block> {
         self.nodes[node as usize].store.chain()
+    }
+
+    /// The simulation's settings.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
     }
 
     /// The highest height final on any node.

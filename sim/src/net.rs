@@ -52,7 +52,8 @@ impl LinkConfig {
 /// block sync).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) enum Wire {
-    Consensus(ConsensusMessage),
+    /// A consensus message of a segment of the schedule.
+    Consensus(u64, ConsensusMessage),
     /// Gossip of a client's transaction.
     Tx(Transaction),
     /// Block sync: final blocks from this height on.
@@ -81,7 +82,7 @@ pub(crate) enum Wire {
 impl Wire {
     pub(crate) fn kind(&self) -> u8 {
         match self {
-            Wire::Consensus(_) => 1,
+            Wire::Consensus(..) => 1,
             Wire::Tx(_) => 2,
             Wire::SyncRequest { .. } => 3,
             Wire::SyncResponse { .. } => 4,

@@ -119,6 +119,8 @@ pub(crate) struct SimNode {
     pub(crate) reverted: u64,
     /// Role, term and leader last logged.
     pub(crate) shown: Option<(&'static str, u64, Option<ValidatorId>)>,
+    /// The schedule's segment its engine runs (what its messages carry).
+    pub(crate) segment: u64,
 }
 
 impl SimNode {

@@ -6,6 +6,7 @@
 pub mod pbft;
 pub mod pow;
 pub mod raft;
+pub mod switch;
 
 use cairn_chain::Hash;
 use rand::Rng;
@@ -95,6 +96,7 @@ pub fn all() -> Vec<Scenario> {
     let mut all = raft::scenarios();
     all.extend(pbft::scenarios());
     all.extend(pow::scenarios());
+    all.extend(switch::scenarios());
     all
 }
 

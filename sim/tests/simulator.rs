@@ -65,6 +65,8 @@ const TESTED: &[&str] = &[
     "pow/chaos",
     "pow/invalid-blocks",
     "pow/withheld-branch",
+    "switch/steady",
+    "switch/chaos",
 ];
 
 #[test]
@@ -159,6 +161,17 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     // Not a defect: on slow links two halves of the miners raced for seven
     // heights, and the scenario took the 7-block reorganisation for one.
     ("pow/steady", 4, 7589),
+    // Engine switches. A Raft leader elected after a segment's last block
+    // was appended could never commit it (an entry of an earlier term
+    // commits only under one of the leader's term, past the segment): the
+    // driver now builds empty, never-committed marker blocks past a
+    // segment's end.
+    ("switch/chaos", 4, 3),
+    ("switch/chaos", 4, 6),
+    // Two validators committed a segment's last block and switched, the
+    // other two did not and synced only from each other: a message of a
+    // later segment now makes a node sync from the peer that delivered it.
+    ("switch/chaos", 4, 135),
 ];
 
 #[test]
@@ -316,4 +329,14 @@ fn pbft_build_fails() {
 #[test]
 fn pow_withheld_branch() {
     check("pow/withheld-branch");
+}
+
+#[test]
+fn switch_steady() {
+    check("switch/steady");
+}
+
+#[test]
+fn switch_chaos() {
+    check("switch/chaos");
 }

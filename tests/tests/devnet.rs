@@ -109,7 +109,15 @@ fn devnet_refuses_another_engine_than_the_network_it_holds() {
     }
     // A fresh network of the engine asked for.
     let mut devnet = Command::new(workspace_bin("cairn-node"))
-        .args(["devnet", "--engine", "pbft", "--fresh", "--base-port", "28720", "--dir"])
+        .args([
+            "devnet",
+            "--engine",
+            "pbft",
+            "--fresh",
+            "--base-port",
+            "28720",
+            "--dir",
+        ])
         .arg(&net)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -127,5 +135,8 @@ fn devnet_refuses_another_engine_than_the_network_it_holds() {
     kill(Pid::from_raw(devnet.id() as i32), Signal::SIGTERM).expect("signal devnet");
     devnet.wait().expect("devnet exits");
     let said = said.join("\n");
-    assert!(said.contains("Generated a pbft network of 4 validators"), "{said}");
+    assert!(
+        said.contains("Generated a pbft network of 4 validators"),
+        "{said}"
+    );
 }

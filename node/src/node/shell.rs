@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_chain::{codec, Block, ChainStore, CompactBlock, Header, PublicKey, SecretKey, Store};
-use cairn_consensus::{ConsensusMessage, SignedMessage};
+use cairn_consensus::{ConsensusMessage, SignedMessage, ValidatorId};
 use cairn_driver::{Driver, DriverError, Effect};
 use cairn_genesis::ConsensusConfig;
 use cairn_p2p::{Command, Event, GossipId, Topic, Verdict};
@@ -35,7 +35,12 @@ pub(super) struct Shell {
     shared: Arc<Shared>,
     driver: Driver<Store, PeerId>,
     key: Option<SecretKey>,
-    validator_keys: Vec<PublicKey>,
+    /// The validator keys of each segment of the consensus schedule.
+    segment_keys: Vec<Vec<PublicKey>>,
+    /// The segment whose engine runs, and this node's index among its
+    /// validators (what outgoing messages are signed as).
+    segment: u64,
+    me: Option<ValidatorId>,
     net_cmd: mpsc::Sender<Command>,
     /// Gossiped transactions go to the admission thread.
     ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
@@ -58,18 +63,22 @@ impl Shell {
         shared: Arc<Shared>,
         driver: Driver<Store, PeerId>,
         key: Option<SecretKey>,
-        validator_keys: Vec<PublicKey>,
+        segment_keys: Vec<Vec<PublicKey>>,
         net_cmd: mpsc::Sender<Command>,
         ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
         miner: Option<Miner>,
     ) -> Self {
         let is_pow = matches!(shared.genesis.consensus, ConsensusConfig::Pow(_));
         let now = Instant::now();
+        let segment = driver.segment();
+        let me = Self::index_in(&segment_keys, segment, key.as_ref());
         Self {
             shared,
             driver,
             key,
-            validator_keys,
+            segment_keys,
+            segment,
+            me,
             net_cmd,
             ingest,
             miner,
@@ -198,9 +207,22 @@ impl Shell {
         }
     }
 
+    /// This node's index among the validators of `segment`, if it is one.
+    fn index_in(
+        segment_keys: &[Vec<PublicKey>],
+        segment: u64,
+        key: Option<&SecretKey>,
+    ) -> Option<ValidatorId> {
+        let public = key?.public_key();
+        let keys = segment_keys.get(segment as usize)?;
+        keys.iter()
+            .position(|k| *k == public)
+            .map(|i| i as ValidatorId)
+    }
+
     fn sign(&self, msg: &ConsensusMessage) -> Option<Vec<u8>> {
-        let (me, key) = (self.shared.validator?, self.key.as_ref()?);
-        Some(SignedMessage::sign(&self.shared.genesis_hash, me, key, msg).encode())
+        let (me, key) = (self.me?, self.key.as_ref()?);
+        Some(SignedMessage::sign_in(&self.shared.genesis_hash, self.segment, me, key, msg).encode())
     }
 
     async fn command(&self, cmd: Command) {
@@ -284,6 +306,19 @@ impl Shell {
                 .await;
             }
             Effect::Built { height, hash } => tracing::debug!(height, %hash, "built a block"),
+            Effect::Switched { height } => {
+                let segment = self.shared.genesis.segment_at(height);
+                self.segment = segment.index as u64;
+                self.me = Self::index_in(&self.segment_keys, self.segment, self.key.as_ref());
+                self.shared.metrics.switches.inc();
+                tracing::info!(
+                    height,
+                    engine = %segment.consensus.kind(),
+                    validators = segment.validators.len(),
+                    validator = ?self.me,
+                    "scheduled switch of consensus"
+                );
+            }
             Effect::Applied { block } => {
                 if !block.transactions.is_empty() {
                     self.last_commit = Instant::now();
@@ -340,7 +375,7 @@ impl Shell {
                     }
                 }
                 Topic::Consensus => {
-                    let verdict = self.on_consensus(&data).await?;
+                    let verdict = self.on_consensus(from, &data).await?;
                     self.judge(from, id, verdict);
                 }
                 Topic::Blocks if self.is_pow => {
@@ -363,7 +398,7 @@ impl Shell {
                 }
             },
             Event::Consensus { from, data } => {
-                let verdict = self.on_consensus(&data).await?;
+                let verdict = self.on_consensus(from, &data).await?;
                 self.judge(from, None, verdict);
             }
             Event::Blocks { from, blocks } => {
@@ -390,14 +425,34 @@ impl Shell {
         Ok(())
     }
 
-    /// A consensus message, by gossip or sent directly: accepted (and
-    /// forwarded, if gossiped) once its validator signature checks out.
-    async fn on_consensus(&mut self, data: &[u8]) -> Result<Verdict> {
-        let opened = SignedMessage::decode(data)
-            .and_then(|m| m.open(&self.shared.genesis_hash, &self.validator_keys));
-        match opened {
+    /// A consensus message delivered by `origin` (by gossip or sent
+    /// directly): accepted (and forwarded, if gossiped) once its validator
+    /// signature checks out.
+    async fn on_consensus(&mut self, origin: PeerId, data: &[u8]) -> Result<Verdict> {
+        let signed = match SignedMessage::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.shared.metrics.unauthenticated.inc();
+                return Ok(Verdict::Reject(format!("invalid consensus message: {e}")));
+            }
+        };
+        // A message of an earlier segment of the schedule is stale, not
+        // wrong: its sender may not have heard of the switch yet.
+        if signed.segment < self.segment {
+            return Ok(Verdict::Ignore);
+        }
+        let Some(keys) = self.segment_keys.get(signed.segment as usize) else {
+            self.shared.metrics.unauthenticated.inc();
+            return Ok(Verdict::Reject(format!(
+                "consensus message of segment {}, the schedule has {}",
+                signed.segment,
+                self.segment_keys.len()
+            )));
+        };
+        let segment = signed.segment;
+        match signed.open(&self.shared.genesis_hash, keys) {
             Ok((sender, msg)) => {
-                let effects = self.driver.message(now_ms(), sender, msg);
+                let effects = self.driver.message(now_ms(), origin, sender, segment, msg);
                 self.after(effects).await?;
                 Ok(Verdict::Accept)
             }

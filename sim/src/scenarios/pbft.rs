@@ -18,7 +18,7 @@ use cairn_consensus::ValidatorId;
 const LIVENESS_MS: u64 = 20_000;
 const VIEW_TIMEOUT_MS: u64 = 300;
 
-fn factory() -> EngineFactory {
+pub(super) fn factory() -> EngineFactory {
     byzantine_factory(BTreeSet::new(), Behaviour::Silent, 50)
 }
 
@@ -29,14 +29,15 @@ fn byzantine_factory(
     block_interval_ms: u64,
 ) -> EngineFactory {
     let collusion = Arc::new(Mutex::new(Collusion::default()));
-    Box::new(move |s| {
+    Arc::new(move |s| {
         let cfg = PbftConfig {
+            first_height: s.first_height,
             me: s.me,
             validators: (0..s.validators)
                 .map(|i| validator_key(i).public_key())
                 .collect(),
             key: validator_key(s.me),
-            network: network_hash(),
+            network: segment_network(s.segment),
             block_interval_ms,
             view_timeout_ms: VIEW_TIMEOUT_MS,
             empty_blocks: false,
@@ -58,6 +59,16 @@ fn byzantine_factory(
             byzantine.clone(),
         ))
     })
+}
+
+/// What PBFT signatures of a segment cover: the network for the genesis
+/// engine, the network and the segment for later ones.
+fn segment_network(segment: u64) -> cairn_chain::Hash {
+    if segment == 0 {
+        network_hash()
+    } else {
+        cairn_chain::Hash::digest_parts(&[network_hash().as_ref(), &segment.to_le_bytes()])
+    }
 }
 
 fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {

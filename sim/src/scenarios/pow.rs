@@ -11,6 +11,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 use super::{fail, nodes_of, Options, Outcome, Scenario};
 use crate::{EngineFactory, LinkConfig, PowSim, Sim, SimConfig, Violation};
@@ -33,7 +34,7 @@ fn rule() -> RetargetRule {
 }
 
 fn factory() -> EngineFactory {
-    Box::new(|s| {
+    Arc::new(|s| {
         let cfg = PowConfig {
             rule: rule(),
             max_future_drift_ms: 15_000,

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -22,7 +23,7 @@ pub const FIGURE8_ROUNDS: usize = 1_000;
 const LIVENESS_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy)]
-struct Params {
+pub(super) struct Params {
     election_timeout_ms: u64,
     heartbeat_ms: u64,
     block_interval_ms: u64,
@@ -32,7 +33,7 @@ struct Params {
 }
 
 /// The node's settings, scaled down.
-const NODE: Params = Params {
+pub(super) const NODE: Params = Params {
     election_timeout_ms: 150,
     heartbeat_ms: 30,
     block_interval_ms: 50,
@@ -41,8 +42,8 @@ const NODE: Params = Params {
     figure8_bug: false,
 };
 
-fn factory(p: Params) -> EngineFactory {
-    Box::new(move |s| {
+pub(super) fn factory(p: Params) -> EngineFactory {
+    Arc::new(move |s| {
         let cfg = RaftConfig {
             me: s.me,
             validators: s.validators,
@@ -54,9 +55,15 @@ fn factory(p: Params) -> EngineFactory {
             max_uncommitted: p.max_uncommitted,
             seed: s.seed,
         };
+        // The last block of the previous segment is the base of term 0.
+        let term = if s.head.header.height >= s.first_height {
+            block_term(&s.head.header.engine_data)
+        } else {
+            0
+        };
         let head = CommittedHead {
             index: s.head.header.height,
-            term: block_term(&s.head.header.engine_data),
+            term,
             hash: s.head.hash(),
         };
         let mut raft = Raft::new(cfg, head, s.persisted);

@@ -1,0 +1,176 @@
+//! Starting the consensus engine of a segment of the network's schedule:
+//! at start, for the height after the head, and again at every scheduled
+//! switch (the driver asks when its head reaches a segment's end).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use cairn_chain::{ChainStore, Hash, PublicKey, SecretKey, Store};
+use cairn_consensus::raft::{block_term, CommittedHead};
+use cairn_consensus::{ConsensusEngine, Pbft, PbftConfig, PowConfig, Raft, RaftConfig};
+use cairn_driver::{segment_state, SegmentEngine};
+use cairn_genesis::{ConsensusConfig, Genesis, Segment};
+use libp2p::PeerId;
+
+use super::{peer_of, RAFT_PIPELINE};
+use crate::shared::now_ms;
+
+/// What every segment's engine is started from.
+pub(super) struct Segments {
+    pub genesis: Arc<Genesis>,
+    pub genesis_hash: Hash,
+    pub store: Arc<Store>,
+    pub key: Option<SecretKey>,
+    pub block_max: usize,
+    pub mining: bool,
+}
+
+/// What a segment's consensus signatures cover: the genesis hash for the
+/// genesis engine, the segment's configuration hash after a switch (so no
+/// vote of one segment counts in another).
+pub(crate) fn network_of(genesis_hash: Hash, segment: &Segment<'_>) -> Hash {
+    if segment.index == 0 {
+        genesis_hash
+    } else {
+        segment.config_hash()
+    }
+}
+
+/// Whether this node can run `genesis`'s schedule: proof-of-work is not
+/// switched from or to yet.
+pub(super) fn check_schedule(genesis: &Genesis) -> Result<()> {
+    let segments = genesis.segments();
+    if segments.len() > 1 {
+        if let Some(s) = segments
+            .iter()
+            .find(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
+        {
+            bail!(
+                "the schedule in genesis.json runs proof-of-work from height {}: this version \
+                 switches between Raft and PBFT only, not from or to proof-of-work",
+                s.start
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Segments {
+    /// The validator keys of each segment, by index.
+    pub fn keys(&self) -> Vec<Vec<PublicKey>> {
+        self.genesis
+            .segments()
+            .iter()
+            .map(|s| s.validators.iter().map(|v| v.public_key).collect())
+            .collect()
+    }
+
+    /// Starts the engine of the segment that holds `height`, on the
+    /// store's head.
+    pub fn start(&self, height: u64) -> Result<SegmentEngine<PeerId>> {
+        let segment = self.genesis.segment_at(height);
+        let keys: Vec<PublicKey> = segment.validators.iter().map(|v| v.public_key).collect();
+        let me = self
+            .key
+            .as_ref()
+            .and_then(|k| keys.iter().position(|p| *p == k.public_key()))
+            .map(|i| i as u32);
+        let network = network_of(self.genesis_hash, &segment);
+        let persisted = segment_state(&*self.store, segment.index as u64)?;
+        let head = self.store.head()?;
+        let engine: Option<Box<dyn ConsensusEngine>> = match (segment.consensus, me) {
+            // Every proof-of-work node follows the most-work chain,
+            // validator key or not.
+            (ConsensusConfig::Pow(p), _) => {
+                let cfg = PowConfig {
+                    rule: cairn_consensus::pow::RetargetRule {
+                        target_block_time_ms: p.target_block_time_ms,
+                        initial_difficulty: p.initial_difficulty,
+                        min_difficulty: p.min_difficulty,
+                        window: p.retarget_window,
+                    },
+                    max_future_drift_ms: p.max_future_drift_ms,
+                    mining: self.mining,
+                    template_refresh_ms: 1_000,
+                    max_orphans: 1_024,
+                    max_side_bytes: cairn_consensus::pow::MAX_SIDE_BYTES,
+                };
+                Some(Box::new(cairn_driver::start::pow(&*self.store, cfg)?))
+            }
+            (_, None) => None,
+            (ConsensusConfig::Raft(p), Some(me)) => {
+                let mut seed = [0u8; 8];
+                seed.copy_from_slice(&self.genesis_hash.0[..8]);
+                let cfg = RaftConfig {
+                    me,
+                    validators: keys.len() as u32,
+                    election_timeout_ms: p.election_timeout_ms,
+                    heartbeat_ms: p.heartbeat_ms,
+                    block_interval_ms: p.block_interval_ms,
+                    empty_blocks: p.empty_blocks,
+                    full_block: self.block_max,
+                    // The driver reports what remains ready after each
+                    // block built and each commit, net of the blocks in
+                    // flight.
+                    max_uncommitted: RAFT_PIPELINE,
+                    // Differs per node and per start: a restarted node must
+                    // not replay the same timeouts as before its crash.
+                    seed: u64::from_le_bytes(seed) ^ now_ms(),
+                };
+                // The last block of the previous segment is the base of
+                // term 0.
+                let term = if head.height >= segment.start {
+                    block_term(&head.engine_data)
+                } else {
+                    0
+                };
+                let committed = CommittedHead {
+                    index: head.height,
+                    term,
+                    hash: head.hash(),
+                };
+                Some(Box::new(Raft::new(cfg, committed, &persisted)))
+            }
+            (ConsensusConfig::Pbft(p), Some(me)) => {
+                let Some(key) = self.key.clone() else {
+                    bail!("a PBFT validator needs its validator key");
+                };
+                let cfg = PbftConfig {
+                    first_height: segment.start,
+                    me,
+                    validators: keys.clone(),
+                    key,
+                    network,
+                    block_interval_ms: p.block_interval_ms,
+                    view_timeout_ms: p.view_timeout_ms,
+                    empty_blocks: p.empty_blocks,
+                    full_block: self.block_max,
+                };
+                Some(Box::new(Pbft::new(cfg, &head, &persisted)))
+            }
+        };
+        // An observer takes a synced PBFT block only with its commit
+        // certificate, checked against the segment's validators.
+        let observer_check: Option<cairn_driver::FinalityCheck> = match segment.consensus {
+            ConsensusConfig::Pbft(_) => {
+                let keys = keys.clone();
+                Some(Box::new(move |block| {
+                    cairn_consensus::pbft::verify_final_block(&network, &keys, block)
+                }))
+            }
+            _ => None,
+        };
+        Ok(SegmentEngine {
+            index: segment.index as u64,
+            engine,
+            me,
+            validator_peers: segment
+                .validators
+                .iter()
+                .map(|v| peer_of(&v.p2p_address))
+                .collect(),
+            observer_check,
+            end: segment.end,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Switching engines at scheduled heights on a running chain: Raft, then
+//! PBFT, Raft and PBFT again, each from a height of the schedule, on 4
+//! and 7 validators (enough for both engines: Raft needs a majority, PBFT
+//! 2f+1 of 3f+1). Every node runs one driver; at the last block of a
+//! segment it starts the next segment's engine on that block.
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{nodes_of, random_faults, Options, Outcome, Scenario};
+use super::{pbft, raft};
+use crate::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
+
+/// Raft in even segments, PBFT in odd ones.
+fn factory() -> EngineFactory {
+    let raft = raft::factory(raft::NODE);
+    let pbft = pbft::factory();
+    Arc::new(move |s| if s.segment % 2 == 0 { raft(s) } else { pbft(s) })
+}
+
+fn engine_of(segment: u64) -> &'static str {
+    if segment % 2 == 0 {
+        "raft"
+    } else {
+        "pbft"
+    }
+}
+
+fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig, schedule: Vec<u64>) -> Sim {
+    let mut cfg = SimConfig::new(seed, nodes);
+    cfg.trace = opts.trace;
+    cfg.log = opts.log;
+    cfg.rocksdb = opts.rocksdb;
+    cfg.link = link;
+    cfg.schedule = schedule;
+    Sim::new(cfg, factory())
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x5e9_5a17c)
+}
+
+/// Every up node has passed `height` and runs the engine of its segment.
+fn expect_on_segment(sim: &mut Sim, height: u64, bound_ms: u64) -> Result<(), Violation> {
+    let nodes = nodes_of(sim);
+    sim.within(bound_ms, &format!("every node past height {height}"), |s| {
+        nodes.iter().all(|&n| !s.is_up(n) || s.height(n) >= height)
+    })?;
+    for n in nodes {
+        let Some(status) = sim.status(n) else {
+            continue;
+        };
+        let (segment, _, _) = sim.config().segment_at(sim.height(n) + 1);
+        if status.engine != engine_of(segment) {
+            return Err(Violation::Scenario(format!(
+                "node {n} at height {} runs {}, the schedule says {}",
+                sim.height(n),
+                status.engine,
+                engine_of(segment)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Three switches on reliable links, no faults.
+fn steady(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = sim(seed, n, opts, LinkConfig::reliable(), vec![10, 20, 30]);
+    let r = (|| {
+        expect_on_segment(&mut sim, 40, 60_000)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// Switches at random heights under crashes, restarts, cuts and a lossy
+/// network; then every fault heals and the chain goes on under the last
+/// segment's engine.
+fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut rng = rng(seed);
+    let mut schedule = Vec::new();
+    let mut at = 0;
+    for _ in 0..3 {
+        at += rng.gen_range(3..15);
+        schedule.push(at);
+    }
+    let last = at;
+    let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule);
+    let r = (|| {
+        random_faults(&mut sim, &mut rng, 20_000)?;
+        expect_on_segment(&mut sim, last + 5, 60_000)?;
+        sim.expect_progress(&nodes_of(&sim), 20_000)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    const SIZES: &[u32] = &[4, 7];
+    vec![
+        Scenario {
+            name: "switch/steady",
+            sizes: SIZES,
+            run: steady,
+        },
+        Scenario {
+            name: "switch/chaos",
+            sizes: SIZES,
+            run: chaos,
+        },
+    ]
+}
