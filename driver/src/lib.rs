@@ -256,6 +256,10 @@ pub struct Driver<S: ChainStore, P: Peer> {
     segment: u64,
     /// Where the next search for a peer to sync from starts.
     sync_rotation: usize,
+    /// The highest final height announced above the head, and how many
+    /// more peers to ask for it when one has nothing newer (it may not
+    /// have committed it yet).
+    sync_goal: Option<(u64, usize)>,
     segment_end: Option<u64>,
     segment_start: Option<SegmentStart<P>>,
 }
@@ -305,6 +309,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             leading: false,
             segment: 0,
             sync_rotation: 0,
+            sync_goal: None,
             segment_end: None,
             segment_start: None,
         }
@@ -431,16 +436,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         msg: ConsensusMessage,
     ) -> Result<Vec<Effect<P>>, DriverError> {
         if segment > self.segment {
-            self.start_sync(now_ms, origin)?;
-            let n = self.peers.len();
-            for i in 0..n {
-                if self.syncing.is_some() {
-                    break;
-                }
-                let peer = self.peers[(self.sync_rotation + i) % n];
-                self.start_sync(now_ms, peer)?;
-            }
-            self.sync_rotation = self.sync_rotation.wrapping_add(1);
+            self.sync_from_any(now_ms, Some(origin), None)?;
         } else if segment == self.segment && Some(from) != self.cfg.me {
             self.feed(now_ms, Input::Message { from, msg })?;
         }
@@ -500,6 +496,32 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             self.syncing = None;
             self.avoid_for_sync(now_ms, peer);
         }
+    }
+
+    /// Syncs from `preferred` if it may, from another connected peer it
+    /// may otherwise (taken in turn, so that two nodes behind do not ask
+    /// only each other), never from `except`.
+    pub(crate) fn sync_from_any(
+        &mut self,
+        now_ms: u64,
+        preferred: Option<P>,
+        except: Option<P>,
+    ) -> Result<(), DriverError> {
+        if let Some(p) = preferred {
+            self.start_sync(now_ms, p)?;
+        }
+        let n = self.peers.len();
+        for i in 0..n {
+            if self.syncing.is_some() {
+                break;
+            }
+            let peer = self.peers[(self.sync_rotation + i) % n];
+            if Some(peer) != except {
+                self.start_sync(now_ms, peer)?;
+            }
+        }
+        self.sync_rotation = self.sync_rotation.wrapping_add(1);
+        Ok(())
     }
 
     /// Asks other peers for blocks first, for three sync timeouts.
@@ -575,12 +597,23 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         height: u64,
     ) -> Result<Vec<Effect<P>>, DriverError> {
         let head = self.store.head()?.height;
-        // One block behind is normal (the next commit brings it), unless
-        // that block ends this engine's segment: no later message of this
-        // engine would bring it.
-        let behind = height > head + 1 || (height > head && self.past_segment(height + 1));
+        // One block behind is normal for a validator (the next commit
+        // brings it), unless that block ends its engine's segment (no later
+        // message of the engine would bring it). An observer has no engine
+        // to bring it: it syncs every block announced.
+        let behind = height > head + 1
+            || (height > head && (self.engine.is_none() || self.past_segment(height + 1)));
         if self.final_blocks() && behind {
-            self.start_sync(now_ms, from)?;
+            // Peers that answer with nothing newer are followed by others
+            // (see `import`), each asked once for this announcement.
+            let tries = self.peers.len();
+            self.sync_goal = Some(match self.sync_goal {
+                Some((goal, left)) if goal >= height => (goal, left),
+                _ => (height, tries),
+            });
+            // The announcement may come through a relayer this node does
+            // not take blocks from (a non-validator, under Raft).
+            self.sync_from_any(now_ms, Some(from), None)?;
         }
         Ok(self.done())
     }

@@ -92,6 +92,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         if full && imported > 0 {
             self.start_sync(now_ms, from)?;
         }
+        let head = self.store.head()?.height;
+        match self.sync_goal {
+            Some((goal, left)) if goal > head && left > 0 && self.syncing.is_none() => {
+                self.sync_goal = Some((goal, left - 1));
+                self.sync_from_any(now_ms, None, Some(from))?;
+            }
+            Some((goal, _)) if goal > head => {}
+            _ => self.sync_goal = None,
+        }
         Ok(())
     }
 

@@ -20,6 +20,10 @@ use crate::node_config::{MiningConfig, NodeConfig, P2pConfig, RpcConfig};
 pub struct NetworkSpec {
     pub engine: EngineKind,
     pub validators: usize,
+    /// Nodes that follow the chain without being validators (each with a
+    /// validator key, so that an upgrade can make it one), named after
+    /// the validators: `node<validators>`, ….
+    pub observers: usize,
     pub chain_id: String,
     /// Interface every node listens on.
     pub host: std::net::Ipv4Addr,
@@ -58,6 +62,7 @@ impl Default for NetworkSpec {
         Self {
             engine: EngineKind::Raft,
             validators: 3,
+            observers: 0,
             chain_id: "cairn-devnet".into(),
             host: std::net::Ipv4Addr::LOCALHOST,
             base_port: 26600,
@@ -84,6 +89,8 @@ pub struct GeneratedNode {
     pub p2p_address: String,
     pub rpc_url: String,
     pub mining: bool,
+    /// In the genesis validator set (an observer otherwise).
+    pub validator: bool,
 }
 
 /// What [`generate`] wrote.
@@ -127,15 +134,15 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
     if spec.validators == 0 {
         bail!("--validators must be at least 1");
     }
-    if spec.validators > 100 {
-        bail!("--validators must be at most 100 for a local network");
+    let total = spec.validators + spec.observers;
+    if total > 100 {
+        bail!("--validators and --observers must make at most 100 nodes for a local network");
     }
-    let last_port = u32::from(spec.base_port) + 2 * spec.validators as u32 - 1;
+    let last_port = u32::from(spec.base_port) + 2 * total as u32 - 1;
     if last_port > u32::from(u16::MAX) || spec.base_port < 1024 {
         bail!(
-            "--base-port {} leaves no room for {} nodes (ports {}..={last_port})",
+            "--base-port {} leaves no room for {total} nodes (ports {}..={last_port})",
             spec.base_port,
-            spec.validators,
             spec.base_port
         );
     }
@@ -164,8 +171,8 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
         rpc: std::net::SocketAddr,
         listen: String,
     }
-    let mut keys = Vec::with_capacity(spec.validators);
-    for i in 0..spec.validators {
+    let mut keys = Vec::with_capacity(total);
+    for i in 0..total {
         let validator = SecretKey::from_seed(seed32());
         let p2p_seed = seed32();
         let identity = libp2p_identity::Keypair::ed25519_from_bytes(p2p_seed)
@@ -212,7 +219,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
         block_reward: spec.block_reward,
         min_fee: spec.min_fee,
         consensus,
-        validators: keys
+        validators: keys[..spec.validators]
             .iter()
             .enumerate()
             .map(|(i, k)| Validator {
@@ -234,7 +241,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
     let miners = spec
         .miners
         .unwrap_or(spec.validators.saturating_sub(1).max(1));
-    let mut nodes = Vec::with_capacity(spec.validators);
+    let mut nodes = Vec::with_capacity(total);
     for (i, k) in keys.iter().enumerate() {
         let name = format!("node{i}");
         let home = dir.join(&name);
@@ -242,7 +249,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             .with_context(|| format!("cannot create {}", home.display()))?;
         write_key_file(&home.join("validator.key"), &k.validator)?;
         write_key_file(&home.join("p2p.key"), &SecretKey::from_seed(k.p2p_seed))?;
-        let mining = spec.engine == EngineKind::Pow && i < miners;
+        let mining = spec.engine == EngineKind::Pow && i < miners && i < spec.validators;
         let config = NodeConfig {
             name: name.clone(),
             genesis: "../genesis.json".into(),
@@ -277,6 +284,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             p2p_address: k.p2p_address.clone(),
             rpc_url: format!("http://{}", k.rpc),
             mining,
+            validator: i < spec.validators,
         });
     }
     Ok(GeneratedNetwork {

@@ -32,6 +32,10 @@ enum Command {
         /// Number of validator nodes.
         #[arg(long, default_value_t = 3)]
         validators: usize,
+        /// Nodes that follow without validating (each has a validator
+        /// key: `upgrade --validators` can make it a validator later).
+        #[arg(long, default_value_t = 0)]
+        observers: usize,
         /// Output directory (must not hold a network already).
         #[arg(long)]
         out: PathBuf,
@@ -120,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::New {
             engine,
             validators,
+            observers,
             out,
             chain_id,
             base_port,
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
             let spec = NetworkSpec {
                 engine,
                 validators,
+                observers,
                 chain_id,
                 base_port,
                 faucet_balance,
@@ -172,7 +178,13 @@ fn run(cli: Cli) -> Result<()> {
                     n.name,
                     n.rpc_url,
                     n.p2p_address,
-                    if n.mining { "  (miner)" } else { "" }
+                    if n.mining {
+                        "  (miner)"
+                    } else if !n.validator {
+                        "  (observer)"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(())
@@ -208,6 +220,12 @@ fn run(cli: Cli) -> Result<()> {
                     "chain_id": g.chain_id,
                     "engine": g.consensus.kind().as_str(),
                     "validators": g.validators.len(),
+                    "schedule": g.segments().iter().map(|s| serde_json::json!({
+                        "from_height": s.start,
+                        "engine": s.consensus.kind().as_str(),
+                        "validators": s.validators.len(),
+                        "config": s.config_hash().to_hex(),
+                    })).collect::<Vec<_>>(),
                     "accounts": g.allocations.len(),
                     "total_supply": g.total_supply(),
                 });
@@ -224,6 +242,18 @@ fn run(cli: Cli) -> Result<()> {
             println!("validators     {}", g.validators.len());
             for v in &g.validators {
                 println!("  {:<8} {}  {}", v.name, v.public_key, v.p2p_address);
+            }
+            if !g.upgrades.is_empty() {
+                println!("schedule");
+                for s in g.segments() {
+                    let names: Vec<&str> = s.validators.iter().map(|v| v.name.as_str()).collect();
+                    println!(
+                        "  from {:<8} {:<5} {}",
+                        s.start,
+                        s.consensus.kind(),
+                        names.join(",")
+                    );
+                }
             }
             println!(
                 "allocations    {} accounts, total supply {}",

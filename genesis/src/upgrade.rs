@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use cairn_chain::keyfile::read_key_file;
+
 use crate::{ConsensusConfig, Genesis, NodeConfig, Upgrade, Validator};
 
 /// What `cairn-genesis upgrade` was asked for.
@@ -32,7 +34,12 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     let validators = match &spec.validators {
         None => None,
         Some(names) => {
-            let known: Vec<&Validator> = segments.iter().flat_map(|s| s.validators).collect();
+            let mut known: Vec<Validator> = segments
+                .iter()
+                .flat_map(|s| s.validators)
+                .cloned()
+                .collect();
+            known.extend(node_folders(dir)?);
             let mut set: Vec<Validator> = Vec::new();
             for name in names {
                 let v = known.iter().find(|v| v.name == *name).ok_or_else(|| {
@@ -40,11 +47,11 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
                     all.sort_unstable();
                     all.dedup();
                     anyhow!(
-                        "no validator called {name:?} in this network (it has {})",
+                        "no validator or node folder called {name:?} in this network (it has {})",
                         all.join(", ")
                     )
                 })?;
-                set.push((*v).clone());
+                set.push(v.clone());
             }
             Some(set)
         }
@@ -90,4 +97,32 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
         std::fs::rename(&tmp, f).with_context(|| format!("replacing {}", f.display()))?;
     }
     Ok(files)
+}
+
+/// The nodes of the folders in `dir` that have a validator key, as
+/// validators: name, key, and the p2p address they listen on.
+fn node_folders(dir: &Path) -> Result<Vec<Validator>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let home = entry?.path();
+        if !home.join(NodeConfig::FILE).exists() {
+            continue;
+        }
+        let cfg = NodeConfig::load(&home)?;
+        let Some(key_path) = &cfg.validator_key else {
+            continue;
+        };
+        let key = read_key_file(&NodeConfig::resolve(&home, key_path))?;
+        let p2p = read_key_file(&NodeConfig::resolve(&home, &cfg.p2p_key))?;
+        let peer = libp2p_identity::Keypair::ed25519_from_bytes(p2p.seed())
+            .context("deriving a libp2p identity")?
+            .public()
+            .to_peer_id();
+        out.push(Validator {
+            name: cfg.name.clone(),
+            public_key: key.public_key(),
+            p2p_address: format!("{}/p2p/{peer}", cfg.p2p.listen),
+        });
+    }
+    Ok(out)
 }

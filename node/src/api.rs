@@ -142,7 +142,7 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult<StatusView> {
         },
         peers: s.peers.lock().map(|p| p.len()).unwrap_or(0),
         node_id: s.node_id.clone(),
-        validator: s.validator,
+        validator: s.validator_at(head.height + 1),
         role: engine.role.to_string(),
         mempool: s.mempool.lock().map(|m| m.len()).unwrap_or(0),
         min_fee: s.genesis.min_fee,
@@ -418,7 +418,17 @@ async fn transaction(
 /// The engine's state, in its own words: Raft's term and leader, PBFT's
 /// view, primary and view changes.
 async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+    let head = off_runtime(&s, |s| s.store.head().map_err(ApiError::internal)).await?;
     let st = s.engine.lock().map_err(ApiError::internal)?.clone();
+    let segment = s.genesis.segment_at(head.height + 1);
+    let next = segment.end.map(|height| {
+        let n = s.genesis.segment_at(height);
+        serde_json::json!({
+            "height": height,
+            "engine": n.consensus.kind().as_str(),
+            "validators": n.validators.len(),
+        })
+    });
     let mut v = serde_json::json!({
         "engine": st.engine,
         "role": st.role,
@@ -426,6 +436,16 @@ async fn consensus(State(s): State<Arc<Shared>>) -> ApiResult<serde_json::Value>
         "uncommitted": st.uncommitted,
         "messages_dropped": st.dropped_messages,
         "messages_rejected": st.rejected_messages,
+        // The schedule's segment this engine runs: since which height,
+        // with how many validators, under which configuration hash (what
+        // its blocks carry); and the next scheduled switch, if any.
+        "segment": {
+            "index": segment.index,
+            "since_height": segment.start,
+            "validators": segment.validators.len(),
+            "config": segment.config_hash(),
+        },
+        "next_switch": next,
     });
     if let Some(p) = &st.pow {
         v["difficulty"] = p.difficulty.into();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cairn_chain::{ChainStore, Hash, SecretKey, Store};
-use cairn_consensus::{ConsensusEngine, EngineStatus, ValidatorId};
+use cairn_consensus::{ConsensusEngine, ValidatorId};
 use cairn_driver::{Driver, Mempool};
 use cairn_genesis::{ConsensusConfig, Genesis, NodeConfig};
 use cairn_p2p::BlockSource;
@@ -199,25 +199,24 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         .or(validator_key.as_ref().map(SecretKey::address))
         .unwrap_or(cairn_chain::Address::ZERO);
 
-    let status = engine.as_ref().map(|e| e.status()).unwrap_or(EngineStatus {
-        engine: genesis.consensus.kind().as_str(),
-        role: "observer",
-        term: 0,
-        leader: None,
-        committed_height: store.head()?.height,
-        uncommitted: 0,
-        view_changes: 0,
-        dropped_messages: 0,
-        rejected_messages: 0,
-        pow: None,
-    });
+    let status = match engine.as_ref() {
+        Some(e) => e.status(),
+        None => crate::shared::observer_status(
+            genesis
+                .segment_at(store.head()?.height + 1)
+                .consensus
+                .kind()
+                .as_str(),
+            store.head()?.height,
+        ),
+    };
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         store: store.clone(),
         params: genesis.execution_params(),
         genesis_hash,
         node_id: net.local_peer_id.to_string(),
-        validator: me,
+        validator_key: validator_key.as_ref().map(SecretKey::public_key),
         mempool: Arc::new(Mutex::new(
             Mempool::new(
                 genesis.chain_id.clone(),

@@ -25,7 +25,9 @@ pub struct Shared {
     pub genesis_hash: Hash,
     pub params: ExecutionParams,
     pub node_id: String,
-    pub validator: Option<ValidatorId>,
+    /// This node's validator key, if it has one (its index differs per
+    /// segment of the schedule: see [`Shared::validator_at`]).
+    pub validator_key: Option<cairn_chain::PublicKey>,
     pub mempool: Arc<Mutex<Mempool>>,
     pub engine: Mutex<EngineStatus>,
     pub peers: Arc<Mutex<Vec<PeerInfo>>>,
@@ -78,4 +80,35 @@ pub(crate) fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// What `/consensus` shows on a node that runs no engine (not a
+/// validator of the schedule's current segment).
+pub fn observer_status(engine: &'static str, committed_height: u64) -> EngineStatus {
+    EngineStatus {
+        engine,
+        role: "observer",
+        term: 0,
+        leader: None,
+        committed_height,
+        uncommitted: 0,
+        view_changes: 0,
+        dropped_messages: 0,
+        rejected_messages: 0,
+        pow: None,
+    }
+}
+
+impl Shared {
+    /// This node's index among the validators of the schedule's segment
+    /// that holds `height`, if it is one of them.
+    pub fn validator_at(&self, height: u64) -> Option<ValidatorId> {
+        let key = self.validator_key?;
+        self.genesis
+            .segment_at(height)
+            .validators
+            .iter()
+            .position(|v| v.public_key == key)
+            .map(|i| i as ValidatorId)
+    }
 }

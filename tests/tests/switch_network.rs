@@ -7,7 +7,7 @@ use std::process::Command;
 
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    consensus, eventually, http_get, keygen, metric, same_head, status, transfer, NodeProc,
+    consensus, eventually, http_get, keygen, metric, same_head, status, transfer, wallet, NodeProc,
 };
 use cairn_tests::workspace_bin;
 
@@ -77,6 +77,15 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
         up.iter()
             .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
     });
+    // Before the first switch, the node and the wallet say what comes.
+    let c = consensus(urls[0]).expect("consensus");
+    assert_eq!(c["engine"], "raft", "{c}");
+    assert_eq!(c["segment"]["since_height"], 0, "{c}");
+    assert_eq!(c["next_switch"]["height"], 4, "{c}");
+    assert_eq!(c["next_switch"]["engine"], "pbft", "{c}");
+    let (ok, out, err) = wallet(urls[0], &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("switches to pbft at height 4"), "{out}");
     let mut sent = 0;
     while up.iter().any(|u| height(u) < 10) {
         transfer(up[sent % 3], &faucet, &alice, 10);
@@ -87,6 +96,8 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     for u in up {
         let c = consensus(u).expect("consensus");
         assert_eq!(c["engine"], "raft", "{u}: {c}");
+        assert_eq!(c["segment"]["since_height"], 8, "{u}: {c}");
+        assert!(c["next_switch"].is_null(), "{u}: {c}");
         assert_eq!(
             http_get(&format!("{u}/accounts/{alice}")).and_then(|a| a["balance"].as_u64()),
             Some(10 * sent as u64),
@@ -122,4 +133,71 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     let c = consensus(urls[3]).expect("consensus");
     assert_eq!(c["engine"], "raft", "{c}");
     drop(nodes);
+}
+
+/// Validator sets change by upgrade: PBFT on nodes 0–3; from height 4 PBFT
+/// on nodes 1–4 (node 0 leaves, observer node 4 joins); from height 8 Raft
+/// on nodes 0, 5 and 6 (every validator replaced). Every node follows
+/// throughout, as a validator or an observer, and all agree.
+#[test]
+fn validator_sets_change_at_scheduled_heights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: EngineKind::Pbft,
+        validators: 4,
+        observers: 3,
+        base_port: 28970,
+        chain_id: "e2e-sets".into(),
+        seed: Some(29),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    for (height, engine, set) in [
+        ("4", "pbft", "node1,node2,node3,node4"),
+        ("8", "raft", "node0,node5,node6"),
+    ] {
+        let out = Command::new(workspace_bin("cairn-genesis"))
+            .args(["upgrade", "--at-height", height, "--engine", engine])
+            .args(["--validators", set, "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("cairn-genesis upgrade");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let faucet = net.faucet_key();
+    let bob = keygen(urls[0], &dir.path().join("bob.key"));
+    eventually("every node serves and sees the others", || {
+        urls.iter()
+            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(6)))
+    });
+    // Observers start as observers.
+    assert!(status(urls[4]).expect("status")["validator"].is_null());
+    let mut sent = 0;
+    while urls.iter().any(|u| height(u) < 10) {
+        transfer(urls[2], &faucet, &bob, 7);
+        sent += 1;
+        assert!(sent < 200, "the chain does not get past height 10");
+    }
+    eventually("all seven agree", || same_head(&urls));
+    for (i, u) in urls.iter().enumerate() {
+        let s = status(u).expect("status");
+        let expected = match i {
+            0 => Some(0),
+            5 => Some(1),
+            6 => Some(2),
+            _ => None,
+        };
+        assert_eq!(s["validator"].as_u64(), expected, "{u}: {s}");
+        assert_eq!(s["engine"], "raft", "{u}: {s}");
+        assert_eq!(
+            http_get(&format!("{u}/accounts/{bob}")).and_then(|a| a["balance"].as_u64()),
+            Some(7 * sent as u64),
+            "{u}"
+        );
+    }
+    let c = consensus(urls[0]).expect("consensus");
+    assert_eq!(c["segment"]["validators"], 3, "{c}");
 }

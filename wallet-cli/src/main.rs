@@ -347,18 +347,29 @@ fn run(cli: Cli) -> Result<()> {
             });
         }
         Cmd::Status => {
-            let v = client.get("/status")?;
+            let mut v = client.get("/status")?;
+            let c = client.get("/consensus")?;
+            v["segment"] = c["segment"].clone();
+            v["next_switch"] = c["next_switch"].clone();
             print(json, &v, || {
-                format!(
-                    "{} on {} ({}): height {} head {} role {} peers {}",
+                let mut line = format!(
+                    "{} on {} ({} since height {}): height {} head {} role {} peers {}",
                     v["name"].as_str().unwrap_or(""),
                     v["chain_id"].as_str().unwrap_or(""),
                     v["engine"].as_str().unwrap_or(""),
+                    v["segment"]["since_height"],
                     v["height"],
                     v["head_hash"].as_str().unwrap_or(""),
                     v["role"].as_str().unwrap_or(""),
                     v["peers"]
-                )
+                );
+                if let Some(h) = v["next_switch"]["height"].as_u64() {
+                    line.push_str(&format!(
+                        "; switches to {} at height {h}",
+                        v["next_switch"]["engine"].as_str().unwrap_or("?")
+                    ));
+                }
+                line
             });
         }
     }

@@ -311,6 +311,14 @@ impl Shell {
                 self.segment = segment.index as u64;
                 self.me = Self::index_in(&self.segment_keys, self.segment, self.key.as_ref());
                 self.shared.metrics.switches.inc();
+                if self.driver.status().is_none() {
+                    if let Ok(mut st) = self.shared.engine.lock() {
+                        *st = crate::shared::observer_status(
+                            segment.consensus.kind().as_str(),
+                            height.saturating_sub(1),
+                        );
+                    }
+                }
                 tracing::info!(
                     height,
                     engine = %segment.consensus.kind(),
