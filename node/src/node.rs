@@ -98,6 +98,8 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     store
         .init_genesis(&genesis_block, &genesis_state)
         .context("this database belongs to another network")?;
+    segment::check_history(&genesis, &store)
+        .with_context(|| format!("cannot run {}", genesis_path.display()))?;
 
     let validator_key = match &config.validator_key {
         Some(p) => Some(

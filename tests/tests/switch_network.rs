@@ -132,6 +132,28 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     eventually("all four agree after a transfer", || same_head(&urls));
     let c = consensus(urls[3]).expect("consensus");
     assert_eq!(c["engine"], "raft", "{c}");
+
+    // An upgrade at a height the chain has passed: the node refuses to
+    // start, and says why.
+    let late = nodes.pop().expect("node 3");
+    drop(late);
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "9", "--engine", "pbft", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(workspace_bin("cairn-node"))
+        .args(["run", "--home"])
+        .arg(&net.nodes[3].home)
+        .output()
+        .expect("cairn-node run");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("schedules pbft from height 9") && err.contains("has not reached"),
+        "{err}"
+    );
     drop(nodes);
 }
 

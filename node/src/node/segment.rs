@@ -55,6 +55,44 @@ pub(super) fn check_schedule(genesis: &Genesis) -> Result<()> {
     Ok(())
 }
 
+/// Whether the chain in `store` was made under `genesis`'s schedule: the
+/// first block of every segment the chain has reached, and the head,
+/// carry their segment's configuration hash. An upgrade appended at a
+/// height the chain has already passed fails here, before anything runs.
+pub(super) fn check_history(genesis: &Genesis, store: &Store) -> Result<()> {
+    let head = store.head()?;
+    let mut heights: Vec<u64> = genesis
+        .segments()
+        .iter()
+        .map(|s| s.start.max(1))
+        .filter(|h| *h <= head.height)
+        .collect();
+    heights.push(head.height);
+    for height in heights {
+        let Some(hash) = store.hash_at(height)? else {
+            continue;
+        };
+        let Some(header) = store.header(&hash)? else {
+            continue;
+        };
+        let segment = genesis.segment_at(height);
+        let expected = segment.config_hash();
+        if header.config != expected {
+            bail!(
+                "this node's chain is at height {} and its block {height} was made under \
+                 consensus configuration {}, but genesis.json schedules {} from height {} there \
+                 (configuration {expected}): an upgrade must name a height the chain has not \
+                 reached yet",
+                head.height,
+                header.config,
+                segment.consensus.kind(),
+                segment.start
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Segments {
     /// The validator keys of each segment, by index.
     pub fn keys(&self) -> Vec<Vec<PublicKey>> {
