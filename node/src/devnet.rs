@@ -23,6 +23,8 @@ macro_rules! say {
     }};
 }
 
+mod upgrade;
+
 const SUPERVISOR_ENV: &str = "CAIRN_DEVNET_SUPERVISOR";
 
 /// In a devnet child: die when the supervisor dies.
@@ -60,22 +62,64 @@ fn check_request(
         engine.unwrap_or(held_engine),
         validators.map_or(String::new(), |v| format!(" of {v} validators"))
     );
+    let target = engine.unwrap_or(held_engine);
+    let switchable = |e: EngineKind| e != EngineKind::Pow;
+    let upgrade = if switchable(target)
+        && held
+            .segments()
+            .iter()
+            .all(|s| switchable(s.consensus.kind()))
+    {
+        format!(
+            "To switch this chain to {target} at a coming height H instead, keeping its blocks and \
+             balances (before starting it, or while it runs: the devnet applies it):\n  \
+             cairn-genesis upgrade --dir {dir} --at-height H --engine {target} \
+             [--validators node0,node1,...]\n",
+            dir = dir.display()
+        )
+    } else {
+        String::new()
+    };
     anyhow::bail!(
         "{dir} holds a {held_engine} network of {held_size} validators (chain {chain}, genesis \
          {genesis}), not a {asked}.\n\
          To start a new chain instead (its blocks and balances are deleted):\n  \
-         cairn-node devnet --dir {dir} --engine {engine} --fresh   (make devnet ENGINE={engine} FRESH=1)\n\
+         cairn-node devnet --dir {dir} --engine {target} --fresh   (make devnet ENGINE={target} FRESH=1)\n\
+         {upgrade}\
          To run the network that is there: leave out --engine and --validators.",
         dir = dir.display(),
         chain = held.chain_id,
         genesis = held.hash(),
-        engine = engine.unwrap_or(held_engine),
     )
+}
+
+/// Starts `node`'s process, its output to `node.log` (appended to after a
+/// restart).
+fn spawn(exe: &Path, node: &Node, append: bool) -> Result<Child> {
+    let path = node.home.join("node.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Command::new(exe)
+        .arg("run")
+        .arg("--home")
+        .arg(&node.home)
+        .env(SUPERVISOR_ENV, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", node.name))
 }
 
 struct Node {
     name: String,
     home: std::path::PathBuf,
+    rpc_addr: std::net::SocketAddr,
     rpc: String,
     p2p: String,
     child: Option<Child>,
@@ -90,18 +134,76 @@ pub fn default_validators(engine: EngineKind) -> usize {
     }
 }
 
-/// Runs the devnet in `dir`: the network there, or a new one of `engine`
-/// (Raft if not given) with `validators` validators. Asking for another
-/// engine or size than the network in `dir` has is an error that says
-/// what is there, unless `fresh` deletes it first.
-pub fn run(
-    engine: Option<EngineKind>,
-    validators: Option<usize>,
-    dir: &Path,
-    fresh: bool,
-    base_port: u16,
-    bench_accounts: u32,
-) -> Result<()> {
+/// What `cairn-node devnet` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Engine of a new network (Raft if not given).
+    pub engine: Option<EngineKind>,
+    pub validators: Option<usize>,
+    pub fresh: bool,
+    pub base_port: u16,
+    pub bench_accounts: u32,
+    /// Switches of a new network: `(height, engine)` after the first.
+    pub schedule: Vec<(u64, EngineKind)>,
+}
+
+/// Parses `raft,pbft@200,raft@400`: the genesis engine, then each switch
+/// as `engine@height`, in height order.
+pub fn parse_schedule(text: &str) -> Result<(EngineKind, Vec<(u64, EngineKind)>)> {
+    let mut parts = text.split(',').map(str::trim);
+    let first = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .context("--schedule: empty (expected e.g. raft,pbft@200,raft@400)")?;
+    let genesis: EngineKind = first
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+    let mut switches = Vec::new();
+    let mut last = 0;
+    for p in parts {
+        let (engine, height) = p
+            .split_once('@')
+            .with_context(|| format!("--schedule: {p:?} is not engine@height"))?;
+        let engine: EngineKind = engine
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+        let height: u64 = height
+            .parse()
+            .with_context(|| format!("--schedule: {height:?} is not a height"))?;
+        if height <= last {
+            anyhow::bail!("--schedule: heights must increase, and start above 0 ({p})");
+        }
+        last = height;
+        switches.push((height, engine));
+    }
+    Ok((genesis, switches))
+}
+
+/// Runs the devnet in `dir`: the network there, or a new one of
+/// `opts.engine` (Raft if not given) with `opts.validators` validators and
+/// the switches of `opts.schedule`. Asking for another engine or size than
+/// the network in `dir` has is an error that says what is there, unless
+/// `fresh` deletes it first. While it runs, an upgrade appended to
+/// `dir/genesis.json` (`cairn-genesis upgrade`) is applied by restarting
+/// the nodes one at a time.
+pub fn run(dir: &Path, opts: Options) -> Result<()> {
+    let Options {
+        engine,
+        validators,
+        fresh,
+        base_port,
+        bench_accounts,
+        schedule,
+    } = opts;
+    if !schedule.is_empty()
+        && std::iter::once(engine.unwrap_or(EngineKind::Raft))
+            .chain(schedule.iter().map(|(_, e)| *e))
+            .any(|e| e == EngineKind::Pow)
+    {
+        anyhow::bail!(
+            "--schedule: this version switches between raft and pbft only, not from or to pow"
+        );
+    }
     if fresh && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     }
@@ -109,6 +211,31 @@ pub fn run(
     if genesis_path.exists() {
         let held = Genesis::load(&genesis_path)?;
         check_request(&held, dir, engine, validators)?;
+        if !schedule.is_empty() {
+            let asked: Vec<(u64, EngineKind)> =
+                std::iter::once((0, engine.unwrap_or(EngineKind::Raft)))
+                    .chain(schedule.iter().copied())
+                    .collect();
+            let has: Vec<(u64, EngineKind)> = held
+                .segments()
+                .iter()
+                .map(|s| (s.start, s.consensus.kind()))
+                .collect();
+            if asked != has {
+                anyhow::bail!(
+                    "{} holds a network with another schedule ({}); --fresh starts a new one",
+                    dir.display(),
+                    has.iter()
+                        .map(|(h, e)| if *h == 0 {
+                            e.to_string()
+                        } else {
+                            format!("{e}@{h}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+            }
+        }
         println!(
             "Reusing the {} network in {} (--fresh for a new one).",
             held.segment_at(u64::MAX).consensus.kind(),
@@ -116,7 +243,13 @@ pub fn run(
         );
     } else {
         let engine = engine.unwrap_or(EngineKind::Raft);
-        let validators = validators.unwrap_or(default_validators(engine));
+        let validators = validators.unwrap_or(
+            std::iter::once(engine)
+                .chain(schedule.iter().map(|(_, e)| *e))
+                .map(default_validators)
+                .max()
+                .unwrap_or(3),
+        );
         let spec = NetworkSpec {
             engine,
             validators,
@@ -125,10 +258,23 @@ pub fn run(
             ..NetworkSpec::default()
         };
         cairn_genesis::generate(&spec, dir)?;
+        for (height, next) in &schedule {
+            cairn_genesis::add_upgrade(
+                dir,
+                &cairn_genesis::UpgradeSpec {
+                    height: *height,
+                    consensus: cairn_genesis::ConsensusConfig::default_for(*next),
+                    validators: None,
+                },
+            )?;
+        }
         println!(
             "Generated a {engine} network of {validators} validators in {}.",
             dir.display()
         );
+        for (height, next) in &schedule {
+            println!("  switches to {next} at height {height}");
+        }
     }
     let genesis = Genesis::load(&genesis_path)?;
     let mut nodes = Vec::new();
@@ -149,6 +295,7 @@ pub fn run(
         nodes.push(Node {
             name: cfg.name,
             home,
+            rpc_addr: cfg.rpc.listen,
             rpc: format!("http://{}", cfg.rpc.listen),
             p2p: peer,
             child: None,
@@ -158,19 +305,7 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook_flag(&stop)?;
     for n in &mut nodes {
-        let log = std::fs::File::create(n.home.join("node.log"))
-            .with_context(|| format!("cannot create {}/node.log", n.home.display()))?;
-        let child = Command::new(&exe)
-            .arg("run")
-            .arg("--home")
-            .arg(&n.home)
-            .env(SUPERVISOR_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", n.name))?;
-        n.child = Some(child);
+        n.child = Some(spawn(&exe, n, false)?);
     }
     println!();
     println!("NODE     PID     RPC                      P2P");
@@ -195,7 +330,9 @@ pub fn run(
     );
     println!("Ctrl-C stops every node.");
 
+    let mut watch = upgrade::Watch::new(&genesis_path, genesis.clone());
     while !stop.load(Ordering::SeqCst) {
+        watch.poll(&exe, &mut nodes, &stop);
         for n in &mut nodes {
             if let Some(c) = n.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {

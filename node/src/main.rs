@@ -55,6 +55,10 @@ enum Cmd {
         /// `cairn-wallet bench`.
         #[arg(long, default_value_t = 0)]
         bench_accounts: u32,
+        /// Engines of a new network by height, e.g. raft,pbft@200,raft@400:
+        /// the first from genesis, each next from its height on.
+        #[arg(long, conflicts_with = "engine")]
+        schedule: Option<String>,
     },
 }
 
@@ -88,7 +92,27 @@ fn main() -> ExitCode {
             fresh,
             base_port,
             bench_accounts,
-        } => cairn_node::devnet::run(engine, validators, &dir, fresh, base_port, bench_accounts),
+            schedule,
+        } => (|| {
+            let (engine, schedule) = match schedule {
+                Some(text) => {
+                    let (first, rest) = cairn_node::devnet::parse_schedule(&text)?;
+                    (Some(first), rest)
+                }
+                None => (engine, Vec::new()),
+            };
+            cairn_node::devnet::run(
+                &dir,
+                cairn_node::devnet::Options {
+                    engine,
+                    validators,
+                    fresh,
+                    base_port,
+                    bench_accounts,
+                    schedule,
+                },
+            )
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
