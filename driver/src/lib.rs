@@ -260,6 +260,10 @@ pub struct Driver<S: ChainStore, P: Peer> {
     /// more peers to ask for it when one has nothing newer (it may not
     /// have committed it yet).
     sync_goal: Option<(u64, usize)>,
+    /// The height of the first synced block made under another consensus
+    /// configuration than this node's schedule names: the schedules
+    /// differ, and the node stops syncing rather than fork.
+    diverged: Option<u64>,
     segment_end: Option<u64>,
     segment_start: Option<SegmentStart<P>>,
 }
@@ -310,6 +314,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             segment: 0,
             sync_rotation: 0,
             sync_goal: None,
+            diverged: None,
             segment_end: None,
             segment_start: None,
         }
@@ -441,6 +446,12 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             self.feed(now_ms, Input::Message { from, msg })?;
         }
         Ok(self.done())
+    }
+
+    /// The height where a synced block showed that this node's schedule
+    /// differs from its peers' (it no longer syncs).
+    pub fn diverged(&self) -> Option<u64> {
+        self.diverged
     }
 
     /// The index of the schedule's segment whose engine runs (0 for the

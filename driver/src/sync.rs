@@ -14,6 +14,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// validator peers only.
     pub(crate) fn start_sync(&mut self, now_ms: u64, peer: P) -> Result<(), DriverError> {
         if self.syncing.is_some()
+            || self.diverged.is_some()
             || !self.validator_peers.contains(&Some(peer))
             || !self.may_sync_from(now_ms, peer)
         {
@@ -58,6 +59,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             match self.apply(block) {
                 Ok(()) => {}
                 Err(BlockProblem::Driver(e)) => return Err(e),
+                // The peer follows another schedule: not its fault as far
+                // as this node can tell, and nothing to follow.
+                Err(BlockProblem::Block(e @ cairn_chain::BlockError::WrongConfig { .. })) => {
+                    if self.diverged.is_none() {
+                        tracing::error!("stopped following the network: {e}");
+                    }
+                    self.diverged = Some(height);
+                    return Ok(());
+                }
                 Err(e) => {
                     self.effects.push(Effect::Penalize {
                         peer: from,

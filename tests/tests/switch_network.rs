@@ -223,3 +223,80 @@ fn validator_sets_change_at_scheduled_heights() {
     let c = consensus(urls[0]).expect("consensus");
     assert_eq!(c["segment"]["validators"], 3, "{c}");
 }
+
+/// A node whose schedule differs from its network's refuses the first
+/// block made under another configuration, says so in one line with the
+/// height and both configuration hashes, and stops following — it keeps
+/// serving, and blames nobody.
+#[test]
+fn a_node_with_another_schedule_stops_following_at_the_first_difference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: EngineKind::Raft,
+        validators: 3,
+        observers: 1,
+        base_port: 29000,
+        chain_id: "e2e-diverge".into(),
+        seed: Some(31),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    // The observer keeps a copy of the genesis without the upgrade.
+    let odd = &net.nodes[3].home;
+    std::fs::copy(dir.path().join("genesis.json"), odd.join("genesis.json")).expect("copy");
+    let toml = std::fs::read_to_string(odd.join("node.toml")).expect("node.toml");
+    std::fs::write(
+        odd.join("node.toml"),
+        toml.replace(
+            "genesis = \"../genesis.json\"",
+            "genesis = \"genesis.json\"",
+        ),
+    )
+    .expect("node.toml");
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "4", "--engine", "pbft", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(out.status.success(), "{out:?}");
+    // `upgrade` writes every node's copy of the network's genesis: undo
+    // it on the observer, which then schedules nothing.
+    std::fs::write(odd.join("genesis.json"), net.genesis.to_json()).expect("genesis");
+
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let _nodes: Vec<NodeProc> = net.nodes.iter().map(|n| NodeProc::start(&n.home)).collect();
+    let faucet = net.faucet_key();
+    let carol = keygen(urls[0], &dir.path().join("carol.key"));
+    eventually("every node serves", || {
+        urls.iter()
+            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(3)))
+    });
+    while height(urls[0]) < 6 {
+        transfer(urls[0], &faucet, &carol, 3);
+    }
+    let log = odd.join("node.log");
+    eventually("the observer says why it stopped", || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("stopped following the network: block 4 was made under"))
+    });
+    let text = std::fs::read_to_string(&log).expect("log");
+    let line = text
+        .lines()
+        .find(|l| l.contains("stopped following"))
+        .expect("the line");
+    assert!(
+        line.contains("this node's schedule has") && line.contains("differ"),
+        "{line}"
+    );
+    assert_eq!(
+        height(urls[3]),
+        3,
+        "it stops at the last block both schedules agree on"
+    );
+    let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
+    assert!(blamed.is_empty(), "nobody is blamed: {blamed:?}");
+    for u in &urls[..3] {
+        assert_eq!(consensus(u).expect("consensus")["engine"], "pbft");
+    }
+}
