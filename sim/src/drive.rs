@@ -35,8 +35,8 @@ impl Sim {
         let head_height = self.nodes[id as usize].height();
         let (segment, _, end) = self.cfg.segment_at(head_height + 1);
         let mut make = self.segment_starter(id, seed);
-        let engine = match make(head_height + 1) {
-            Ok(e) => e.engine,
+        let (engine, me, peers) = match make(head_height + 1) {
+            Ok(e) => (e.engine, e.me, e.validator_peers),
             Err(e) => return self.fail(Violation::Scenario(format!("node {id}: {e}"))),
         };
         let n = &mut self.nodes[id as usize];
@@ -47,7 +47,7 @@ impl Sim {
         let cfg = Config {
             genesis_hash: chain.genesis.hash(),
             params: self.cfg.params(),
-            me: Some(id),
+            me,
             reward: validator_key(id).address(),
             block_max: BLOCK_MAX,
             sync_batch: SYNC_BATCH,
@@ -60,7 +60,6 @@ impl Sim {
             Mempool::new(chain.params.chain_id.clone(), 100_000, 1_000)
                 .with_clock(Arc::new(move || clock.load(Ordering::Relaxed))),
         ));
-        let peers = (0..self.cfg.validators).map(Some).collect();
         n.driver =
             Some(Driver::new(cfg, store, pool, engine, peers).with_segments(segment, end, make));
         n.wake = None;
@@ -96,7 +95,6 @@ impl Sim {
     fn segment_starter(&self, id: ValidatorId, seed: u64) -> SegmentStart<ValidatorId> {
         let factory = self.factory.clone();
         let store = self.nodes[id as usize].store.clone();
-        let validators = self.cfg.validators;
         let sim_cfg = self.cfg.clone();
         let check = self.action_check.clone();
         let failed = self.check_failed.clone();
@@ -109,28 +107,33 @@ impl Sim {
                 Ok(Some(b)) => b,
                 other => return Err(format!("cannot read the head: {other:?}")),
             };
-            let engine = factory(&EngineSetup {
-                segment,
-                first_height,
-                me: id,
-                validators,
-                head: &head,
-                store: &store,
-                persisted: &persisted,
-                seed: seed ^ segment,
-            });
-            let engine: Box<dyn ConsensusEngine> = Box::new(Checked {
-                node: id,
-                inner: engine,
-                check: check.clone(),
-                failed: failed.clone(),
-                failing_builds: failing_builds.clone(),
+            let set = sim_cfg.set_of(segment);
+            let me = set.iter().position(|n| *n == id).map(|i| i as ValidatorId);
+            let engine = me.map(|me| {
+                let inner = factory(&EngineSetup {
+                    segment,
+                    first_height,
+                    set: &set,
+                    me,
+                    validators: set.len() as u32,
+                    head: &head,
+                    store: &store,
+                    persisted: &persisted,
+                    seed: seed ^ segment,
+                });
+                Box::new(Checked {
+                    node: id,
+                    inner,
+                    check: check.clone(),
+                    failed: failed.clone(),
+                    failing_builds: failing_builds.clone(),
+                }) as Box<dyn ConsensusEngine>
             });
             Ok(SegmentEngine {
                 index: segment,
-                engine: Some(engine),
-                me: Some(id),
-                validator_peers: (0..validators).map(Some).collect(),
+                engine,
+                me,
+                validator_peers: set.iter().copied().map(Some).collect(),
                 observer_check: None,
                 end,
             })
@@ -371,7 +374,12 @@ impl Sim {
                 if let Some(obs) = self.observer.as_mut() {
                     obs(from, to, &msg);
                 }
-                self.drive(to, |d, now| d.message(now, from, from, segment, msg));
+                // The sender's index among its segment's validators.
+                let Some(index) = self.cfg.set_of(segment).iter().position(|n| *n == from) else {
+                    return;
+                };
+                let index = index as ValidatorId;
+                self.drive(to, |d, now| d.message(now, from, index, segment, msg));
             }
             Wire::Tx(tx) => self.submit(to, tx, false),
             Wire::SyncRequest { from_height } => {

@@ -63,6 +63,8 @@ pub struct EngineSetup<'a> {
     /// genesis engine) and its first height.
     pub segment: u64,
     pub first_height: u64,
+    /// The segment's validators, as node ids (`me` indexes this list).
+    pub set: &'a [ValidatorId],
     pub me: ValidatorId,
     pub validators: u32,
     pub head: &'a Block,
@@ -96,6 +98,9 @@ pub struct SimConfig {
     /// genesis one: the factory is asked for segment `i`'s engine from
     /// `schedule[i - 1]` on.
     pub schedule: Vec<u64>,
+    /// The validators (node ids) of each segment, by index; a segment
+    /// without an entry (or with an empty one) has every node.
+    pub sets: Vec<Vec<ValidatorId>>,
 }
 
 impl SimConfig {
@@ -110,6 +115,15 @@ impl SimConfig {
             pow: None,
             rocksdb: false,
             schedule: Vec::new(),
+            sets: Vec::new(),
+        }
+    }
+
+    /// The validators (node ids) of segment `segment`.
+    pub fn set_of(&self, segment: u64) -> Vec<ValidatorId> {
+        match self.sets.get(segment as usize) {
+            Some(set) if !set.is_empty() => set.clone(),
+            _ => (0..self.validators).collect(),
         }
     }
 

@@ -67,6 +67,7 @@ const TESTED: &[&str] = &[
     "pow/withheld-branch",
     "switch/steady",
     "switch/chaos",
+    "switch/sets",
 ];
 
 #[test]
@@ -339,4 +340,9 @@ fn switch_steady() {
 #[test]
 fn switch_chaos() {
     check("switch/chaos");
+}
+
+#[test]
+fn switch_sets() {
+    check("switch/sets");
 }

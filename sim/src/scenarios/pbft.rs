@@ -33,10 +33,12 @@ fn byzantine_factory(
         let cfg = PbftConfig {
             first_height: s.first_height,
             me: s.me,
-            validators: (0..s.validators)
-                .map(|i| validator_key(i).public_key())
+            validators: s
+                .set
+                .iter()
+                .map(|&n| validator_key(n).public_key())
                 .collect(),
-            key: validator_key(s.me),
+            key: validator_key(s.set[s.me as usize]),
             network: segment_network(s.segment),
             block_interval_ms,
             view_timeout_ms: VIEW_TIMEOUT_MS,

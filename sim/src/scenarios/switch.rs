@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{nodes_of, random_faults, Options, Outcome, Scenario};
 use super::{pbft, raft};
 use crate::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
+use cairn_consensus::ValidatorId;
 
 /// Raft in even segments, PBFT in odd ones.
 fn factory() -> EngineFactory {
@@ -28,8 +30,16 @@ fn engine_of(segment: u64) -> &'static str {
     }
 }
 
-fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig, schedule: Vec<u64>) -> Sim {
+fn sim(
+    seed: u64,
+    nodes: u32,
+    opts: Options,
+    link: LinkConfig,
+    schedule: Vec<u64>,
+    sets: Vec<Vec<ValidatorId>>,
+) -> Sim {
     let mut cfg = SimConfig::new(seed, nodes);
+    cfg.sets = sets;
     cfg.trace = opts.trace;
     cfg.log = opts.log;
     cfg.rocksdb = opts.rocksdb;
@@ -49,10 +59,27 @@ fn expect_on_segment(sim: &mut Sim, height: u64, bound_ms: u64) -> Result<(), Vi
         nodes.iter().all(|&n| !s.is_up(n) || s.height(n) >= height)
     })?;
     for n in nodes {
+        if !sim.is_up(n) {
+            continue;
+        }
+        let (segment, _, _) = sim.config().segment_at(sim.height(n) + 1);
+        let validator = sim.config().set_of(segment).contains(&n);
         let Some(status) = sim.status(n) else {
+            if validator {
+                return Err(Violation::Scenario(format!(
+                    "node {n} at height {} runs no engine, but validates segment {segment}",
+                    sim.height(n)
+                )));
+            }
             continue;
         };
-        let (segment, _, _) = sim.config().segment_at(sim.height(n) + 1);
+        if !validator {
+            return Err(Violation::Scenario(format!(
+                "node {n} at height {} runs {}, but is no validator of segment {segment}",
+                sim.height(n),
+                status.engine
+            )));
+        }
         if status.engine != engine_of(segment) {
             return Err(Violation::Scenario(format!(
                 "node {n} at height {} runs {}, the schedule says {}",
@@ -67,7 +94,14 @@ fn expect_on_segment(sim: &mut Sim, height: u64, bound_ms: u64) -> Result<(), Vi
 
 /// Three switches on reliable links, no faults.
 fn steady(seed: u64, n: u32, opts: Options) -> Outcome {
-    let mut sim = sim(seed, n, opts, LinkConfig::reliable(), vec![10, 20, 30]);
+    let mut sim = sim(
+        seed,
+        n,
+        opts,
+        LinkConfig::reliable(),
+        vec![10, 20, 30],
+        Vec::new(),
+    );
     let r = (|| {
         expect_on_segment(&mut sim, 40, 60_000)?;
         sim.finish()
@@ -87,7 +121,38 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
         schedule.push(at);
     }
     let last = at;
-    let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule);
+    let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule, Vec::new());
+    let r = (|| {
+        random_faults(&mut sim, &mut rng, 20_000)?;
+        expect_on_segment(&mut sim, last + 5, 60_000)?;
+        sim.expect_progress(&nodes_of(&sim), 20_000)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// Every switch changes the validator set too: Raft segments on 3 nodes,
+/// PBFT segments on 4, each a random subset of the network in a random
+/// order; the other nodes follow as observers. Switch heights are random,
+/// under crashes, restarts, cuts and loss.
+fn sets(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut rng = rng(seed ^ 0x5e75);
+    let mut schedule = Vec::new();
+    let mut at = 0;
+    for _ in 0..3 {
+        at += rng.gen_range(3..15);
+        schedule.push(at);
+    }
+    let last = at;
+    let sets = (0..4)
+        .map(|segment| {
+            let mut all: Vec<ValidatorId> = (0..n).collect();
+            all.shuffle(&mut rng);
+            all.truncate(if segment % 2 == 0 { 3 } else { 4 });
+            all
+        })
+        .collect();
+    let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule, sets);
     let r = (|| {
         random_faults(&mut sim, &mut rng, 20_000)?;
         expect_on_segment(&mut sim, last + 5, 60_000)?;
@@ -109,6 +174,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "switch/chaos",
             sizes: SIZES,
             run: chaos,
+        },
+        Scenario {
+            name: "switch/sets",
+            sizes: &[5, 7],
+            run: sets,
         },
     ]
 }
