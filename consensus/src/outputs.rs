@@ -483,7 +483,7 @@ mod pbft {
             &p.handle(21, Input::BlockBuilt { block: b }),
             "
             broadcast PrePrepare v0 h1 [1:7688a3c0] justified by 0
-            persist pbft/votes=<52 bytes>, pbft/view=0000000000000000
+            persist pbft/votes=<60 bytes>, pbft/view=0000000000000000
             broadcast Prepare Prepare v0 h1 7688a3c0 by 0
         ",
         );
@@ -491,7 +491,7 @@ mod pbft {
         expect(
             &p.handle(23, vote_from(2, Phase::Prepare, d)),
             "
-            persist pbft/votes=<696 bytes>, pbft/view=0000000000000000
+            persist pbft/votes=<704 bytes>, pbft/view=0000000000000000
             broadcast Commit Commit v0 h1 7688a3c0 by 0
         ",
         );
@@ -500,7 +500,7 @@ mod pbft {
             &p.handle(25, vote_from(2, Phase::Commit, d)),
             "
             commit [1:7688a3c0]
-            persist pbft/votes=020000000000000000000000, pbft/view=0000000000000000
+            persist pbft/votes=<20 bytes>, pbft/view=0000000000000000
             timer 35
         ",
         );
@@ -542,7 +542,7 @@ mod pbft {
                 },
             ),
             "
-            persist pbft/votes=<52 bytes>, pbft/view=0000000000000000
+            persist pbft/votes=<60 bytes>, pbft/view=0000000000000000
             broadcast Prepare Prepare v0 h1 7688a3c0 by 1
         ",
         );
@@ -558,7 +558,7 @@ mod pbft {
         expect(
             &timeout,
             "
-            persist pbft/votes=010000000000000000000000, pbft/view=0000000000000000
+            persist pbft/votes=<20 bytes>, pbft/view=0000000000000000
             broadcast ViewChange v1 h1 prepared nothing by 1
             timer 1200
         ",
@@ -582,7 +582,7 @@ mod pbft {
             &last,
             "
             persist pbft/view=0100000000000000, pbft/justification=<263 bytes>
-            persist pbft/votes=010000000000000000000000, pbft/view=0100000000000000
+            persist pbft/votes=<20 bytes>, pbft/view=0100000000000000
             build 1 on 58f218ae over []
         ",
         );
@@ -607,6 +607,49 @@ mod pbft {
             );
         }
         msgs
+    }
+
+    /// A validator's view change to view w promises that it prepared
+    /// nothing else below w: once it asked for view 2, a justified
+    /// pre-prepare of view 1 does not draw it back (pbft/chaos seed 8160,
+    /// where validators that asked for view 4 then prepared and committed
+    /// in view 3, and view 4's primary, justified by their earlier view
+    /// changes, made another block final at the same height).
+    #[test]
+    fn a_validator_that_asked_for_a_view_never_votes_in_a_lower_one() {
+        let mut p = engine(1);
+        p.handle(0, Input::Tick);
+        for (from, msg) in view_changes_to_1(true) {
+            p.handle(1_001, Input::Message { from, msg });
+        }
+        let pre_prepare = p
+            .handle(1_002, Input::BlockBuilt { block: block(1) })
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Broadcast { msg } => Some(msg),
+                _ => None,
+            })
+            .expect("the view-1 pre-prepare");
+        let mut v = engine(2);
+        v.handle(0, Input::Tick);
+        v.handle(5, Input::TransactionsAvailable { count: 1 });
+        let first = render(&v.handle(1_000, Input::Tick));
+        assert!(first.contains("ViewChange v1"), "{first}");
+        let second = render(&v.handle(1_300, Input::Tick));
+        assert!(second.contains("ViewChange v2"), "{second}");
+        let out = v.handle(
+            1_301,
+            Input::Message {
+                from: 1,
+                msg: pre_prepare,
+            },
+        );
+        let text = render(&out);
+        assert!(
+            !text.contains("validate") && !text.contains("Prepare"),
+            "it stays out of view 1:\n{text}"
+        );
+        assert_eq!(v.status().role, "view-change");
     }
 
     #[test]

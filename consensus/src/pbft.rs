@@ -100,6 +100,10 @@ struct VoteState {
     /// this validator may have to re-propose or hand to a new primary).
     prepared: Option<Prepared>,
     prepared_block: Option<Block>,
+    /// The highest view this validator asked to move to at `height`. Its
+    /// view change promised not to prepare in any lower view: it never
+    /// enters one, even when a lower view's primary shows a quorum.
+    asked: u64,
 }
 
 /// The engine data of a block proposed in `view`.
@@ -410,7 +414,7 @@ impl Pbft {
         .map_err(|e| format!("new view {view}: {e}"))?;
         self.justified
             .insert(view, (height, prepared.map(|p| p.digest)));
-        if view > self.view {
+        if view > self.view && view >= self.votes.asked {
             self.enter_view(view, justification.to_vec(), out);
         }
         Ok(())
@@ -721,6 +725,7 @@ impl Pbft {
         self.validated = None;
         self.building = false;
         self.deadline = Some(self.now + self.timeout());
+        self.votes.asked = self.votes.asked.max(view);
         self.persist_votes(out);
         let vc = ViewChange::sign(
             &self.cfg.network,
