@@ -359,21 +359,26 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     for n in &mut nodes {
         if let Some(c) = n.child.as_mut() {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    _ if Instant::now() > deadline => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
+            wait_or_kill(c, deadline);
         }
     }
     say!("All nodes stopped.");
     Ok(())
+}
+
+/// Waits for `child` to exit until `deadline`, then kills it.
+fn wait_or_kill(child: &mut Child, deadline: Instant) {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return,
+            _ if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// Sets `flag` on SIGINT or SIGTERM (a small tokio runtime on its own thread).

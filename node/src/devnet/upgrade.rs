@@ -12,7 +12,7 @@ use cairn_genesis::Genesis;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{spawn, Node};
+use super::{spawn, wait_or_kill, Node};
 
 /// How far ahead of the chain an upgrade must be for the devnet to apply
 /// it: restarting every node takes a few seconds, and blocks come every
@@ -126,18 +126,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 fn restart(exe: &Path, node: &mut Node, height: u64) -> anyhow::Result<()> {
     if let Some(mut child) = node.child.take() {
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        wait_or_kill(&mut child, Instant::now() + STOP_TIMEOUT);
     }
     node.child = Some(spawn(exe, node, true)?);
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;

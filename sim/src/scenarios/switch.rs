@@ -52,6 +52,17 @@ fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ 0x5e9_5a17c)
 }
 
+/// Three switch heights, 3 to 14 blocks apart.
+fn random_schedule(rng: &mut ChaCha8Rng) -> Vec<u64> {
+    let mut at = 0;
+    (0..3)
+        .map(|_| {
+            at += rng.gen_range(3..15);
+            at
+        })
+        .collect()
+}
+
 /// Every up node has passed `height` and runs the engine of its segment.
 fn expect_on_segment(sim: &mut Sim, height: u64, bound_ms: u64) -> Result<(), Violation> {
     let nodes = nodes_of(sim);
@@ -114,13 +125,8 @@ fn steady(seed: u64, n: u32, opts: Options) -> Outcome {
 /// segment's engine.
 fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut rng = rng(seed);
-    let mut schedule = Vec::new();
-    let mut at = 0;
-    for _ in 0..3 {
-        at += rng.gen_range(3..15);
-        schedule.push(at);
-    }
-    let last = at;
+    let schedule = random_schedule(&mut rng);
+    let last = schedule[2];
     let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule, Vec::new());
     let r = (|| {
         random_faults(&mut sim, &mut rng, 20_000)?;
@@ -137,13 +143,8 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
 /// under crashes, restarts, cuts and loss.
 fn sets(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut rng = rng(seed ^ 0x5e75);
-    let mut schedule = Vec::new();
-    let mut at = 0;
-    for _ in 0..3 {
-        at += rng.gen_range(3..15);
-        schedule.push(at);
-    }
-    let last = at;
+    let schedule = random_schedule(&mut rng);
+    let last = schedule[2];
     let sets = (0..4)
         .map(|segment| {
             let mut all: Vec<ValidatorId> = (0..n).collect();
