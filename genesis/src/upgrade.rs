@@ -25,6 +25,13 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     let main = dir.join("genesis.json");
     let genesis = Genesis::load(&main).map_err(|e| anyhow!("{}: {e}", main.display()))?;
     let segments = genesis.segments();
+    let pow = |c: &ConsensusConfig| matches!(c, ConsensusConfig::Pow(_));
+    if pow(&spec.consensus) || segments.iter().any(|s| pow(s.consensus)) {
+        bail!(
+            "this version of Cairn switches between raft and pbft only, not from or to \
+             proof-of-work: the nodes would refuse the schedule"
+        );
+    }
     let last = segments.last().map_or(0, |s| s.start);
     if spec.height <= last {
         bail!(
@@ -125,4 +132,93 @@ fn node_folders(dir: &Path) -> Result<Vec<Validator>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{generate, EngineKind, NetworkSpec};
+
+    fn network(observers: usize) -> (tempfile::TempDir, crate::GeneratedNetwork) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = NetworkSpec {
+            engine: EngineKind::Raft,
+            validators: 3,
+            observers,
+            seed: Some(5),
+            ..NetworkSpec::default()
+        };
+        let net = generate(&spec, dir.path()).expect("generate");
+        (dir, net)
+    }
+
+    fn spec(height: u64, engine: EngineKind, validators: Option<&[&str]>) -> UpgradeSpec {
+        UpgradeSpec {
+            height,
+            consensus: ConsensusConfig::default_for(engine),
+            validators: validators.map(|v| v.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn an_upgrade_is_appended_keeping_the_genesis_hash() {
+        let (dir, net) = network(1);
+        let files = add_upgrade(dir.path(), &spec(10, EngineKind::Pbft, None)).expect("upgrade");
+        assert_eq!(
+            files,
+            vec![dir.path().join("genesis.json")],
+            "nodes share the file"
+        );
+        let g = Genesis::load(&files[0]).expect("load");
+        assert_eq!(g.hash(), net.genesis_hash);
+        assert_eq!(g.segments().len(), 2);
+        assert_eq!(g.segment_at(10).validators.len(), 3, "the set carries over");
+    }
+
+    #[test]
+    fn validators_are_named_from_any_segment_or_node_folder() {
+        let (dir, _) = network(2);
+        add_upgrade(
+            dir.path(),
+            &spec(
+                5,
+                EngineKind::Pbft,
+                Some(&["node1", "node2", "node3", "node4"]),
+            ),
+        )
+        .expect("observers join");
+        add_upgrade(
+            dir.path(),
+            &spec(9, EngineKind::Raft, Some(&["node0", "node3", "node4"])),
+        )
+        .expect("node0 comes back");
+        let g = Genesis::load(&dir.path().join("genesis.json")).expect("load");
+        let names: Vec<&str> = g
+            .segment_at(9)
+            .validators
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, ["node0", "node3", "node4"]);
+        let err = add_upgrade(dir.path(), &spec(12, EngineKind::Raft, Some(&["node9"])))
+            .expect_err("unknown");
+        assert!(err.to_string().contains("node9"), "{err}");
+    }
+
+    #[test]
+    fn an_upgrade_at_or_below_the_last_switch_or_to_pow_is_refused() {
+        let (dir, _) = network(0);
+        add_upgrade(dir.path(), &spec(8, EngineKind::Pbft, None)).expect("first");
+        let err =
+            add_upgrade(dir.path(), &spec(8, EngineKind::Raft, None)).expect_err("same height");
+        assert!(
+            err.to_string().contains("already switches at height 8"),
+            "{err}"
+        );
+        let err = add_upgrade(dir.path(), &spec(20, EngineKind::Pow, None)).expect_err("pow");
+        assert!(err.to_string().contains("proof-of-work"), "{err}");
+        let err =
+            add_upgrade(dir.path(), &spec(20, EngineKind::Pbft, Some(&[]))).expect_err("empty");
+        assert!(err.to_string().contains("invalid"), "{err}");
+    }
 }
