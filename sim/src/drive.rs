@@ -371,6 +371,10 @@ impl Sim {
     pub(crate) fn deliver(&mut self, from: ValidatorId, to: ValidatorId, wire: Wire) {
         match wire {
             Wire::Consensus(segment, msg) => {
+                if self.cfg.log_messages {
+                    let text = crate::look::describe_message(&msg);
+                    self.log(|| format!("n{from} -> n{to}: {text}"));
+                }
                 if let Some(obs) = self.observer.as_mut() {
                     obs(from, to, &msg);
                 }

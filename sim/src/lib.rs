@@ -89,6 +89,8 @@ pub struct SimConfig {
     /// Print what happens (roles, final blocks, faults) to stderr, for
     /// reading a replayed failure.
     pub log: bool,
+    /// With `log`, also every consensus message delivered.
+    pub log_messages: bool,
     /// Proof-of-work mode: simulated miners, no finality.
     pub pow: Option<PowSim>,
     /// Every node's store is RocksDB in a temporary directory (the node's
@@ -112,6 +114,7 @@ impl SimConfig {
             client: ClientConfig::default(),
             trace: false,
             log: false,
+            log_messages: false,
             pow: None,
             rocksdb: false,
             schedule: Vec::new(),
@@ -125,6 +128,16 @@ impl SimConfig {
             Some(set) if !set.is_empty() => set.clone(),
             _ => (0..self.validators).collect(),
         }
+    }
+
+    /// [`SimConfig::new`] with how a scenario is asked to run.
+    pub fn with_options(seed: u64, validators: u32, opts: scenarios::Options) -> Self {
+        let mut cfg = Self::new(seed, validators);
+        cfg.trace = opts.trace;
+        cfg.log = opts.log || opts.log_messages;
+        cfg.log_messages = opts.log_messages;
+        cfg.rocksdb = opts.rocksdb;
+        cfg
     }
 
     /// The segment that holds `height`: its index, first height and the

@@ -127,3 +127,58 @@ impl Sim {
         self.trace.as_deref().unwrap_or(&[])
     }
 }
+
+/// One line for a consensus message: its kind, view or term, height and
+/// the block it is about (for `--log-messages`).
+pub(crate) fn describe_message(msg: &cairn_consensus::ConsensusMessage) -> String {
+    use cairn_consensus::{ConsensusMessage, PbftMessage, RaftMessage};
+    let short = |h: &Hash| h.to_string()[..8].to_owned();
+    match msg {
+        ConsensusMessage::Pbft(PbftMessage::PrePrepare {
+            view,
+            height,
+            block,
+            justification,
+        }) => format!(
+            "PrePrepare v{view} h{height} {} ({} view changes)",
+            short(&block.hash()),
+            justification.len()
+        ),
+        ConsensusMessage::Pbft(PbftMessage::Prepare(v) | PbftMessage::Commit(v)) => {
+            format!(
+                "{:?} v{} h{} {}",
+                v.phase,
+                v.view,
+                v.height,
+                short(&v.digest)
+            )
+        }
+        ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)) => format!(
+            "ViewChange to v{} h{} prepared {}",
+            vc.view,
+            vc.height,
+            vc.prepared.as_ref().map_or("nothing".into(), |p| format!(
+                "{} in v{}",
+                short(&p.digest),
+                p.view
+            ))
+        ),
+        ConsensusMessage::Pbft(PbftMessage::BlockRequest { height, digest }) => {
+            format!("BlockRequest h{height} {}", short(digest))
+        }
+        ConsensusMessage::Pbft(PbftMessage::BlockReply(b)) => {
+            format!("BlockReply h{} {}", b.header.height, short(&b.hash()))
+        }
+        ConsensusMessage::Raft(RaftMessage::AppendEntries {
+            term,
+            prev_index,
+            prev_term,
+            entries,
+            leader_commit,
+        }) => format!(
+            "AppendEntries t{term} prev {prev_index}/{prev_term} +{} commit {leader_commit}",
+            entries.len()
+        ),
+        ConsensusMessage::Raft(other) => format!("{other:?}"),
+    }
+}

@@ -41,6 +41,8 @@ pub struct Options {
     pub trace: bool,
     /// Print what happens to stderr.
     pub log: bool,
+    /// Print every consensus message delivered too.
+    pub log_messages: bool,
     /// Every node on the node's RocksDB store (in a temporary directory)
     /// rather than in memory.
     pub rocksdb: bool,

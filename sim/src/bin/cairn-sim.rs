@@ -38,6 +38,10 @@ enum Command {
         /// drivers log (`RUST_LOG` filters it; default `info`) to stderr.
         #[arg(long)]
         log: bool,
+        /// With --log, every consensus message delivered too (kind, view
+        /// or term, height, block).
+        #[arg(long)]
+        log_messages: bool,
         /// Run every node on the node's RocksDB store (in a temporary
         /// directory) instead of in memory.
         #[arg(long)]
@@ -76,8 +80,10 @@ fn main() -> ExitCode {
             seed,
             trace,
             log,
+            log_messages,
             rocksdb,
         } => {
+            let log = log || log_messages;
             let Some(s) = scenarios::find(&scenario) else {
                 eprintln!("error: no scenario {scenario:?} (see `cairn-sim list`)");
                 return ExitCode::from(2);
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
                 Options {
                     trace,
                     log,
+                    log_messages,
                     rocksdb,
                 },
             ) {

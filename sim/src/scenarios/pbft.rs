@@ -74,10 +74,7 @@ fn segment_network(segment: u64) -> cairn_chain::Hash {
 }
 
 fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
-    let mut cfg = SimConfig::new(seed, nodes);
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
     cfg.link = link;
     Sim::new(cfg, factory())
 }
@@ -300,10 +297,7 @@ fn byzantine(seed: u64, n: u32, opts: Options, behaviour: Behaviour, count: usiz
     let mut others: Vec<ValidatorId> = (1..n).collect();
     others.shuffle(&mut rng);
     let bad: BTreeSet<ValidatorId> = std::iter::once(0).chain(others).take(count).collect();
-    let mut cfg = SimConfig::new(seed, n);
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
+    let cfg = SimConfig::with_options(seed, n, opts);
     // Fewer, fuller blocks: every vote's signature is checked for real.
     let mut sim = Sim::new(cfg, byzantine_factory(bad.clone(), behaviour, 150));
     for &b in &bad {

@@ -64,10 +64,7 @@ fn sim_with(
     invalid_miner: Option<ValidatorId>,
     withholding_miner: Option<ValidatorId>,
 ) -> Sim {
-    let mut cfg = SimConfig::new(seed, nodes);
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
     cfg.link = link;
     cfg.pow = Some(PowSim {
         hash_ms: 10,

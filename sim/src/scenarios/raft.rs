@@ -73,10 +73,7 @@ pub(super) fn factory(p: Params) -> EngineFactory {
 }
 
 fn sim(seed: u64, nodes: u32, opts: Options, p: Params, link: LinkConfig) -> Sim {
-    let mut cfg = SimConfig::new(seed, nodes);
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
     cfg.link = link;
     Sim::new(cfg, factory(p))
 }
@@ -464,10 +461,7 @@ fn figure8_with(seed: u64, n: u32, opts: Options, rounds: usize, figure8_bug: bo
         duplicate_rate: 0.0,
         reorder: true,
     };
-    let mut cfg = SimConfig::new(seed, n);
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
+    let mut cfg = SimConfig::with_options(seed, n, opts);
     cfg.link = link;
     cfg.client.interval_ms = 50;
     let mut sim = Sim::new(cfg, factory(p));

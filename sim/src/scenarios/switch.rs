@@ -38,11 +38,8 @@ fn sim(
     schedule: Vec<u64>,
     sets: Vec<Vec<ValidatorId>>,
 ) -> Sim {
-    let mut cfg = SimConfig::new(seed, nodes);
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
     cfg.sets = sets;
-    cfg.trace = opts.trace;
-    cfg.log = opts.log;
-    cfg.rocksdb = opts.rocksdb;
     cfg.link = link;
     cfg.schedule = schedule;
     Sim::new(cfg, factory())
