@@ -506,6 +506,24 @@ impl Pbft {
         if self.changing_to.is_some() {
             return Ok(());
         }
+        // A validator that prepared another block at this height in an
+        // earlier view votes for nothing else until a view change at this
+        // height shows that block was not committed: a view justified at
+        // an earlier height says nothing about this one (its primary may
+        // not know what was prepared here since).
+        let justified_here = self
+            .justified
+            .get(&view)
+            .is_some_and(|&(first_height, _)| first_height == height);
+        if !justified_here
+            && self
+                .votes
+                .prepared
+                .as_ref()
+                .is_some_and(|p| p.view < view && p.digest != hash)
+        {
+            return Ok(());
+        }
         // A validator that prepared another block in this view (before a
         // restart) does not vote again.
         if self
