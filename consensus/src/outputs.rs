@@ -611,10 +611,7 @@ mod pbft {
 
     /// A validator's view change to view w promises that it prepared
     /// nothing else below w: once it asked for view 2, a justified
-    /// pre-prepare of view 1 does not draw it back (pbft/chaos seed 8160,
-    /// where validators that asked for view 4 then prepared and committed
-    /// in view 3, and view 4's primary, justified by their earlier view
-    /// changes, made another block final at the same height).
+    /// pre-prepare of view 1 does not draw it back.
     #[test]
     fn a_validator_that_asked_for_a_view_never_votes_in_a_lower_one() {
         let mut p = engine(1);

@@ -251,8 +251,7 @@ pub struct Driver<S: ChainStore, P: Peer> {
     ignored: Vec<Hash>,
     /// Whether the engine said this node leads, after the last input.
     leading: bool,
-    /// The first height past the engine's segment of the schedule, and
-    /// how to start the next segment's engine.
+    /// The segment of the schedule whose engine runs.
     segment: u64,
     /// Where the next search for a peer to sync from starts.
     sync_rotation: usize,
@@ -264,6 +263,8 @@ pub struct Driver<S: ChainStore, P: Peer> {
     /// configuration than this node's schedule names: the schedules
     /// differ, and the node stops syncing rather than fork.
     diverged: Option<u64>,
+    /// The first height past the engine's segment of the schedule, and
+    /// how to start the next segment's engine.
     segment_end: Option<u64>,
     segment_start: Option<SegmentStart<P>>,
 }

@@ -125,12 +125,7 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let schedule = random_schedule(&mut rng);
     let last = schedule[2];
     let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule, Vec::new());
-    let r = (|| {
-        random_faults(&mut sim, &mut rng, 20_000)?;
-        expect_on_segment(&mut sim, last + 5, 60_000)?;
-        sim.expect_progress(&nodes_of(&sim), 20_000)?;
-        sim.finish()
-    })();
+    let r = faults_then_heal(&mut sim, &mut rng, last);
     (sim, r)
 }
 
@@ -151,13 +146,17 @@ fn sets(seed: u64, n: u32, opts: Options) -> Outcome {
         })
         .collect();
     let mut sim = sim(seed, n, opts, LinkConfig::lossy(), schedule, sets);
-    let r = (|| {
-        random_faults(&mut sim, &mut rng, 20_000)?;
-        expect_on_segment(&mut sim, last + 5, 60_000)?;
-        sim.expect_progress(&nodes_of(&sim), 20_000)?;
-        sim.finish()
-    })();
+    let r = faults_then_heal(&mut sim, &mut rng, last);
     (sim, r)
+}
+
+/// 20 s of random faults, then the heal: every node passes the last
+/// switch (`last`) by 5 blocks on the right engine, and the chain goes on.
+fn faults_then_heal(sim: &mut Sim, rng: &mut ChaCha8Rng, last: u64) -> Result<(), Violation> {
+    random_faults(sim, rng, 20_000)?;
+    expect_on_segment(sim, last + 5, 60_000)?;
+    sim.expect_progress(&nodes_of(sim), 20_000)?;
+    sim.finish()
 }
 
 pub(super) fn scenarios() -> Vec<Scenario> {
