@@ -71,6 +71,23 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
 
     /// A connected peer other than `not`, the next one after it in the
     /// peer list (sync sources rotate).
+    /// A proof-of-work fetch from `peer` went unanswered: ask another peer
+    /// at once. Only a new block would otherwise start the next fetch, and
+    /// meanwhile the node mines on a branch the network has left (its
+    /// miner's work wasted, its clients shown confirmations that will not
+    /// last). An answer with nothing new costs the asked peer one locator
+    /// lookup; at most one such question per sync timeout.
+    pub(crate) fn fetch_elsewhere(&mut self, now_ms: u64, peer: P) -> Result<(), DriverError> {
+        if self.final_blocks() || self.syncing.is_some() {
+            return Ok(());
+        }
+        if let Some(other) = self.other_peer(peer) {
+            let locator = serve::locator(&*self.store)?;
+            self.fetch_after(now_ms, other, locator);
+        }
+        Ok(())
+    }
+
     fn other_peer(&self, not: P) -> Option<P> {
         let at = self
             .peers

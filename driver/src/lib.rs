@@ -390,6 +390,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             if until <= now_ms {
                 self.syncing = None;
                 self.avoid_for_sync(now_ms, peer);
+                self.fetch_elsewhere(now_ms, peer)?;
             }
         }
         if self.timer.is_some_and(|at| at <= now_ms) {

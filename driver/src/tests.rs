@@ -17,6 +17,8 @@ use super::*;
 struct Script {
     replies: VecDeque<Vec<Action>>,
     inputs: Arc<Mutex<Vec<Input>>>,
+    /// Blocks follow the most work, as under proof-of-work.
+    most_work: bool,
 }
 
 impl ConsensusEngine for Script {
@@ -30,6 +32,9 @@ impl ConsensusEngine for Script {
         } else {
             Vec::new()
         }
+    }
+    fn final_blocks(&self) -> bool {
+        !self.most_work
     }
     fn status(&self) -> EngineStatus {
         EngineStatus {
@@ -54,6 +59,10 @@ struct Setup {
 }
 
 fn setup(replies: Vec<Vec<Action>>) -> Setup {
+    setup_with(replies, false)
+}
+
+fn setup_with(replies: Vec<Vec<Action>>, most_work: bool) -> Setup {
     let chain = TestChain::new("driver-test", 8, 1_000_000);
     let store = Arc::new(MemStore::new(true));
     store
@@ -63,6 +72,7 @@ fn setup(replies: Vec<Vec<Action>>) -> Setup {
     let engine = Script {
         replies: replies.into(),
         inputs: inputs.clone(),
+        most_work,
     };
     let cfg = Config {
         genesis_hash: chain.genesis.hash(),
@@ -367,6 +377,37 @@ fn a_peer_whose_sync_went_unanswered_is_asked_again_only_after_others() {
         s.driver.announced(4_200, 1, 5).expect("later"),
         vec![Effect::GetBlocks { peer: 1, from: 1 }]
     );
+}
+
+#[test]
+fn a_fetch_of_a_peers_branch_that_goes_unanswered_is_asked_of_another_peer_at_once() {
+    // Under proof-of-work only a new block would start the next fetch:
+    // meanwhile the node would mine on a branch the others have left.
+    let mut s = setup_with(Vec::new(), true);
+    let locator = serve::locator(&*s.store).expect("locator");
+    let effects = s.driver.peer_connected(10, 1).expect("connected");
+    assert!(
+        effects.contains(&Effect::GetBlocksAfter {
+            peer: 1,
+            locator: locator.clone()
+        }),
+        "{effects:?}"
+    );
+    let effects = s.driver.peer_connected(20, 2).expect("connected");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::GetBlocksAfter { .. })),
+        "one fetch at a time: {effects:?}"
+    );
+    assert_eq!(s.driver.tick(500).expect("tick"), Vec::new());
+    let effects = s.driver.tick(1_100).expect("tick past the sync timeout");
+    assert_eq!(effects, vec![Effect::GetBlocksAfter { peer: 2, locator }]);
+    // A node of final blocks waits for the next announcement instead.
+    let mut s = setup(Vec::new());
+    s.driver.announced(10, 1, 5).expect("announced");
+    s.driver.peer_connected(20, 2).expect("connected");
+    assert_eq!(s.driver.tick(1_100).expect("tick"), Vec::new());
 }
 
 #[test]

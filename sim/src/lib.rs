@@ -315,6 +315,8 @@ pub struct Sim {
     failing_builds: Arc<Mutex<BTreeSet<ValidatorId>>>,
     /// Blocks the withholding miner keeps to itself, with their miner.
     withheld: Vec<(ValidatorId, Block)>,
+    /// The withholding miner publishes what it mines for now.
+    honest_for_now: bool,
     trace: Option<Vec<u8>>,
     stats: Stats,
     /// What the drivers of crashed incarnations did.
@@ -411,6 +413,7 @@ impl Sim {
             check_failed: Arc::new(Mutex::new(None)),
             failing_builds: Arc::new(Mutex::new(BTreeSet::new())),
             withheld: Vec::new(),
+            honest_for_now: false,
             trace,
             stats: Stats::default(),
             retired: DriverTotals::default(),

@@ -29,7 +29,8 @@ pub struct PowSim {
     /// state root under valid work), as a hostile miner would.
     pub invalid_miner: Option<ValidatorId>,
     /// A miner that keeps the blocks it finds to itself until
-    /// [`Sim::release_withheld`] (a private branch, as in selfish mining).
+    /// [`Sim::withhold`] turns it honest (a private branch, as in selfish
+    /// mining).
     /// Wallets neither send to it nor look at it.
     pub withholding_miner: Option<ValidatorId>,
 }
@@ -117,11 +118,19 @@ impl Sim {
 
     /// Whether `node` keeps the blocks it mines to itself.
     pub(crate) fn withholds(&self, node: ValidatorId) -> bool {
-        self.cfg.pow.and_then(|p| p.withholding_miner) == Some(node)
+        !self.honest_for_now && self.cfg.pow.and_then(|p| p.withholding_miner) == Some(node)
     }
 
-    /// The withholding miner publishes its private branch, oldest first.
-    pub fn release_withheld(&mut self) {
+    /// Whether the withholding miner keeps what it mines to itself (the
+    /// default) or, with `false`, publishes its private branch, oldest
+    /// first, and every block it finds from then on — until it withholds
+    /// again. A miner that kept withholding could never end on one head
+    /// with the others: its own branch may well hold more work.
+    pub fn withhold(&mut self, on: bool) {
+        self.honest_for_now = !on;
+        if on {
+            return;
+        }
         let blocks = std::mem::take(&mut self.withheld);
         self.log(|| format!("{} withheld blocks released", blocks.len()));
         for (from, block) in blocks {

@@ -248,8 +248,11 @@ fn invalid_blocks(seed: u64, n: u32, opts: Options) -> Outcome {
         if sim.stats().rejected_blocks == 0 {
             return fail("no invalid block was refused".into());
         }
+        // Two honest miners at 200 H/s against difficulty 300 find about
+        // 27 blocks in 40 s; luck alone leaves fewer than 5 once in
+        // 10^7 runs (10 was once in 10^4: seed 798 on 4 nodes found 8).
         let h = max_height(&sim);
-        if h < 10 {
+        if h < 5 {
             return fail(format!("{h} blocks in 40 s with one invalid miner"));
         }
         let top = max_height(&sim);
@@ -259,9 +262,9 @@ fn invalid_blocks(seed: u64, n: u32, opts: Options) -> Outcome {
 }
 
 /// Miner 0 keeps what it mines to itself for a while (a private branch),
-/// then publishes it all at once: the others take it if it has more work
-/// (a deep reorganisation) or keep their chain; either way no node stops
-/// and every node ends on one head. (Transfers confirmed meanwhile are not
+/// then publishes it all at once and mines in the open until every node is
+/// on one head: the others take its branch if it has more work (a deep
+/// reorganisation) or keep their chain; either way no node stops. (Transfers confirmed meanwhile are not
 /// checked: a private branch that outworks six confirmations undoes them,
 /// as it would on any proof-of-work chain.)
 fn withheld_branch(seed: u64, n: u32, opts: Options) -> Outcome {
@@ -270,10 +273,12 @@ fn withheld_branch(seed: u64, n: u32, opts: Options) -> Outcome {
     let r = (|| {
         for _ in 0..3 {
             sim.run_for(rng.gen_range(5_000..15_000))?;
-            sim.release_withheld();
+            sim.withhold(false);
             let top = max_height(&sim);
             converge(&mut sim, top.saturating_sub(1))?;
+            sim.withhold(true);
         }
+        sim.withhold(false);
         if sim.stats().blocks_mined == 0 {
             return fail("nothing mined".into());
         }
