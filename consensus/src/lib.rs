@@ -163,6 +163,10 @@ pub enum FinalityError {
     /// The certificate does not hold a quorum of valid votes for the block.
     #[error("commit certificate: {0}")]
     Certificate(String),
+    /// The engine's blocks are never final (proof-of-work): they go to its
+    /// fork choice, not to block sync.
+    #[error("this engine's blocks are never final")]
+    NeverFinal,
 }
 
 /// The engine's view of itself, for the API and metrics.

@@ -757,6 +757,7 @@ mod pow {
                 min_difficulty: 16,
                 window: 1000,
             },
+            first_height: 1,
             max_future_drift_ms: 15_000,
             mining,
             template_refresh_ms: 500,

@@ -28,6 +28,12 @@
 //! The tree keeps blocks down to [`MAX_REORG_DEPTH`] below the head (plus
 //! what the retarget and median rules look at); deeper reorganisations are
 //! refused.
+//!
+//! **After a switch** from a final engine (Raft, PBFT) at height H
+//! ([`PowConfig::first_height`]), block H−1 is final and plays genesis's
+//! part: the first block is mined on it at the initial difficulty,
+//! retarget windows count from it, work is counted from H, and no block
+//! below H is valid.
 
 pub mod work;
 
@@ -39,7 +45,7 @@ pub use work::{
     check_pow, pow_hash, search_nonce, target, with_nonce, PowSeal, ProofOfWorkError, RetargetRule,
 };
 
-use crate::{Action, ConsensusEngine, EngineStatus, Input, PowStatus};
+use crate::{Action, ConsensusEngine, EngineStatus, FinalityError, Input, PowStatus};
 
 /// Blocks whose timestamps make the median-time-past rule.
 const MEDIAN_SPAN: usize = 11;
@@ -79,6 +85,9 @@ const MIN_TICK_MS: u64 = 20;
 #[derive(Debug, Clone)]
 pub struct PowConfig {
     pub rule: RetargetRule,
+    /// The first height mined (1 from genesis; the switch height when the
+    /// network switches to proof-of-work from a final engine).
+    pub first_height: u64,
     pub max_future_drift_ms: u64,
     /// Whether this node mines.
     pub mining: bool,
@@ -200,13 +209,13 @@ impl Pow {
         let mut work = head_work;
         let mut entries = Vec::with_capacity(recent.len());
         for h in recent.iter().rev() {
-            let difficulty = if h.height == 0 {
+            let difficulty = if h.height < pow.cfg.first_height {
                 pow.cfg.rule.initial_difficulty
             } else {
                 header_work(h)
             };
             entries.push((h.clone(), difficulty, work));
-            work = work.saturating_sub(u128::from(header_work(h)));
+            work = work.saturating_sub(u128::from(Self::work_of(&pow.cfg, h)));
         }
         for (header, difficulty, work) in entries.into_iter().rev() {
             let hash = header.hash();
@@ -225,6 +234,21 @@ impl Pow {
             );
         }
         pow
+    }
+
+    /// The height proof-of-work starts on: genesis, or the last final block
+    /// before the switch.
+    fn base(&self) -> u64 {
+        self.cfg.first_height.saturating_sub(1)
+    }
+
+    /// The work `header` adds: none at or below the base.
+    pub fn work_of(cfg: &PowConfig, header: &Header) -> u64 {
+        if header.height < cfg.first_height {
+            0
+        } else {
+            header_work(header)
+        }
     }
 
     /// How many recent headers [`Pow::new`] needs to check and follow
@@ -253,12 +277,15 @@ impl Pow {
     /// The difficulty a child of `parent` must have.
     fn next_difficulty(&self, parent: &Hash) -> Option<u64> {
         let p = self.tree.get(parent)?;
-        let height = p.header.height + 1;
+        // Windows count from the base (genesis, or the switch).
+        let height = (p.header.height + 1)
+            .checked_sub(self.base())
+            .filter(|h| *h > 0)?;
         let window = self.cfg.rule.window.max(1);
         let span = if height % window == 0 {
-            // From the block `window` blocks before the parent (or genesis)
-            // to the parent.
-            let steps = window.min(p.header.height);
+            // From the block `window` blocks before the parent (or the
+            // base) to the parent.
+            let steps = window.min(height - 1);
             let first = self.ancestor(parent, steps)?;
             Some((
                 steps,
@@ -403,6 +430,18 @@ impl Pow {
         }
         if self.invalid.contains(&block.header.parent) {
             self.reject(hash, "its parent is invalid".into(), true, out);
+            return;
+        }
+        if block.header.height < self.cfg.first_height {
+            self.reject(
+                hash,
+                format!(
+                    "proof-of-work starts at height {}: block {} is below it",
+                    self.cfg.first_height, block.header.height
+                ),
+                true,
+                out,
+            );
             return;
         }
         if !self.tree.contains_key(&block.header.parent) {
@@ -796,14 +835,15 @@ impl Pow {
         let Some(head) = self.head_entry() else {
             return 0;
         };
-        // Genesis's timestamp is the network's creation, not a mining
-        // time: measured from block 1 at the earliest.
+        // Genesis's timestamp is the network's creation (and a final
+        // block's, another engine's), not a mining time: measured from the
+        // first mined block at the earliest.
         let span = self
             .cfg
             .rule
             .window
             .max(1)
-            .min(head.header.height.saturating_sub(1));
+            .min(head.header.height.saturating_sub(self.cfg.first_height));
         if span == 0 {
             return 0;
         }
@@ -825,6 +865,10 @@ impl Pow {
 impl ConsensusEngine for Pow {
     fn final_blocks(&self) -> bool {
         false
+    }
+
+    fn verify_final(&self, _block: &Block) -> Result<(), FinalityError> {
+        Err(FinalityError::NeverFinal)
     }
 
     fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {

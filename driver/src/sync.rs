@@ -38,10 +38,21 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         self.syncing = None;
         let full = blocks.len() as u64 >= u64::from(self.cfg.sync_batch);
         let mut imported = 0;
-        for block in blocks {
+        let mut blocks = blocks.into_iter();
+        while let Some(block) = blocks.next() {
             let head = self.store.head()?;
             if block.header.height <= head.height {
                 continue;
+            }
+            if !self.final_blocks() {
+                // Switched to proof-of-work (by this import, or by a commit
+                // it led to): the rest are candidates for its fork choice,
+                // and more come by locator.
+                if imported > 0 {
+                    tracing::info!(imported, height = head.height, "synced");
+                }
+                let rest = std::iter::once(block).chain(blocks).collect();
+                return self.mined_after_sync(now_ms, from, rest, full);
             }
             if let Err(e) = self.verify_final(&block) {
                 self.stats.unproven_blocks += 1;
@@ -110,6 +121,27 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             }
             Some((goal, _)) if goal > head => {}
             _ => self.sync_goal = None,
+        }
+        Ok(())
+    }
+
+    /// Blocks synced past a switch to proof-of-work: each goes to the
+    /// engine like a gossiped one, and a full answer asks `from` for what
+    /// follows by locator.
+    fn mined_after_sync(
+        &mut self,
+        now_ms: u64,
+        from: P,
+        blocks: Vec<Block>,
+        full: bool,
+    ) -> Result<(), DriverError> {
+        for block in blocks {
+            self.remember_origin(block.hash(), from);
+            self.feed(now_ms, Input::Block { block })?;
+        }
+        if full {
+            let locator = crate::serve::locator(&*self.store)?;
+            self.fetch_after(now_ms, from, locator);
         }
         Ok(())
     }

@@ -213,6 +213,7 @@ pub fn pow_status(data: &[u8]) -> EngineStatus {
             min_difficulty: 1,
             window: 8,
         },
+        first_height: 1,
         max_future_drift_ms: 15_000,
         mining: true,
         template_refresh_ms: 500,

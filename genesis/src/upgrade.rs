@@ -20,16 +20,19 @@ pub struct UpgradeSpec {
 
 /// Appends `spec` to the schedule of the network in `dir`: its
 /// `genesis.json` and the genesis file of every node folder in it, when
-/// that is another file of the same network. Returns the files written.
+/// that is another file of the same network. An upgrade to proof-of-work
+/// also turns mining on in the `node.toml` of the nodes whose validator
+/// key is in the new set. Returns the files written.
 pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     let main = dir.join("genesis.json");
     let genesis = Genesis::load(&main).map_err(|e| anyhow!("{}: {e}", main.display()))?;
     let segments = genesis.segments();
     let pow = |c: &ConsensusConfig| matches!(c, ConsensusConfig::Pow(_));
-    if pow(&spec.consensus) || segments.iter().any(|s| pow(s.consensus)) {
+    if let Some(s) = segments.iter().find(|s| pow(s.consensus)) {
         bail!(
-            "this version of Cairn switches between raft and pbft only, not from or to \
-             proof-of-work: the nodes would refuse the schedule"
+            "the network runs proof-of-work from height {}: this version of Cairn switches to \
+             proof-of-work, not from it (the nodes would refuse the schedule)",
+            s.start
         );
     }
     let last = segments.last().map_or(0, |s| s.start);
@@ -99,11 +102,49 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     }
     let text = upgraded.to_json();
     for f in &files {
-        let tmp = f.with_extension("json.tmp");
-        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, f).with_context(|| format!("replacing {}", f.display()))?;
+        write_atomically(f, &text)?;
+    }
+    if pow(&spec.consensus) {
+        let miners: Vec<_> = upgraded
+            .segment_at(spec.height)
+            .validators
+            .iter()
+            .map(|v| v.public_key)
+            .collect();
+        files.extend(enable_mining(dir, &miners)?);
     }
     Ok(files)
+}
+
+fn write_atomically(file: &Path, text: &str) -> Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))
+}
+
+/// Turns mining on in the `node.toml` of every node folder in `dir` whose
+/// validator key is one of `miners`; returns the files changed.
+fn enable_mining(dir: &Path, miners: &[cairn_chain::PublicKey]) -> Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let home = entry?.path();
+        if !home.join(NodeConfig::FILE).exists() {
+            continue;
+        }
+        let mut cfg = NodeConfig::load(&home)?;
+        let Some(key_path) = &cfg.validator_key else {
+            continue;
+        };
+        let key = read_key_file(&NodeConfig::resolve(&home, key_path))?;
+        if cfg.mining.enabled || !miners.contains(&key.public_key()) {
+            continue;
+        }
+        cfg.mining.enabled = true;
+        let file = home.join(NodeConfig::FILE);
+        write_atomically(&file, &cfg.to_toml())?;
+        changed.push(file);
+    }
+    Ok(changed)
 }
 
 /// The nodes of the folders in `dir` that have a validator key, as
@@ -206,7 +247,39 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_at_or_below_the_last_switch_or_to_pow_is_refused() {
+    fn an_upgrade_to_pow_turns_mining_on_for_its_validators_and_none_follows_it() {
+        let (dir, _) = network(1);
+        let files = add_upgrade(
+            dir.path(),
+            &spec(8, EngineKind::Pow, Some(&["node0", "node2"])),
+        )
+        .expect("to pow");
+        let mining = |name: &str| {
+            NodeConfig::load(&dir.path().join(name))
+                .expect("node.toml")
+                .mining
+                .enabled
+        };
+        assert_eq!(
+            ["node0", "node1", "node2", "node3"].map(mining),
+            [true, false, true, false]
+        );
+        assert!(
+            files.iter().any(|f| f.ends_with("node2/node.toml")),
+            "{files:?}"
+        );
+        let g = Genesis::load(&dir.path().join("genesis.json")).expect("load");
+        assert!(matches!(g.segment_at(8).consensus, ConsensusConfig::Pow(_)));
+        let err = add_upgrade(dir.path(), &spec(20, EngineKind::Raft, None)).expect_err("from pow");
+        assert!(
+            err.to_string()
+                .contains("switches to proof-of-work, not from it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_at_or_below_the_last_switch_is_refused() {
         let (dir, _) = network(0);
         add_upgrade(dir.path(), &spec(8, EngineKind::Pbft, None)).expect("first");
         let err =
@@ -215,8 +288,6 @@ mod tests {
             err.to_string().contains("already switches at height 8"),
             "{err}"
         );
-        let err = add_upgrade(dir.path(), &spec(20, EngineKind::Pow, None)).expect_err("pow");
-        assert!(err.to_string().contains("proof-of-work"), "{err}");
         let err =
             add_upgrade(dir.path(), &spec(20, EngineKind::Pbft, Some(&[]))).expect_err("empty");
         assert!(err.to_string().contains("invalid"), "{err}");

@@ -63,12 +63,11 @@ fn check_request(
         validators.map_or(String::new(), |v| format!(" of {v} validators"))
     );
     let target = engine.unwrap_or(held_engine);
-    let switchable = |e: EngineKind| e != EngineKind::Pow;
-    let upgrade = if switchable(target)
-        && held
-            .segments()
-            .iter()
-            .all(|s| switchable(s.consensus.kind()))
+    // Switches go to proof-of-work, not from it.
+    let upgrade = if held
+        .segments()
+        .iter()
+        .all(|s| s.consensus.kind() != EngineKind::Pow)
     {
         format!(
             "To switch this chain to {target} at a coming height H instead, keeping its blocks and \
@@ -195,13 +194,12 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
         bench_accounts,
         schedule,
     } = opts;
-    if !schedule.is_empty()
-        && std::iter::once(engine.unwrap_or(EngineKind::Raft))
-            .chain(schedule.iter().map(|(_, e)| *e))
-            .any(|e| e == EngineKind::Pow)
-    {
+    let engines: Vec<EngineKind> = std::iter::once(engine.unwrap_or(EngineKind::Raft))
+        .chain(schedule.iter().map(|(_, e)| *e))
+        .collect();
+    if engines.iter().rev().skip(1).any(|e| *e == EngineKind::Pow) {
         anyhow::bail!(
-            "--schedule: this version switches between raft and pbft only, not from or to pow"
+            "--schedule: this version switches to pow, not from it (pow can only come last)"
         );
     }
     if fresh && dir.exists() {

@@ -92,8 +92,14 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
 
     let data_dir = NodeConfig::resolve(home, &config.data_dir);
     let mut store = Store::open(&data_dir)?;
-    // Raft and PBFT commit final blocks, never reverted: no undo records.
-    store.set_undo(matches!(genesis.consensus, ConsensusConfig::Pow(_)));
+    // Raft and PBFT commit final blocks, never reverted: undo records only
+    // where the schedule has proof-of-work.
+    store.set_undo(
+        genesis
+            .segments()
+            .iter()
+            .any(|s| matches!(s.consensus, ConsensusConfig::Pow(_))),
+    );
     let store = Arc::new(store);
     store
         .init_genesis(&genesis_block, &genesis_state)

@@ -217,7 +217,7 @@ impl Sim {
         if let Some(status) = driver.status().cloned() {
             // Proof-of-work heads go back on reorganisations: its
             // invariants are checked by `finish`.
-            if self.cfg.pow.is_none() {
+            if !self.cfg.pow_at(n.height() + 1) {
                 if let Err(v) = self.checker.on_status(node, n.segment, &status, n.height()) {
                     self.fail(v);
                 }
@@ -356,7 +356,7 @@ impl Sim {
                 block.transactions.len()
             )
         });
-        if self.cfg.pow.is_some() {
+        if self.cfg.pow_at(block.header.height) {
             // Not final: clients wait for confirmations.
             self.observe_confirmed(node);
             return;

@@ -41,8 +41,8 @@ impl Sim {
 
     /// The highest height final on any node.
     pub fn final_height(&self) -> u64 {
-        if self.cfg.pow.is_some() {
-            // Nothing is final: the highest head.
+        if self.cfg.pow_at(self.checker.final_height() + 1) {
+            // Nothing is final (any more): the highest head.
             return self.nodes.iter().map(SimNode::height).max().unwrap_or(0);
         }
         self.checker.final_height()

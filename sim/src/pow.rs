@@ -18,6 +18,9 @@ use super::{Event, Sim, Violation};
 /// Proof-of-work simulation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PowSim {
+    /// The first mined height: 1, or the height of a scheduled switch to
+    /// proof-of-work (the blocks below it are final).
+    pub from_height: u64,
     /// Simulated milliseconds per hash attempt, per miner.
     pub hash_ms: u64,
     /// A client sees its transfer committed once it has this many
@@ -49,7 +52,8 @@ impl Sim {
         let Some(h) = (n.height() + 1).checked_sub(pow.confirmations.max(1)) else {
             return;
         };
-        if h >= 1 {
+        // Blocks below the switch were final, and seen so.
+        if h >= pow.from_height.max(1) {
             if let Ok(Some(block)) = n.store.block_at(h) {
                 self.client.observe(node, &block);
             }

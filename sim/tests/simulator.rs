@@ -68,6 +68,8 @@ const TESTED: &[&str] = &[
     "switch/steady",
     "switch/chaos",
     "switch/sets",
+    "switch/to-pow",
+    "switch/to-pow-chaos",
 ];
 
 #[test]
@@ -201,6 +203,12 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     // no other there in a later view, unless that view's view changes are
     // of this height.
     ("switch/sets", 5, 6204),
+    // A node syncing across a switch to proof-of-work imported the mined
+    // blocks after it as final blocks: a commit its import led to had
+    // switched engines, and the proof-of-work engine, which never heard of
+    // those blocks, mined on an old head. Mined blocks now go to the
+    // engine's fork choice, and proof-of-work proves no block final.
+    ("switch/to-pow-chaos", 7, 18),
 ];
 
 #[test]
@@ -373,4 +381,14 @@ fn switch_chaos() {
 #[test]
 fn switch_sets() {
     check("switch/sets");
+}
+
+#[test]
+fn switch_to_pow() {
+    check("switch/to-pow");
+}
+
+#[test]
+fn switch_to_pow_chaos() {
+    check("switch/to-pow-chaos");
 }

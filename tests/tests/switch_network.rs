@@ -300,3 +300,106 @@ fn a_node_with_another_schedule_stops_following_at_the_first_difference() {
         assert_eq!(consensus(u).expect("consensus")["engine"], "pbft");
     }
 }
+
+/// PBFT to proof-of-work: blocks up to the switch are final under PBFT,
+/// mining starts on the last of them, transfers go on committing (mined,
+/// with their balances kept), and a node that was down through the switch
+/// syncs the PBFT blocks with their certificates, then the mined ones.
+/// Nothing switches back: an upgrade after proof-of-work is refused.
+#[test]
+fn a_live_network_switches_pbft_to_proof_of_work_and_mines_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: EngineKind::Pbft,
+        validators: 4,
+        base_port: 29040,
+        chain_id: "e2e-to-pow".into(),
+        seed: Some(37),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "5", "--engine", "pow", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("node.toml"), "mining turned on: {printed}");
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "30", "--engine", "raft", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not from it"),
+        "{out:?}"
+    );
+
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    // Node 3 stays down: three of four are PBFT's quorum.
+    let mut nodes: Vec<NodeProc> = net.nodes[..3]
+        .iter()
+        .map(|n| NodeProc::start(&n.home))
+        .collect();
+    let up = &urls[..3];
+    let faucet = net.faucet_key();
+    let dave = keygen(urls[0], &dir.path().join("dave.key"));
+    eventually("the three nodes serve and see each other", || {
+        up.iter()
+            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
+    });
+    let mut sent = 0;
+    while up.iter().any(|u| height(u) < 9) {
+        transfer(up[sent % 3], &faucet, &dave, 5);
+        sent += 1;
+        assert!(sent < 200, "the chain does not get past height 9");
+    }
+    for u in up {
+        let c = consensus(u).expect("consensus");
+        assert_eq!(c["engine"], "pow", "{u}: {c}");
+        assert_eq!(c["segment"]["since_height"], 5, "{u}: {c}");
+        assert!(
+            metric(u, "cairn_consensus_switches_total").unwrap_or(0.0) >= 1.0,
+            "{u} switched"
+        );
+    }
+    // PBFT's blocks carry commit certificates; the mined ones, seals of
+    // the new configuration.
+    let configs: Vec<String> = (1..=8)
+        .map(|h| block_at(urls[0], h).expect("block").0)
+        .collect();
+    assert!(configs[..4].iter().all(|c| *c == configs[0]), "{configs:?}");
+    assert!(configs[4..].iter().all(|c| *c == configs[4]), "{configs:?}");
+    assert_ne!(configs[0], configs[4]);
+    let balance =
+        |u: &str| http_get(&format!("{u}/accounts/{dave}")).and_then(|a| a["balance"].as_u64());
+    eventually("the three agree on every transfer", || {
+        up.iter().all(|u| balance(u) == Some(5 * sent as u64))
+    });
+
+    // The late node syncs PBFT's final blocks, switches, and follows the
+    // miners' chain.
+    nodes.push(NodeProc::start(&net.nodes[3].home));
+    eventually("the late node catches up", || {
+        height(urls[3]) >= 9 && balance(urls[3]) == Some(5 * sent as u64)
+    });
+    for h in 1..=4 {
+        assert_eq!(block_at(urls[3], h), block_at(urls[0], h), "height {h}");
+    }
+    assert_eq!(consensus(urls[3]).expect("consensus")["engine"], "pow");
+    drop(nodes);
+    // Around the switch both kinds of block gossip travel: nobody is
+    // blamed for it.
+    for n in &net.nodes {
+        let text = std::fs::read_to_string(n.home.join("node.log")).expect("log");
+        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
+        assert!(
+            blamed.is_empty(),
+            "{}: nobody is blamed: {blamed:?}",
+            n.name
+        );
+    }
+}

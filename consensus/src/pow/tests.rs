@@ -16,6 +16,7 @@ fn rule() -> RetargetRule {
 fn config(mining: bool) -> PowConfig {
     PowConfig {
         rule: rule(),
+        first_height: 1,
         max_future_drift_ms: 15_000,
         mining,
         template_refresh_ms: 500,
@@ -345,6 +346,56 @@ fn the_difficulty_follows_the_retarget_rule_on_the_chain() {
     // Height 4 is a boundary: 3 intervals of 250 ms where 3 s were
     // expected; clamped to 4x.
     assert_eq!(pow.status().pow.expect("pow").difficulty, 64);
+}
+
+#[test]
+fn after_a_switch_mining_starts_on_the_last_final_block_with_the_rules_counted_from_it() {
+    // Heights 1..=5 are another engine's final blocks, whose engine data
+    // would read as a huge seal: they count for no work and set no
+    // difficulty.
+    let mut finals = vec![genesis()];
+    for _ in 1..=5 {
+        let p = finals.last().cloned().expect("parent");
+        finals.push(Header {
+            parent: p.hash(),
+            height: p.height + 1,
+            timestamp_ms: p.timestamp_ms + 100,
+            engine_data: vec![0xff; 16],
+            ..p
+        });
+    }
+    let mut cfg = config(false);
+    cfg.first_height = 6;
+    cfg.rule.window = 4;
+    let start_work: u128 = finals
+        .iter()
+        .map(|h| u128::from(Pow::work_of(&cfg, h)))
+        .sum();
+    assert_eq!(start_work, 0);
+    let mut pow = Pow::new(cfg, &finals, start_work);
+    assert_eq!(pow.status().pow.expect("pow").difficulty, 16);
+    // No proof-of-work block below the switch, even with valid work.
+    let below = child(&finals[4], 9, 16);
+    let reasons = rejected(&feed(&mut pow, &below));
+    assert!(
+        reasons.iter().any(|r| r.contains("starts at height 6")),
+        "{reasons:?}"
+    );
+    // Blocks 6..8 at the initial difficulty, 250 ms apart (4x too fast):
+    // height 9 is the first boundary, three intervals after the switch.
+    let mut parent = finals[5].clone();
+    for i in 1..=3u8 {
+        let mut b = child(&parent, i, 16);
+        b.header.timestamp_ms = parent.timestamp_ms + 250;
+        let (n, _) = search_nonce(&b.header, 0, 1 << 30).expect("nonce");
+        b.header = with_nonce(&b.header, n).expect("seal");
+        let acts = feed(&mut pow, &b);
+        assert!(rejected(&acts).is_empty(), "block {i}");
+        assert_eq!(set_heads(&acts), vec![(0, vec![b.hash()])]);
+        parent = b.header;
+    }
+    let st = pow.status().pow.expect("pow");
+    assert_eq!((st.tip_work, st.difficulty), (48, 64));
 }
 
 #[test]

@@ -91,7 +91,8 @@ pub struct RetargetRule {
 }
 
 impl RetargetRule {
-    /// The difficulty of the block at `height` whose parent has difficulty
+    /// The difficulty of the block at `height` (counted from the chain's
+    /// proof-of-work base: genesis, or a switch) whose parent has difficulty
     /// `parent_difficulty`. At a window boundary, `span` is the number of
     /// block intervals measured and the time they took (from the block
     /// `window` blocks before the parent, or genesis, to the parent); the

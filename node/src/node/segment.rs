@@ -36,21 +36,21 @@ pub(crate) fn network_of(genesis_hash: Hash, segment: &Segment<'_>) -> Hash {
     }
 }
 
-/// Whether this node can run `genesis`'s schedule: proof-of-work is not
-/// switched from or to yet.
+/// Whether this node can run `genesis`'s schedule: it switches to
+/// proof-of-work, not from it yet.
 pub(super) fn check_schedule(genesis: &Genesis) -> Result<()> {
     let segments = genesis.segments();
-    if segments.len() > 1 {
-        if let Some(s) = segments
-            .iter()
-            .find(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
-        {
-            bail!(
-                "the schedule in genesis.json runs proof-of-work from height {}: this version \
-                 switches between Raft and PBFT only, not from or to proof-of-work",
-                s.start
-            );
-        }
+    if let Some(s) = segments
+        .iter()
+        .rev()
+        .skip(1)
+        .find(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
+    {
+        bail!(
+            "the schedule in genesis.json switches from proof-of-work at height {}: this \
+             version switches to proof-of-work, not from it",
+            s.end.unwrap_or(s.start)
+        );
     }
     Ok(())
 }
@@ -127,6 +127,7 @@ impl Segments {
                         min_difficulty: p.min_difficulty,
                         window: p.retarget_window,
                     },
+                    first_height: segment.start.max(1),
                     max_future_drift_ms: p.max_future_drift_ms,
                     mining: self.mining,
                     template_refresh_ms: 1_000,

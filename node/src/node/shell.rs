@@ -68,9 +68,9 @@ impl Shell {
         ingest: std::sync::mpsc::SyncSender<crate::ingest::Payload>,
         miner: Option<Miner>,
     ) -> Self {
-        let is_pow = matches!(shared.genesis.consensus, ConsensusConfig::Pow(_));
         let now = Instant::now();
         let segment = driver.segment();
+        let is_pow = Self::pow_segment(&shared, segment);
         let me = Self::index_in(&segment_keys, segment, key.as_ref());
         Self {
             shared,
@@ -208,6 +208,15 @@ impl Shell {
     }
 
     /// This node's index among the validators of `segment`, if it is one.
+    /// Whether segment `index` of the schedule is proof-of-work.
+    fn pow_segment(shared: &Shared, index: u64) -> bool {
+        shared
+            .genesis
+            .segments()
+            .get(index as usize)
+            .is_some_and(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
+    }
+
     fn index_in(
         segment_keys: &[Vec<PublicKey>],
         segment: u64,
@@ -309,6 +318,7 @@ impl Shell {
             Effect::Switched { height } => {
                 let segment = self.shared.genesis.segment_at(height);
                 self.segment = segment.index as u64;
+                self.is_pow = Self::pow_segment(&self.shared, self.segment);
                 self.me = Self::index_in(&self.segment_keys, self.segment, self.key.as_ref());
                 self.shared.metrics.switches.inc();
                 if self.driver.status().is_none() {
@@ -386,22 +396,8 @@ impl Shell {
                     let verdict = self.on_consensus(from, &data).await?;
                     self.judge(from, id, verdict);
                 }
-                Topic::Blocks if self.is_pow => {
-                    let verdict = self.on_compact_block(from, &data).await?;
-                    self.judge(from, id, verdict);
-                }
-                // Raft and PBFT announce final blocks by header: a node
-                // that learns it is behind syncs the blocks (and their
-                // proofs of finality) from the sender.
                 Topic::Blocks => {
-                    let verdict = match codec::decode::<Header>(&data, MAX_ANNOUNCEMENT_BYTES) {
-                        Ok(header) => {
-                            let effects = self.driver.announced(now_ms(), from, header.height);
-                            self.after(effects).await?;
-                            Verdict::Accept
-                        }
-                        Err(e) => Verdict::Reject(format!("undecodable block announcement: {e}")),
-                    };
+                    let verdict = self.on_block_gossip(from, &data).await?;
                     self.judge(from, id, verdict);
                 }
             },
@@ -470,6 +466,51 @@ impl Shell {
         }
     }
 
+    /// The blocks topic: compact blocks under proof-of-work; under Raft and
+    /// PBFT, final blocks announced by header (a node that learns it is
+    /// behind syncs the blocks, and their proofs of finality, from the
+    /// sender). Around a scheduled switch both kinds travel, from nodes on
+    /// either side of it: neither is blamed for it.
+    async fn on_block_gossip(&mut self, from: PeerId, data: &[u8]) -> Result<Verdict> {
+        let header = codec::decode::<Header>(data, MAX_ANNOUNCEMENT_BYTES);
+        if self.is_pow {
+            if let Ok(header) = header {
+                // A final block's announcement from a node of an earlier
+                // segment, which has not switched yet.
+                if (self.shared.genesis.segment_at(header.height).index as u64) < self.segment {
+                    return Ok(Verdict::Ignore);
+                }
+            }
+            return self.on_compact_block(from, data).await;
+        }
+        match header {
+            Ok(header) => {
+                let effects = self.driver.announced(now_ms(), from, header.height);
+                self.after(effects).await?;
+                Ok(Verdict::Accept)
+            }
+            Err(e) => {
+                // A block mined after a switch to proof-of-work that this
+                // node has not reached: it is behind, and syncs.
+                if let Ok(compact) = CompactBlock::decode(data) {
+                    let height = compact.header.height;
+                    let segment = self.shared.genesis.segment_at(height);
+                    if segment.index as u64 > self.segment
+                        && matches!(segment.consensus, ConsensusConfig::Pow(_))
+                        && cairn_consensus::pow::check_pow(&compact.header).is_ok()
+                    {
+                        let effects = self.driver.announced(now_ms(), from, height);
+                        self.after(effects).await?;
+                        return Ok(Verdict::Ignore);
+                    }
+                }
+                Ok(Verdict::Reject(format!(
+                    "undecodable block announcement: {e}"
+                )))
+            }
+        }
+    }
+
     /// A block announced by gossip, as a [`CompactBlock`]: checked for its
     /// proof of work and its transaction root over the hashes (what the
     /// sender can be blamed for), assembled from the mempool and handed to
@@ -494,9 +535,19 @@ impl Shell {
         // Cheap seals are refused before any other work: below the chain's
         // minimum they are invalid; far below the head's difficulty, not
         // worth assembling or forwarding (the engine holds neither).
-        let min = match &self.shared.genesis.consensus {
+        let min = match self
+            .shared
+            .genesis
+            .segment_at(compact.header.height)
+            .consensus
+        {
             ConsensusConfig::Pow(p) => p.min_difficulty,
-            _ => 1,
+            _ => {
+                return Ok(Verdict::Reject(format!(
+                    "a proof-of-work block at height {}, where the schedule has no proof-of-work",
+                    compact.header.height
+                )))
+            }
         };
         if seal.difficulty < min {
             return Ok(Verdict::Reject(format!(

@@ -33,10 +33,12 @@ fn rule() -> RetargetRule {
     }
 }
 
-fn factory() -> EngineFactory {
+pub(super) fn factory() -> EngineFactory {
     Arc::new(|s| {
         let cfg = PowConfig {
             rule: rule(),
+            // After a switch, mining starts at its height.
+            first_height: s.first_height.max(1),
             max_future_drift_ms: 15_000,
             // Every node but the last mines.
             mining: s.me + 1 < s.validators,
@@ -56,6 +58,18 @@ fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
     sim_with(seed, nodes, opts, link, None, None)
 }
 
+/// The settings of proof-of-work from `from_height` on.
+pub(super) fn pow_sim(from_height: u64) -> PowSim {
+    PowSim {
+        from_height,
+        hash_ms: 10,
+        confirmations: CONFIRMATIONS,
+        clock_skew_ms: 2_000,
+        invalid_miner: None,
+        withholding_miner: None,
+    }
+}
+
 fn sim_with(
     seed: u64,
     nodes: u32,
@@ -67,11 +81,9 @@ fn sim_with(
     let mut cfg = SimConfig::with_options(seed, nodes, opts);
     cfg.link = link;
     cfg.pow = Some(PowSim {
-        hash_ms: 10,
-        confirmations: CONFIRMATIONS,
-        clock_skew_ms: 2_000,
         invalid_miner,
         withholding_miner,
+        ..pow_sim(1)
     });
     // Resubmit only long after a block would have held it.
     cfg.client.resubmit_ms = 20_000;
@@ -93,7 +105,7 @@ fn slow_links() -> LinkConfig {
     }
 }
 
-fn max_height(sim: &Sim) -> u64 {
+pub(super) fn max_height(sim: &Sim) -> u64 {
     nodes_of(sim)
         .iter()
         .map(|&n| sim.height(n))
@@ -102,7 +114,7 @@ fn max_height(sim: &Sim) -> u64 {
 }
 
 /// Waits until every node is on one head above `above`.
-fn converge(sim: &mut Sim, above: u64) -> Result<(), Violation> {
+pub(super) fn converge(sim: &mut Sim, above: u64) -> Result<(), Violation> {
     let everyone = nodes_of(sim);
     sim.within(CONVERGE_MS, "one head on every node", |s| {
         s.converged(&everyone) && everyone.iter().all(|&n| s.height(n) > above)

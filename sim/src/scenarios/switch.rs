@@ -1,8 +1,9 @@
 //! Switching engines at scheduled heights on a running chain: Raft, then
 //! PBFT, Raft and PBFT again, each from a height of the schedule, on 4
 //! and 7 validators (enough for both engines: Raft needs a majority, PBFT
-//! 2f+1 of 3f+1). Every node runs one driver; at the last block of a
-//! segment it starts the next segment's engine on that block.
+//! 2f+1 of 3f+1); and Raft, then PBFT, then proof-of-work. Every node runs
+//! one driver; at the last block of a segment it starts the next
+//! segment's engine on that block.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{nodes_of, random_faults, Options, Outcome, Scenario};
-use super::{pbft, raft};
+use super::{pbft, pow, raft};
 use crate::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
 use cairn_consensus::ValidatorId;
 
@@ -28,6 +29,37 @@ fn engine_of(segment: u64) -> &'static str {
     } else {
         "pbft"
     }
+}
+
+/// Raft, then PBFT, then proof-of-work.
+fn to_pow_factory() -> EngineFactory {
+    let raft = raft::factory(raft::NODE);
+    let pbft = pbft::factory();
+    let pow = pow::factory();
+    Arc::new(move |s| match s.segment {
+        0 => raft(s),
+        1 => pbft(s),
+        _ => pow(s),
+    })
+}
+
+fn to_pow_engine_of(segment: u64) -> &'static str {
+    ["raft", "pbft"]
+        .get(segment as usize)
+        .copied()
+        .unwrap_or("pow")
+}
+
+/// Raft from genesis, PBFT from `schedule[0]`, proof-of-work from
+/// `schedule[1]`.
+fn to_pow_sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig, schedule: [u64; 2]) -> Sim {
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
+    cfg.link = link;
+    cfg.schedule = schedule.to_vec();
+    cfg.pow = Some(pow::pow_sim(schedule[1]));
+    // Resubmit only long after a mined block would have held it.
+    cfg.client.resubmit_ms = 20_000;
+    Sim::new(cfg, to_pow_factory())
 }
 
 fn sim(
@@ -62,6 +94,17 @@ fn random_schedule(rng: &mut ChaCha8Rng) -> Vec<u64> {
 
 /// Every up node has passed `height` and runs the engine of its segment.
 fn expect_on_segment(sim: &mut Sim, height: u64, bound_ms: u64) -> Result<(), Violation> {
+    expect_engines(sim, height, bound_ms, engine_of)
+}
+
+/// Every up node has passed `height` and runs the engine `engine_of` its
+/// segment.
+fn expect_engines(
+    sim: &mut Sim,
+    height: u64,
+    bound_ms: u64,
+    engine_of: fn(u64) -> &'static str,
+) -> Result<(), Violation> {
     let nodes = nodes_of(sim);
     sim.within(bound_ms, &format!("every node past height {height}"), |s| {
         nodes.iter().all(|&n| !s.is_up(n) || s.height(n) >= height)
@@ -150,6 +193,54 @@ fn sets(seed: u64, n: u32, opts: Options) -> Outcome {
     (sim, r)
 }
 
+/// Raft, PBFT from height 10, proof-of-work from 20, on reliable links:
+/// mining starts on PBFT's last block, and every node ends on one head
+/// holding every transfer a client saw final or confirmed.
+fn to_pow_steady(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut sim = to_pow_sim(seed, n, opts, LinkConfig::reliable(), [10, 20]);
+    let r = (|| {
+        expect_engines(&mut sim, 30, 60_000, to_pow_engine_of)?;
+        let top = pow::max_height(&sim);
+        pow::converge(&mut sim, top)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+/// The same schedule at random heights, with crashes and restarts on a
+/// lossy network across both switches (no cuts: proof-of-work promises
+/// nothing to a client that saw confirmations on the losing side of a
+/// partition whose nodes then crash, see `pow/chaos`).
+fn to_pow_chaos(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut rng = rng(seed ^ 0x9077);
+    let first = rng.gen_range(3..12);
+    let second = first + rng.gen_range(3..12);
+    let mut sim = to_pow_sim(seed, n, opts, LinkConfig::lossy(), [first, second]);
+    let r = (|| {
+        let end = sim.now() + 20_000;
+        while sim.now() < end {
+            sim.run_for(rng.gen_range(100..2_000))?;
+            let node = rng.gen_range(0..n);
+            if rng.gen_bool(0.5) {
+                sim.crash(node);
+            } else {
+                sim.restart(node);
+            }
+        }
+        sim.set_all_links(LinkConfig::reliable());
+        for v in 0..n {
+            sim.restart(v);
+        }
+        expect_engines(&mut sim, second + 5, 60_000, to_pow_engine_of)?;
+        // Transfers a reorganisation sent back to mempools get mined again.
+        sim.run_for(15_000)?;
+        let top = pow::max_height(&sim);
+        pow::converge(&mut sim, top)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
 /// 20 s of random faults, then the heal: every node passes the last
 /// switch (`last`) by 5 blocks on the right engine, and the chain goes on.
 fn faults_then_heal(sim: &mut Sim, rng: &mut ChaCha8Rng, last: u64) -> Result<(), Violation> {
@@ -176,6 +267,16 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "switch/sets",
             sizes: &[5, 7],
             run: sets,
+        },
+        Scenario {
+            name: "switch/to-pow",
+            sizes: SIZES,
+            run: to_pow_steady,
+        },
+        Scenario {
+            name: "switch/to-pow-chaos",
+            sizes: SIZES,
+            run: to_pow_chaos,
         },
     ]
 }
