@@ -758,6 +758,7 @@ mod pow {
                 window: 1000,
             },
             first_height: 1,
+            later: Vec::new(),
             max_future_drift_ms: 15_000,
             mining,
             template_refresh_ms: 500,

@@ -33,7 +33,11 @@
 //! ([`PowConfig::first_height`]), block H−1 is final and plays genesis's
 //! part: the first block is mined on it at the initial difficulty,
 //! retarget windows count from it, work is counted from H, and no block
-//! below H is valid.
+//! below H is valid. A later switch to proof-of-work with new parameters
+//! ([`PowConfig::later`]) is the same engine going on: fork choice spans
+//! the change, and from its height the difficulty restarts at the new
+//! initial one and retargets by the new rule, its windows counted from
+//! there.
 
 pub mod work;
 
@@ -88,6 +92,9 @@ pub struct PowConfig {
     /// The first height mined (1 from genesis; the switch height when the
     /// network switches to proof-of-work from a final engine).
     pub first_height: u64,
+    /// Rules that take over from later heights (upgrades to proof-of-work
+    /// with new parameters), in height order.
+    pub later: Vec<(u64, RetargetRule)>,
     pub max_future_drift_ms: u64,
     /// Whether this node mines.
     pub mining: bool,
@@ -253,8 +260,27 @@ impl Pow {
 
     /// How many recent headers [`Pow::new`] needs to check and follow
     /// reorganisations up to [`MAX_REORG_DEPTH`].
-    pub fn headers_needed(rule: &RetargetRule) -> u64 {
-        MAX_REORG_DEPTH + rule.window + MEDIAN_SPAN as u64 + 1
+    pub fn headers_needed(cfg: &PowConfig) -> u64 {
+        MAX_REORG_DEPTH + Self::widest_window(cfg) + MEDIAN_SPAN as u64 + 1
+    }
+
+    fn widest_window(cfg: &PowConfig) -> u64 {
+        cfg.later
+            .iter()
+            .map(|(_, r)| r.window)
+            .fold(cfg.rule.window, u64::max)
+    }
+
+    /// The rule in force at `height`, and the height its windows count
+    /// from (the block before its first).
+    fn rule_at(&self, height: u64) -> (u64, &RetargetRule) {
+        let mut at = (self.base(), &self.cfg.rule);
+        for (start, rule) in &self.cfg.later {
+            if *start <= height {
+                at = (start.saturating_sub(1), rule);
+            }
+        }
+        at
     }
 
     fn head_entry(&self) -> Option<&Entry> {
@@ -277,11 +303,13 @@ impl Pow {
     /// The difficulty a child of `parent` must have.
     fn next_difficulty(&self, parent: &Hash) -> Option<u64> {
         let p = self.tree.get(parent)?;
-        // Windows count from the base (genesis, or the switch).
-        let height = (p.header.height + 1)
-            .checked_sub(self.base())
-            .filter(|h| *h > 0)?;
-        let window = self.cfg.rule.window.max(1);
+        // Windows count from the rule's base (genesis, or a switch).
+        let (base, rule) = self.rule_at(p.header.height + 1);
+        let height = (p.header.height + 1).checked_sub(base).filter(|h| *h > 0)?;
+        if height == 1 {
+            return Some(rule.initial_difficulty.max(rule.min_difficulty));
+        }
+        let window = rule.window.max(1);
         let span = if height % window == 0 {
             // From the block `window` blocks before the parent (or the
             // base) to the parent.
@@ -296,7 +324,7 @@ impl Pow {
         } else {
             None
         };
-        Some(self.cfg.rule.next(height, p.difficulty, span))
+        Some(rule.next(height, p.difficulty, span))
     }
 
     /// Median timestamp of the last [`MEDIAN_SPAN`] blocks up to `parent`.
@@ -399,19 +427,20 @@ impl Pow {
                 return;
             }
         };
-        if seal.difficulty < self.cfg.rule.min_difficulty {
+        let min = self.rule_at(block.header.height).1.min_difficulty;
+        if seal.difficulty < min {
             self.reject(
                 hash,
                 format!(
-                    "difficulty {} is below the chain's minimum {}",
-                    seal.difficulty, self.cfg.rule.min_difficulty
+                    "difficulty {} is below the chain's minimum {min}",
+                    seal.difficulty
                 ),
                 true,
                 out,
             );
             return;
         }
-        let floor = self.difficulty_floor();
+        let floor = self.difficulty_floor(block.header.height);
         if seal.difficulty < floor {
             self.reject(
                 hash,
@@ -487,12 +516,18 @@ impl Pow {
         }
     }
 
-    /// The lowest seal difficulty worth looking at: the head's divided by
-    /// [`FAR_BELOW`] (two retarget windows at the 4x clamp), never under the
-    /// chain's minimum.
-    pub fn difficulty_floor(&self) -> u64 {
+    /// The lowest seal difficulty worth looking at at `height`: the head's
+    /// divided by [`FAR_BELOW`] (two retarget windows at the 4x clamp),
+    /// never under the chain's minimum. Across a change of parameters
+    /// (`height` under another rule than the head's next block), only the
+    /// minimum: the two rules' difficulties are not comparable.
+    pub fn difficulty_floor(&self, height: u64) -> u64 {
         let head = self.tree.get(&self.head).map_or(0, |e| e.difficulty);
-        (head / FAR_BELOW).max(self.cfg.rule.min_difficulty)
+        let (base, rule) = self.rule_at(height);
+        if base != self.rule_at(self.head_height() + 1).0 {
+            return rule.min_difficulty;
+        }
+        (head / FAR_BELOW).max(rule.min_difficulty)
     }
 
     /// Validates `block` against its parent and adds it to the tree.
@@ -723,7 +758,7 @@ impl Pow {
     fn prune(&mut self) {
         let keep_from = self
             .head_height()
-            .saturating_sub(MAX_REORG_DEPTH + self.cfg.rule.window + MEDIAN_SPAN as u64);
+            .saturating_sub(MAX_REORG_DEPTH + Self::widest_window(&self.cfg) + MEDIAN_SPAN as u64);
         if keep_from > 0 {
             self.tree.retain(|_, e| e.header.height >= keep_from);
             self.canonical = self.canonical.split_off(&keep_from);

@@ -12,7 +12,7 @@ pub fn pow(store: &impl ChainStore, cfg: PowConfig) -> Result<Pow, StoreError> {
         reason: what,
     };
     let head = store.head()?.height;
-    let keep_from = head.saturating_sub(Pow::headers_needed(&cfg.rule));
+    let keep_from = head.saturating_sub(Pow::headers_needed(&cfg));
     let mut work: u128 = 0;
     let mut recent = Vec::new();
     // Headers below both are neither needed nor worth anything.

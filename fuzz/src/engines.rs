@@ -214,6 +214,7 @@ pub fn pow_status(data: &[u8]) -> EngineStatus {
             window: 8,
         },
         first_height: 1,
+        later: Vec::new(),
         max_future_drift_ms: 15_000,
         mining: true,
         template_refresh_ms: 500,

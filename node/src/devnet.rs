@@ -64,10 +64,8 @@ fn check_request(
     );
     let target = engine.unwrap_or(held_engine);
     // Switches go to proof-of-work, not from it.
-    let upgrade = if held
-        .segments()
-        .iter()
-        .all(|s| s.consensus.kind() != EngineKind::Pow)
+    let upgrade = if held.segment_at(u64::MAX).consensus.kind() != EngineKind::Pow
+        || target == EngineKind::Pow
     {
         format!(
             "To switch this chain to {target} at a coming height H instead, keeping its blocks and \
@@ -197,9 +195,14 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
     let engines: Vec<EngineKind> = std::iter::once(engine.unwrap_or(EngineKind::Raft))
         .chain(schedule.iter().map(|(_, e)| *e))
         .collect();
-    if engines.iter().rev().skip(1).any(|e| *e == EngineKind::Pow) {
+    if let Some(w) = engines
+        .windows(2)
+        .find(|w| w[0] == EngineKind::Pow && w[1] != EngineKind::Pow)
+    {
         anyhow::bail!(
-            "--schedule: this version switches to pow, not from it (pow can only come last)"
+            "--schedule: this version switches to pow, not from it to {} (pow can only be \
+             followed by pow)",
+            w[1]
         );
     }
     if fresh && dir.exists() {

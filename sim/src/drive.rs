@@ -100,7 +100,13 @@ impl Sim {
         let failed = self.check_failed.clone();
         let failing_builds = self.failing_builds.clone();
         Box::new(move |height| {
-            let (segment, first_height, end) = sim_cfg.segment_at(height);
+            let (mut segment, mut first_height, mut end) = sim_cfg.segment_at(height);
+            // As the node does: consecutive proof-of-work segments (the
+            // last ones) are one engine, from the first of them on.
+            if let Some(pow) = sim_cfg.pow.filter(|_| sim_cfg.pow_at(height)) {
+                (segment, first_height, _) = sim_cfg.segment_at(pow.from_height);
+                end = None;
+            }
             let persisted =
                 cairn_driver::segment_state(&*store, segment).map_err(|e| e.to_string())?;
             let head = match store.head_hash().and_then(|h| store.block(&h)) {

@@ -68,6 +68,7 @@ const TESTED: &[&str] = &[
     "switch/steady",
     "switch/chaos",
     "switch/sets",
+    "pow/new-params",
     "switch/to-pow",
     "switch/to-pow-chaos",
 ];
@@ -391,4 +392,9 @@ fn switch_to_pow() {
 #[test]
 fn switch_to_pow_chaos() {
     check("switch/to-pow-chaos");
+}
+
+#[test]
+fn pow_new_params() {
+    check("pow/new-params");
 }

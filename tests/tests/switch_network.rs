@@ -403,3 +403,86 @@ fn a_live_network_switches_pbft_to_proof_of_work_and_mines_on() {
         );
     }
 }
+
+/// Proof-of-work with new parameters from a height: the miners go on
+/// across the change under one fork choice, the blocks from that height
+/// commit to the new configuration, and a node started later syncs the
+/// whole chain. Switching from proof-of-work to PBFT is refused.
+#[test]
+fn a_live_proof_of_work_network_takes_new_parameters_at_a_height() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NetworkSpec {
+        engine: EngineKind::Pow,
+        validators: 4,
+        base_port: 29060,
+        chain_id: "e2e-pow-params".into(),
+        seed: Some(41),
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate network");
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "6", "--engine", "pow"])
+        .args(["--block-time-ms", "500", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(workspace_bin("cairn-genesis"))
+        .args(["upgrade", "--at-height", "30", "--engine", "pbft", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("cairn-genesis upgrade");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not from it to pbft"),
+        "{out:?}"
+    );
+
+    let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut nodes: Vec<NodeProc> = net.nodes[..3]
+        .iter()
+        .map(|n| NodeProc::start(&n.home))
+        .collect();
+    let up = &urls[..3];
+    let faucet = net.faucet_key();
+    let erin = keygen(urls[0], &dir.path().join("erin.key"));
+    eventually("the three nodes serve and see each other", || {
+        up.iter()
+            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
+    });
+    let mut sent = 0;
+    while up.iter().any(|u| height(u) < 10) {
+        transfer(up[sent % 3], &faucet, &erin, 4);
+        sent += 1;
+        assert!(sent < 200, "the chain does not get past height 10");
+    }
+    let c = consensus(urls[0]).expect("consensus");
+    assert_eq!(c["engine"], "pow", "{c}");
+    assert_eq!(c["segment"]["since_height"], 6, "{c}");
+    let configs: Vec<String> = (1..=9)
+        .map(|h| block_at(urls[0], h).expect("block").0)
+        .collect();
+    assert!(configs[..5].iter().all(|c| *c == configs[0]), "{configs:?}");
+    assert!(configs[5..].iter().all(|c| *c == configs[5]), "{configs:?}");
+    assert_ne!(configs[0], configs[5]);
+    let balance =
+        |u: &str| http_get(&format!("{u}/accounts/{erin}")).and_then(|a| a["balance"].as_u64());
+    nodes.push(NodeProc::start(&net.nodes[3].home));
+    eventually("all four hold every transfer", || {
+        urls.iter().all(|u| balance(u) == Some(4 * sent as u64))
+    });
+    for h in 1..=9 {
+        assert_eq!(block_at(urls[3], h), block_at(urls[0], h), "height {h}");
+    }
+    drop(nodes);
+    for n in &net.nodes {
+        let text = std::fs::read_to_string(n.home.join("node.log")).expect("log");
+        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
+        assert!(
+            blamed.is_empty(),
+            "{}: nobody is blamed: {blamed:?}",
+            n.name
+        );
+    }
+}

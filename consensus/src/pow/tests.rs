@@ -17,6 +17,7 @@ fn config(mining: bool) -> PowConfig {
     PowConfig {
         rule: rule(),
         first_height: 1,
+        later: Vec::new(),
         max_future_drift_ms: 15_000,
         mining,
         template_refresh_ms: 500,
@@ -396,6 +397,55 @@ fn after_a_switch_mining_starts_on_the_last_final_block_with_the_rules_counted_f
     }
     let st = pow.status().pow.expect("pow");
     assert_eq!((st.tip_work, st.difficulty), (48, 64));
+}
+
+#[test]
+fn new_parameters_restart_the_difficulty_at_their_height_and_fork_choice_spans_them() {
+    // From height 4 on: initial difficulty 64, windows of 2 counted from
+    // block 3.
+    let mut cfg = config(false);
+    cfg.later = vec![(
+        4,
+        RetargetRule {
+            initial_difficulty: 64,
+            window: 2,
+            ..rule()
+        },
+    )];
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    let a = chain_from(&genesis(), 3, 1);
+    for b in &a {
+        assert!(rejected(&feed(&mut pow, b)).is_empty());
+    }
+    assert_eq!(pow.status().pow.expect("pow").difficulty, 64);
+    // Block 4 at the old difficulty is refused; at the new one, taken.
+    let old = child(&a[2].header, 1, 16);
+    let reasons = rejected(&feed(&mut pow, &old));
+    assert!(
+        reasons.iter().any(|r| r.contains("demands 64")),
+        "{reasons:?}"
+    );
+    let new = child(&a[2].header, 2, 64);
+    assert_eq!(
+        set_heads(&feed(&mut pow, &new)),
+        vec![(0, vec![new.hash()])]
+    );
+    // A rival branch from block 2 with more work across the change wins:
+    // 3' at 16, then 4' and 5' under the new rule (window boundary at 5:
+    // one interval of 1 s where 1 s is expected, so still 64).
+    let b3 = child(&a[1].header, 3, 16);
+    let b4 = child(&b3.header, 3, 64);
+    let b5 = child(&b4.header, 3, 64);
+    for b in [&b3, &b4] {
+        let acts = feed(&mut pow, b);
+        assert!(rejected(&acts).is_empty(), "{acts:?}");
+        assert!(set_heads(&acts).is_empty(), "equal work keeps the first");
+    }
+    let acts = feed(&mut pow, &b5);
+    assert_eq!(
+        set_heads(&acts),
+        vec![(2, vec![b3.hash(), b4.hash(), b5.hash()])]
+    );
 }
 
 #[test]

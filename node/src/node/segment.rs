@@ -36,23 +36,36 @@ pub(crate) fn network_of(genesis_hash: Hash, segment: &Segment<'_>) -> Hash {
     }
 }
 
+fn is_pow(segment: &Segment<'_>) -> bool {
+    matches!(segment.consensus, ConsensusConfig::Pow(_))
+}
+
 /// Whether this node can run `genesis`'s schedule: it switches to
-/// proof-of-work, not from it yet.
+/// proof-of-work (and to proof-of-work with new parameters), not from it
+/// to Raft or PBFT yet.
 pub(super) fn check_schedule(genesis: &Genesis) -> Result<()> {
     let segments = genesis.segments();
-    if let Some(s) = segments
-        .iter()
-        .rev()
-        .skip(1)
-        .find(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
+    if let Some(w) = segments
+        .windows(2)
+        .find(|w| is_pow(&w[0]) && !is_pow(&w[1]))
     {
         bail!(
-            "the schedule in genesis.json switches from proof-of-work at height {}: this \
+            "the schedule in genesis.json switches from proof-of-work to {} at height {}: this \
              version switches to proof-of-work, not from it",
-            s.end.unwrap_or(s.start)
+            w[1].consensus.kind(),
+            w[1].start
         );
     }
     Ok(())
+}
+
+fn retarget_rule(p: &cairn_genesis::PowParams) -> cairn_consensus::pow::RetargetRule {
+    cairn_consensus::pow::RetargetRule {
+        target_block_time_ms: p.target_block_time_ms,
+        initial_difficulty: p.initial_difficulty,
+        min_difficulty: p.min_difficulty,
+        window: p.retarget_window,
+    }
 }
 
 /// Whether the chain in `store` was made under `genesis`'s schedule: the
@@ -106,7 +119,25 @@ impl Segments {
     /// Starts the engine of the segment that holds `height`, on the
     /// store's head.
     pub fn start(&self, height: u64) -> Result<SegmentEngine<PeerId>> {
-        let segment = self.genesis.segment_at(height);
+        let segments = self.genesis.segments();
+        let mut segment = self.genesis.segment_at(height);
+        // Consecutive proof-of-work segments are one engine going on (fork
+        // choice spans a change of parameters): it starts at the first of
+        // them and runs to the end of the last.
+        let mut pow_run = Vec::new();
+        if is_pow(&segment) {
+            let mut first = segment.index;
+            while first > 0 && is_pow(&segments[first - 1]) {
+                first -= 1;
+            }
+            pow_run = segments[first..]
+                .iter()
+                .take_while(|s| is_pow(s))
+                .cloned()
+                .collect();
+            segment = pow_run[0].clone();
+        }
+        let end = pow_run.last().map_or(segment.end, |s| s.end);
         let keys: Vec<PublicKey> = segment.validators.iter().map(|v| v.public_key).collect();
         let me = self
             .key
@@ -120,14 +151,17 @@ impl Segments {
             // Every proof-of-work node follows the most-work chain,
             // validator key or not.
             (ConsensusConfig::Pow(p), _) => {
+                let later = pow_run[1..]
+                    .iter()
+                    .filter_map(|s| match s.consensus {
+                        ConsensusConfig::Pow(p) => Some((s.start, retarget_rule(p))),
+                        _ => None,
+                    })
+                    .collect();
                 let cfg = PowConfig {
-                    rule: cairn_consensus::pow::RetargetRule {
-                        target_block_time_ms: p.target_block_time_ms,
-                        initial_difficulty: p.initial_difficulty,
-                        min_difficulty: p.min_difficulty,
-                        window: p.retarget_window,
-                    },
+                    rule: retarget_rule(p),
                     first_height: segment.start.max(1),
+                    later,
                     max_future_drift_ms: p.max_future_drift_ms,
                     mining: self.mining,
                     template_refresh_ms: 1_000,
@@ -209,7 +243,7 @@ impl Segments {
                 .map(|v| peer_of(&v.p2p_address))
                 .collect(),
             observer_check,
-            end: segment.end,
+            end,
         })
     }
 }

@@ -34,11 +34,18 @@ fn rule() -> RetargetRule {
 }
 
 pub(super) fn factory() -> EngineFactory {
-    Arc::new(|s| {
+    factory_with(Vec::new())
+}
+
+/// Miners whose rule changes at later heights (upgrades to proof-of-work
+/// with new parameters).
+fn factory_with(later: Vec<(u64, RetargetRule)>) -> EngineFactory {
+    Arc::new(move |s| {
         let cfg = PowConfig {
             rule: rule(),
             // After a switch, mining starts at its height.
             first_height: s.first_height.max(1),
+            later: later.clone(),
             max_future_drift_ms: 15_000,
             // Every node but the last mines.
             mining: s.me + 1 < s.validators,
@@ -68,6 +75,59 @@ pub(super) fn pow_sim(from_height: u64) -> PowSim {
         invalid_miner: None,
         withholding_miner: None,
     }
+}
+
+/// Where [`new_params`] changes the rule.
+const NEW_PARAMS_AT: u64 = 15;
+
+/// The rule from [`NEW_PARAMS_AT`] on: blocks twice as fast, from a
+/// quarter of the difficulty, retargeted every 5 blocks.
+fn faster_rule() -> RetargetRule {
+    RetargetRule {
+        target_block_time_ms: 500,
+        initial_difficulty: 75,
+        min_difficulty: 10,
+        window: 5,
+    }
+}
+
+/// An upgrade to proof-of-work with new parameters at height 15, on slow
+/// links where rival blocks happen: one engine goes on across the change
+/// (fork choice spans it), the first block under the new rule has its
+/// initial difficulty, and every node ends on one head with every
+/// confirmed transfer.
+fn new_params(seed: u64, n: u32, opts: Options) -> Outcome {
+    let mut cfg = SimConfig::with_options(seed, n, opts);
+    cfg.link = slow_links();
+    cfg.schedule = vec![NEW_PARAMS_AT];
+    cfg.pow = Some(pow_sim(1));
+    cfg.client.resubmit_ms = 20_000;
+    cfg.client.interval_ms = 100;
+    let mut sim = Sim::new(cfg, factory_with(vec![(NEW_PARAMS_AT, faster_rule())]));
+    let r = (|| {
+        sim.run_for(40_000)?;
+        let top = max_height(&sim);
+        converge(&mut sim, top)?;
+        let chain = sim.chain(0);
+        let seal = |h: u64| {
+            chain
+                .get(h as usize)
+                .and_then(|b| cairn_consensus::pow::PowSeal::decode(&b.header.engine_data).ok())
+                .map(|s| s.difficulty)
+        };
+        let first = seal(NEW_PARAMS_AT);
+        if first != Some(faster_rule().initial_difficulty) {
+            return fail(format!(
+                "the first block under the new rule has difficulty {first:?}, not {}",
+                faster_rule().initial_difficulty
+            ));
+        }
+        if max_height(&sim) < NEW_PARAMS_AT + 10 {
+            return fail(format!("height {} after 40 s", max_height(&sim)));
+        }
+        sim.finish()
+    })();
+    (sim, r)
 }
 
 fn sim_with(
@@ -327,6 +387,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "pow/withheld-branch",
             sizes: SIZES,
             run: withheld_branch,
+        },
+        Scenario {
+            name: "pow/new-params",
+            sizes: SIZES,
+            run: new_params,
         },
     ]
 }
