@@ -460,6 +460,12 @@ fn a_live_proof_of_work_network_takes_new_parameters_at_a_height() {
     let c = consensus(urls[0]).expect("consensus");
     assert_eq!(c["engine"], "pow", "{c}");
     assert_eq!(c["segment"]["since_height"], 6, "{c}");
+    for u in up {
+        assert!(
+            metric(u, "cairn_consensus_switches_total").unwrap_or(0.0) >= 1.0,
+            "{u} counts the change of parameters"
+        );
+    }
     let configs: Vec<String> = (1..=9)
         .map(|h| block_at(urls[0], h).expect("block").0)
         .collect();

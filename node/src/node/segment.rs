@@ -133,9 +133,9 @@ impl Segments {
             pow_run = segments[first..]
                 .iter()
                 .take_while(|s| is_pow(s))
-                .cloned()
+                .copied()
                 .collect();
-            segment = pow_run[0].clone();
+            segment = pow_run[0];
         }
         let end = pow_run.last().map_or(segment.end, |s| s.end);
         let keys: Vec<PublicKey> = segment.validators.iter().map(|v| v.public_key).collect();

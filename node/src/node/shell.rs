@@ -347,6 +347,19 @@ impl Shell {
                 m.finalized.set(block.header.height as i64);
                 m.blocks.inc();
                 m.transactions.inc_by(block.transactions.len() as u64);
+                // New proof-of-work parameters: the same engine goes on,
+                // so the driver reports no switch; the first block under
+                // them is the switch.
+                let segment = self.shared.genesis.segment_at(block.header.height);
+                if segment.index as u64 > self.segment && segment.start == block.header.height {
+                    self.segment = segment.index as u64;
+                    m.switches.inc();
+                    tracing::info!(
+                        height = block.header.height,
+                        engine = %segment.consensus.kind(),
+                        "scheduled switch of consensus parameters"
+                    );
+                }
             }
         }
     }
