@@ -663,6 +663,18 @@ impl Mempool {
         self.ready_total.min(cap)
     }
 
+    /// The nonce `sender`'s next transaction takes, after its pending ones
+    /// here that follow its committed nonce `committed` without a gap (as
+    /// Ethereum's `pending` transaction count): what a wallet signs with
+    /// when it sends several transfers before the first commits.
+    pub fn next_nonce(&self, sender: &Address, committed: u64) -> u64 {
+        let run = self
+            .by_sender
+            .get(sender)
+            .map_or(0, |q| q.run_len(committed));
+        committed + run as u64
+    }
+
     /// How many transactions are ready now (for the engine).
     pub fn ready_count(&self, next_nonce: impl Fn(&Address) -> u64) -> usize {
         self.by_sender

@@ -275,14 +275,23 @@ async fn account(
 ) -> ApiResult<serde_json::Value> {
     let a = Address::parse(&address)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_address", e.to_string()))?;
-    let acct = off_runtime(&s, move |s| {
-        read_account(&*s.store, &a).map_err(ApiError::internal)
+    let (acct, pending_nonce) = off_runtime(&s, move |s| {
+        let acct = read_account(&*s.store, &a)
+            .map_err(ApiError::internal)?
+            .unwrap_or_default();
+        let pool = s
+            .mempool
+            .lock()
+            .map_err(|_| ApiError::internal("the mempool lock is poisoned"))?;
+        Ok((acct, pool.next_nonce(&a, acct.nonce)))
     })
-    .await?
-    .unwrap_or_default();
-    Ok(Json(
-        json!({"address": a, "balance": acct.balance, "nonce": acct.nonce}),
-    ))
+    .await?;
+    Ok(Json(json!({
+        "address": a,
+        "balance": acct.balance,
+        "nonce": acct.nonce,
+        "pending_nonce": pending_nonce,
+    })))
 }
 
 async fn submit(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -398,9 +407,16 @@ async fn transaction(
             return Ok(None);
         };
         let head = s.store.head().map_err(ApiError::internal)?.height;
+        // Raft and PBFT blocks are final once committed; mined blocks
+        // gain confirmations.
+        let mined = matches!(
+            s.genesis.segment_at(loc.height).consensus,
+            cairn_genesis::ConsensusConfig::Pow(_)
+        );
         Ok(Some(json!({
             "hash": h, "status": "committed", "height": loc.height, "block": loc.block,
             "index": loc.index, "confirmations": head + 1 - loc.height.min(head),
+            "final": !mined,
         })))
     })
     .await?;

@@ -150,4 +150,42 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     assert!(!ok && err.starts_with("error: bad address"), "{err}");
     let (ok, _, err) = wallet("http://127.0.0.1:1", &["status"]);
     assert!(!ok && err.contains("cannot reach the node"), "{err}");
+
+    // 4. Transfers sent in a row without --wait each take the nonce after
+    // the account's pending ones, and all commit; Raft's are final.
+    let faucet_path = faucet.to_str().expect("utf-8 path");
+    let send = |extra: &[&str]| {
+        let mut args = vec![
+            "transfer",
+            "--key",
+            faucet_path,
+            "--to",
+            &alice,
+            "--amount",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        wallet(urls[0], &args)
+    };
+    let mut hashes = Vec::new();
+    for _ in 0..3 {
+        let (ok, out, err) = send(&[]);
+        assert!(ok, "a transfer in a row is refused: {out} {err}");
+        let hash = out.trim().strip_prefix("submitted ").expect("a hash");
+        hashes.push(hash.to_owned());
+    }
+    eventually("the three transfers commit", || {
+        hashes.iter().all(|h| {
+            http_get(&format!("{}/transactions/{h}", urls[0]))
+                .is_some_and(|t| t["status"] == "committed")
+        })
+    });
+    let (ok, out, _) = wallet(urls[0], &["tx", &hashes[2]]);
+    assert!(
+        ok && out.contains("(final)") && !out.contains("confirmation"),
+        "{out}"
+    );
+    // A nonce already used: the refusal says what to do.
+    let (ok, _, err) = send(&["--nonce", "0"]);
+    assert!(!ok && err.contains("Leave out --nonce"), "{err}");
 }

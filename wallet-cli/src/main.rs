@@ -170,6 +170,36 @@ fn check(status: u16, body: Value) -> Result<Value> {
     bail!("node refused ({status} {code}): {msg}")
 }
 
+/// How settled a committed transaction is: final (Raft, PBFT), or its
+/// confirmations (proof-of-work).
+fn depth(t: &Value) -> String {
+    if t["final"].as_bool().unwrap_or(false) {
+        " (final)".into()
+    } else {
+        let n = t["confirmations"].as_u64().unwrap_or(1);
+        format!(" ({n} confirmation{})", if n == 1 { "" } else { "s" })
+    }
+}
+
+/// What to do when the node refused a transfer for its nonce.
+fn refused_nonce_hint(error: &str, nonce: u64) -> String {
+    if error.contains("duplicate") || error.contains("underpriced") {
+        format!(
+            "\n  The node already holds a pending transfer from this account with nonce {nonce}. \
+             Wait for it to commit (transfer --wait, or cairn-wallet tx HASH), replace it by \
+             sending again with --nonce {nonce} and a higher --fee, or send the next one with \
+             --nonce {}.",
+            nonce + 1
+        )
+    } else if error.contains("bad_nonce") {
+        "\n  Leave out --nonce: the wallet then takes the account's next nonce after its \
+         pending transfers on this node."
+            .into()
+    } else {
+        String::new()
+    }
+}
+
 fn parse_address(text: &str) -> Result<Address> {
     Address::parse(text).map_err(|e| anyhow!("bad address {text:?}: {e}"))
 }
@@ -231,16 +261,24 @@ fn run(cli: Cli) -> Result<()> {
                 .context("the node did not say its chain id")?;
             let genesis = genesis_hash(&status)?;
             let fee = fee.unwrap_or_else(|| status["min_fee"].as_u64().unwrap_or(1));
+            // The next nonce after this account's pending transfers on the
+            // node, so that transfers sent in a row each take their own.
             let nonce = match nonce {
                 Some(n) => n,
                 None => {
                     let acct = client.get(&format!("/accounts/{}", key.address()))?;
-                    acct["nonce"].as_u64().context("the node sent no nonce")?
+                    acct["pending_nonce"]
+                        .as_u64()
+                        .or(acct["nonce"].as_u64())
+                        .context("the node sent no nonce")?
                 }
             };
             let tx = Transaction::new_signed(&key, chain_id, &genesis, to, amount, fee, nonce);
             let body = serde_json::to_value(&tx)?;
-            let v = client.post("/transactions", &body)?;
+            let v = client.post("/transactions", &body).map_err(|e| {
+                let hint = refused_nonce_hint(&e.to_string(), nonce);
+                anyhow!("{e}{hint}")
+            })?;
             let hash = v["hash"]
                 .as_str()
                 .context("the node sent no hash")?
@@ -254,12 +292,10 @@ fn run(cli: Cli) -> Result<()> {
                 let t = client.get(&format!("/transactions/{hash}"));
                 if let Ok(t) = &t {
                     let confirmed = t["confirmations"].as_u64().unwrap_or(1);
-                    if t["status"] == "committed" && confirmed >= confirmations {
+                    let fin = t["final"].as_bool().unwrap_or(false);
+                    if t["status"] == "committed" && (fin || confirmed >= confirmations) {
                         print(json, t, || {
-                            format!(
-                                "committed {hash} at height {} ({confirmed} confirmations)",
-                                t["height"]
-                            )
+                            format!("committed {hash} at height {}{}", t["height"], depth(t))
                         });
                         return Ok(());
                     }
@@ -315,9 +351,9 @@ fn run(cli: Cli) -> Result<()> {
             let v = client.get(&format!("/transactions/{hash}"))?;
             print(json, &v, || match v["height"].as_u64() {
                 Some(h) => format!(
-                    "{} committed at height {h} ({} confirmations)",
+                    "{} committed at height {h}{}",
                     v["hash"].as_str().unwrap_or(""),
-                    v["confirmations"].as_u64().unwrap_or(1)
+                    depth(&v)
                 ),
                 None => format!(
                     "{} {}",

@@ -34,6 +34,10 @@ fn the_ready_hint_counts_runs_from_the_committed_nonce_and_stops_at_the_cap() {
     }
     // 3 and 4 are ready; 6 waits for 5.
     assert_eq!(pool.ready_hint(100), 2);
+    // The sender's next transaction takes 5, the gap; another sender's,
+    // its committed nonce.
+    assert_eq!(pool.next_nonce(&key.address(), 3), 5);
+    assert_eq!(pool.next_nonce(&Address::ZERO, 7), 7);
     assert_eq!(pool.ready_hint(1), 1);
     assert_eq!(pool.ready_count(|_| 3), 2);
     // Block commits nonces 3 and 4: prune, nothing ready.
