@@ -96,6 +96,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/transactions/{hash}", get(transaction))
         .route("/consensus", get(consensus))
+        .route("/events", get(crate::events::stream))
         .route("/peers", get(peers))
         .route("/metrics", get(metrics))
         .route("/admin/bans", get(admin_bans))
@@ -325,6 +326,7 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
         .next()
         .unwrap_or(Err(Rejection::Malformed("no transaction".into())));
     let hash = result.map_err(rejected)?;
+    s.events.pending([hash]);
     // A full network queue loses the gossip, not the transaction: it is
     // pending here, and pushed to peers that connect.
     let _ = s.net_commands.try_send(gossip(&admitted.accepted));
@@ -386,6 +388,8 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
         })
         .collect();
     let count = admitted.accepted.len();
+    s.events
+        .pending(admitted.accepted.iter().map(Transaction::hash));
     if count > 0 {
         // Blocking (this runs on a blocking thread): the network's queue
         // pushes back on submitters rather than losing the gossip.
@@ -500,6 +504,9 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .unwrap_or((0, 0));
     s.metrics.mempool.set(mempool as i64);
     s.metrics.mempool_waiting.set(waiting as i64);
+    s.metrics
+        .event_subscribers
+        .set(s.events.subscribers() as i64);
     s.metrics.set_store_memory(&s.store.memory());
     for (total, counter) in [
         (&s.network_dropped, &s.metrics.network_events_dropped),

@@ -162,6 +162,9 @@ fn admit(shared: &Shared, batch: Vec<(usize, Transaction)>, payloads: &mut [Judg
             Err(_) => {}
         }
     }
+    shared
+        .events
+        .pending(admitted.accepted.iter().map(Transaction::hash));
     if !admitted.accepted.is_empty() {
         shared.offer.notify_one();
     }

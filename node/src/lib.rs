@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod devnet;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

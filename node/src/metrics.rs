@@ -20,6 +20,7 @@ pub struct Metrics {
     pub peers: Gauge,
     pub mempool: Gauge,
     pub mempool_waiting: Gauge,
+    pub event_subscribers: Gauge,
     pub blocks: Counter,
     pub transactions: Counter,
     pub term: Gauge,
@@ -73,6 +74,7 @@ impl Metrics {
             peers: Gauge::default(),
             mempool: Gauge::default(),
             mempool_waiting: Gauge::default(),
+            event_subscribers: Gauge::default(),
             blocks: Counter::default(),
             transactions: Counter::default(),
             term: Gauge::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             "mempool_waiting_transactions",
             "Transactions in the mempool waiting behind a nonce gap",
             m.mempool_waiting.clone(),
+        );
+        registry.register(
+            "event_subscribers",
+            "Clients subscribed to GET /events",
+            m.event_subscribers.clone(),
         );
         registry.register(
             "blocks_committed",

@@ -242,6 +242,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         admin_token: write_admin_cookie(home)?,
         network_dropped: net.dropped_events.clone(),
         sync_busy: net.busy_answers.clone(),
+        events: crate::events::Events::default(),
         genesis,
     });
 

@@ -45,6 +45,8 @@ pub struct Shared {
     pub network_dropped: Arc<std::sync::atomic::AtomicU64>,
     /// Sync requests this node answered "busy" (over a peer's quota).
     pub sync_busy: Arc<std::sync::atomic::AtomicU64>,
+    /// What `GET /events` streams.
+    pub events: crate::events::Events,
 }
 
 /// The file in a node's home that holds the admin API's token, written

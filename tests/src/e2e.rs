@@ -179,6 +179,56 @@ pub fn wallet(node: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `cairn-wallet watch` on a node, its lines collected as they come.
+#[derive(Debug)]
+pub struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Watcher {
+    pub fn start(node: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(workspace_bin("cairn-wallet"))
+            .args(["--node", node, "watch"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run cairn-wallet watch");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Every line printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether some line holds every one of `parts`.
+    pub fn saw(&self, parts: &[&str]) -> bool {
+        self.lines()
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn status(url: &str) -> Option<Value> {
     http_get(&format!("{url}/status"))
 }

@@ -5,8 +5,8 @@ use cairn_chain::keyfile::read_key_file;
 use cairn_chain::{SecretKey, Transaction};
 use cairn_genesis::{generate, NetworkSpec};
 use cairn_tests::e2e::{
-    balance, eventually, http_get, keygen, leader, post_raw, same_head, status, transfer, wallet,
-    NodeProc,
+    balance, eventually, http_get, keygen, leader, metric, post_raw, same_head, status, transfer,
+    wallet, NodeProc, Watcher,
 };
 
 #[test]
@@ -25,6 +25,13 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     let faucet = net.faucet_key();
 
     eventually("a leader is elected", || leader(&urls).is_some());
+    // A follower's events, watched through the whole test.
+    let first_leader = leader(&urls).expect("a leader");
+    let watched = (first_leader + 1) % urls.len();
+    let watcher = Watcher::start(urls[watched]);
+    eventually("the watcher is subscribed", || {
+        metric(urls[watched], "cairn_event_subscribers").unwrap_or(0.0) >= 1.0
+    });
 
     // 1. A transfer commits; every node has the same head and balances.
     let alice = keygen(urls[1], &dir.path().join("alice.key"));
@@ -33,6 +40,10 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     for u in &urls {
         assert_eq!(balance(u, &alice), Some(1_000), "balance on {u}");
     }
+
+    eventually("the watcher saw the transfer commit in a new head", || {
+        watcher.saw(&["head ", "(1 transactions, final)"]) && watcher.saw(&["committed at height"])
+    });
 
     // 2. Kill -9 the leader: the survivors elect a new one and commit.
     let old = leader(&urls).expect("a leader");
@@ -48,6 +59,16 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     });
     transfer(survivors[0], &faucet, &alice, 500);
     eventually("survivors agree", || same_head(&survivors));
+    if watched != old {
+        let new_leader = leader(&survivors).expect("a leader");
+        eventually("the watcher saw the new leader", || {
+            watcher.saw(&["raft leader", &format!("leader {new_leader} ")])
+                || watcher
+                    .lines()
+                    .iter()
+                    .any(|l| l.starts_with("raft leader") && !l.contains(&format!("leader {old} ")))
+        });
+    }
     for u in &survivors {
         assert_eq!(balance(u, &alice), Some(1_500));
     }

@@ -3,6 +3,8 @@
 
 use cairn_wallet::{bench, genesis_hash};
 
+mod watch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -74,6 +76,9 @@ enum Cmd {
     },
     /// The node's status.
     Status,
+    /// Print the node's events as they happen (new heads, transactions,
+    /// leaders and views, reorganisations, switches) until Ctrl-C.
+    Watch,
     /// Load generator: offer a fixed rate of transfers from the benchmark
     /// accounts (see `cairn-genesis new --bench-accounts`) to every node,
     /// and report throughput, latency and each node's CPU and memory.
@@ -168,6 +173,26 @@ fn check(status: u16, body: Value) -> Result<Value> {
     let code = body["error"]["code"].as_str().unwrap_or("error");
     let msg = body["error"]["message"].as_str().unwrap_or("no message");
     bail!("node refused ({status} {code}): {msg}")
+}
+
+/// Blocks until the node reports what may change transaction `hash`'s
+/// status: a new head, or an event about it. Without an event stream (or
+/// once it breaks off), 200 ms.
+fn wait_for_change(stream: &mut Option<watch::Events>, hash: &str, deadline: Instant) {
+    while let Some(s) = stream.as_mut() {
+        match s.next_event() {
+            Ok(Some((kind, v))) => {
+                if kind == "head" || (kind == "tx" && v["hash"] == hash) {
+                    return;
+                }
+            }
+            _ => *stream = None,
+        }
+        if Instant::now() > deadline {
+            return;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// How settled a committed transaction is: final (Raft, PBFT), or its
@@ -275,6 +300,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             let tx = Transaction::new_signed(&key, chain_id, &genesis, to, amount, fee, nonce);
             let body = serde_json::to_value(&tx)?;
+            // Subscribed before submitting, so that no event is missed.
+            let events = if wait {
+                watch::Events::open(&cli.node, Some(Duration::from_secs(timeout))).ok()
+            } else {
+                None
+            };
             let v = client.post("/transactions", &body).map_err(|e| {
                 let hint = refused_nonce_hint(&e.to_string(), nonce);
                 anyhow!("{e}{hint}")
@@ -288,6 +319,11 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let deadline = Instant::now() + Duration::from_secs(timeout);
+            // The transaction is looked up again whenever the node reports
+            // a new head or a status change of a transaction (its event
+            // stream, subscribed before submitting); every 200 ms if the
+            // stream is not there or breaks off.
+            let mut stream = events;
             loop {
                 let t = client.get(&format!("/transactions/{hash}"));
                 if let Ok(t) = &t {
@@ -303,7 +339,7 @@ fn run(cli: Cli) -> Result<()> {
                 if Instant::now() > deadline {
                     bail!("transaction {hash} not committed after {timeout} s");
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                wait_for_change(&mut stream, &hash, deadline);
             }
         }
         Cmd::Bench {
@@ -381,6 +417,19 @@ fn run(cli: Cli) -> Result<()> {
                     v["proposer"].as_str().unwrap_or("")
                 )
             });
+        }
+        Cmd::Watch => {
+            let mut events = watch::Events::open(&cli.node, None)?;
+            while let Some((kind, v)) = events.next_event()? {
+                if json {
+                    println!("{v}");
+                } else {
+                    println!("{}", watch::describe(&kind, &v));
+                }
+                if kind == "dropped" {
+                    bail!("the node dropped this subscription: it fell too far behind");
+                }
+            }
         }
         Cmd::Status => {
             let mut v = client.get("/status")?;

@@ -192,6 +192,12 @@ impl Shell {
         m.rejected_blocks
             .inc_by(s.rejected_blocks.saturating_sub(self.seen.rejected_blocks));
         m.reorgs.inc_by(s.reorgs.saturating_sub(self.seen.reorgs));
+        if s.reorgs > self.seen.reorgs {
+            self.shared.events.reorg(
+                s.reverted_blocks.saturating_sub(self.seen.reverted_blocks),
+                self.driver.status().map_or(0, |st| st.committed_height),
+            );
+        }
         m.reverted_blocks
             .inc_by(s.reverted_blocks.saturating_sub(self.seen.reverted_blocks));
         m.rebroadcast
@@ -202,6 +208,7 @@ impl Shell {
         if let Some(st) = self.driver.status() {
             m.set_engine(st);
             if let Ok(mut s) = self.shared.engine.lock() {
+                self.shared.events.engine(&s, st);
                 *s = st.clone();
             }
         }
@@ -336,6 +343,11 @@ impl Shell {
                     validator = ?self.me,
                     "scheduled switch of consensus"
                 );
+                self.shared.events.switched(
+                    height,
+                    segment.consensus.kind().as_str(),
+                    segment.validators.len(),
+                );
             }
             Effect::Applied { block } => {
                 if !block.transactions.is_empty() {
@@ -347,6 +359,14 @@ impl Shell {
                 m.finalized.set(block.header.height as i64);
                 m.blocks.inc();
                 m.transactions.inc_by(block.transactions.len() as u64);
+                let mined = matches!(
+                    self.shared
+                        .genesis
+                        .segment_at(block.header.height)
+                        .consensus,
+                    ConsensusConfig::Pow(_)
+                );
+                self.shared.events.applied(&block, !mined);
                 // New proof-of-work parameters: the same engine goes on,
                 // so the driver reports no switch; the first block under
                 // them is the switch.
@@ -358,6 +378,11 @@ impl Shell {
                         height = block.header.height,
                         engine = %segment.consensus.kind(),
                         "scheduled switch of consensus parameters"
+                    );
+                    self.shared.events.switched(
+                        block.header.height,
+                        segment.consensus.kind().as_str(),
+                        segment.validators.len(),
                     );
                 }
             }
