@@ -7,6 +7,7 @@ pub mod devnet;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod init;
 pub mod metrics;
 pub mod miner;
 pub mod node;

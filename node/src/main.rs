@@ -28,6 +28,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Write the home of a node that joins an existing network as a
+    /// follower: a copy of its genesis, a p2p key and a node.toml that
+    /// dials the given peers. It syncs from genesis, follows the head,
+    /// serves the API and gossips transactions.
+    Init {
+        #[arg(long)]
+        home: PathBuf,
+        /// The network's genesis.json.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Peers to dial at start: p2p addresses ending in /p2p/<peer id>
+        /// (comma-separated, or the option repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        bootstrap: Vec<String>,
+        /// Where to listen for peers.
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/26700")]
+        p2p_listen: String,
+        /// Where to serve the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:26701")]
+        rpc_listen: std::net::SocketAddr,
+        /// A name for logs and status (default: the home folder's).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Run one node from DIR/node.toml.
     Run {
         #[arg(long)]
@@ -72,6 +96,29 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let result = match cli.command {
+        Cmd::Init {
+            home,
+            genesis,
+            bootstrap,
+            p2p_listen,
+            rpc_listen,
+            name,
+        } => cairn_node::init::init(&cairn_node::init::InitSpec {
+            home: home.clone(),
+            genesis,
+            bootstrap,
+            p2p_listen,
+            rpc_listen,
+            name,
+        })
+        .map(|address| {
+            println!("Wrote a follower node in {}.", home.display());
+            println!("  its p2p address: {address}");
+            println!(
+                "  start it with:   cairn-node run --home {}",
+                home.display()
+            );
+        }),
         Cmd::Run { home } => {
             cairn_node::devnet::die_with_supervisor();
             match tokio::runtime::Builder::new_multi_thread()
