@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Cairn needs and a fresh Debian machine lacks:
-# libclang (bindgen, for RocksDB's bindings), a C++ compiler, and libfaketime
-# (the chaos tests' clock skew).
+# libclang (bindgen, for RocksDB's bindings), a C++ compiler, libfaketime
+# (the chaos tests' clock skew) and iproute2 (the network-namespace test of
+# nodes on separate hosts).
 set -euo pipefail
 
 need=()
@@ -12,6 +13,8 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 # The chaos tests skew a node's clock with libfaketime.
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
+# Nodes on separate hosts are tested in network namespaces (ip netns).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2

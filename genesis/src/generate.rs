@@ -27,6 +27,13 @@ pub struct NetworkSpec {
     pub chain_id: String,
     /// Interface every node listens on.
     pub host: std::net::Ipv4Addr,
+    /// One address per node (validators first, then observers): node `i`
+    /// listens on and is dialled at `hosts[i]`, one node per machine.
+    /// Empty: every node on [`NetworkSpec::host`].
+    pub hosts: Vec<std::net::Ipv4Addr>,
+    /// Listen on every interface (0.0.0.0) rather than the node's own
+    /// address, which stays the one peers dial and the genesis names.
+    pub listen_any: bool,
     /// Node `i` listens for peers on `base_port + 2i` and for HTTP on
     /// `base_port + 2i + 1`.
     pub base_port: u16,
@@ -65,6 +72,8 @@ impl Default for NetworkSpec {
             observers: 0,
             chain_id: "cairn-devnet".into(),
             host: std::net::Ipv4Addr::LOCALHOST,
+            hosts: Vec::new(),
+            listen_any: false,
             base_port: 26600,
             faucet_balance: 1_000_000_000_000,
             fund: Vec::new(),
@@ -169,7 +178,16 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
         p2p_seed: [u8; 32],
         p2p_address: String,
         rpc: std::net::SocketAddr,
+        rpc_bind: std::net::SocketAddr,
         listen: String,
+    }
+    if !spec.hosts.is_empty() && spec.hosts.len() != total {
+        bail!(
+            "--hosts names {} addresses for {total} nodes ({} validators, {} observers): one per node",
+            spec.hosts.len(),
+            spec.validators,
+            spec.observers
+        );
     }
     let mut keys = Vec::with_capacity(total);
     for i in 0..total {
@@ -179,13 +197,19 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
             .context("deriving a libp2p identity")?;
         let peer_id = identity.public().to_peer_id();
         let p2p_port = spec.base_port + 2 * i as u16;
-        let listen = format!("/ip4/{}/tcp/{p2p_port}", spec.host);
+        let host = spec.hosts.get(i).copied().unwrap_or(spec.host);
+        let bind = if spec.listen_any {
+            std::net::Ipv4Addr::UNSPECIFIED
+        } else {
+            host
+        };
         keys.push(Keys {
             validator,
             p2p_seed,
-            p2p_address: format!("{listen}/p2p/{peer_id}"),
-            rpc: std::net::SocketAddr::from((spec.host, p2p_port + 1)),
-            listen,
+            p2p_address: format!("/ip4/{host}/tcp/{p2p_port}/p2p/{peer_id}"),
+            rpc: std::net::SocketAddr::from((host, p2p_port + 1)),
+            rpc_bind: std::net::SocketAddr::from((bind, p2p_port + 1)),
+            listen: format!("/ip4/{bind}/tcp/{p2p_port}"),
         });
     }
     let faucet = SecretKey::from_seed(seed32());
@@ -267,7 +291,7 @@ pub fn generate(spec: &NetworkSpec, dir: &Path) -> Result<GeneratedNetwork> {
                 ..P2pConfig::default()
             },
             rpc: RpcConfig {
-                listen: k.rpc,
+                listen: k.rpc_bind,
                 ..RpcConfig::default()
             },
             mempool: Default::default(),

@@ -44,6 +44,15 @@ enum Command {
         /// Node i uses ports base+2i (P2P) and base+2i+1 (HTTP).
         #[arg(long, default_value_t = 26600)]
         base_port: u16,
+        /// One address per node, validators first (comma-separated): node i
+        /// listens on and is dialled at the i-th, one node per machine.
+        /// Default: every node on 127.0.0.1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<std::net::Ipv4Addr>,
+        /// Listen on every interface (0.0.0.0); peers still dial each
+        /// node's own address (--hosts).
+        #[arg(long)]
+        listen_any: bool,
         /// Extra initial balance, ADDRESS=AMOUNT (repeatable).
         #[arg(long, value_name = "ADDRESS=AMOUNT")]
         fund: Vec<String>,
@@ -128,6 +137,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             chain_id,
             base_port,
+            hosts,
+            listen_any,
             fund,
             faucet_balance,
             block_reward,
@@ -149,6 +160,8 @@ fn run(cli: Cli) -> Result<()> {
                 observers,
                 chain_id,
                 base_port,
+                hosts,
+                listen_any,
                 faucet_balance,
                 fund,
                 block_reward,

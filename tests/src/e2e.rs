@@ -27,6 +27,14 @@ impl NodeProc {
         Self::spawn(home, "cairn-node", &["run"], env)
     }
 
+    /// [`NodeProc::start`] inside network namespace `netns` (`ip netns
+    /// exec`, which becomes the node's process).
+    pub fn start_in_netns(home: &Path, netns: &str) -> Self {
+        let node = workspace_bin("cairn-node");
+        let node = node.to_str().expect("utf-8 path");
+        Self::spawn_with(home, "ip", &["netns", "exec", netns, node, "run"], &[])
+    }
+
     /// A PBFT validator that misbehaves as `behaviour` (see
     /// `cairn-byzantine --help`): the node's own code around a Byzantine
     /// engine.
@@ -40,12 +48,17 @@ impl NodeProc {
     }
 
     fn spawn(home: &Path, program: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let program = workspace_bin(program);
+        Self::spawn_with(home, program.to_str().expect("utf-8 path"), args, env)
+    }
+
+    fn spawn_with(home: &Path, program: &str, args: &[&str], env: &[(&str, String)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(home.join("node.log"))
             .expect("log file");
-        let child = Command::new(workspace_bin(program))
+        let child = Command::new(program)
             .args(args)
             .arg("--home")
             .arg(home)

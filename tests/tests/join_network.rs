@@ -73,7 +73,9 @@ fn a_follower_joins_a_running_network_by_configuration() {
     let follower = "http://127.0.0.1:29099";
     let mut all: Vec<&str> = urls.iter().map(String::as_str).collect();
     all.push(follower);
-    eventually("the follower syncs to the network's head", || same_head(&all));
+    eventually("the follower syncs to the network's head", || {
+        same_head(&all)
+    });
     let s = status(follower).expect("status");
     assert!(s["validator"].is_null(), "a follower, not a validator: {s}");
     // A transfer through the follower reaches the validators and commits.

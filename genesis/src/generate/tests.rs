@@ -94,3 +94,45 @@ fn refuses_to_overwrite_and_bad_sizes() {
     };
     assert!(generate(&ports, &dir.path().join("p")).is_err());
 }
+
+#[test]
+fn hosts_put_one_node_per_address_and_listen_any_binds_every_interface() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hosts: Vec<std::net::Ipv4Addr> = ["10.7.0.1", "10.7.0.2", "10.7.0.3"]
+        .iter()
+        .map(|h| h.parse().expect("address"))
+        .collect();
+    let spec = NetworkSpec {
+        hosts: hosts.clone(),
+        listen_any: true,
+        ..NetworkSpec::default()
+    };
+    let net = generate(&spec, dir.path()).expect("generate");
+    for (i, n) in net.nodes.iter().enumerate() {
+        let host = hosts[i];
+        assert!(
+            n.p2p_address.starts_with(&format!("/ip4/{host}/tcp/")),
+            "{n:?}"
+        );
+        assert!(n.rpc_url.starts_with(&format!("http://{host}:")), "{n:?}");
+        assert_eq!(net.genesis.validators[i].p2p_address, n.p2p_address);
+        let cfg = NodeConfig::load(&n.home).expect("node.toml");
+        assert!(cfg.p2p.listen.starts_with("/ip4/0.0.0.0/tcp/"), "{cfg:?}");
+        assert!(cfg.rpc.listen.ip().is_unspecified(), "{cfg:?}");
+        // Peers dial the others' own addresses.
+        assert!(cfg
+            .p2p
+            .bootstrap
+            .iter()
+            .all(|b| hosts.iter().any(|h| b.starts_with(&format!("/ip4/{h}/")))));
+    }
+    let err = generate(
+        &NetworkSpec {
+            hosts: hosts[..2].to_vec(),
+            ..NetworkSpec::default()
+        },
+        &dir.path().join("other"),
+    )
+    .expect_err("two addresses for three nodes");
+    assert!(err.to_string().contains("one per node"), "{err}");
+}
