@@ -20,8 +20,10 @@ deps:
 build: deps
 	cargo build --workspace --bins
 
-# Binaries first: the end-to-end tests run them as real processes.
+# Binaries first: the end-to-end tests run them as real processes (and
+# the dashboard's in a browser: install-deps --test adds Chromium).
 test: build
+	@scripts/install-deps.sh --test
 	cargo test --workspace --no-fail-fast
 
 devnet: build

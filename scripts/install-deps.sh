@@ -2,7 +2,8 @@
 # Installs what building Cairn needs and a fresh Debian machine lacks:
 # libclang (bindgen, for RocksDB's bindings), a C++ compiler, libfaketime
 # (the chaos tests' clock skew) and iproute2 (the network-namespace test of
-# nodes on separate hosts).
+# nodes on separate hosts); with --test, also Chromium with ChromeDriver
+# (the dashboard's browser test).
 set -euo pipefail
 
 need=()
@@ -15,6 +16,12 @@ command -v make >/dev/null 2>&1 || need+=(make)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 # Nodes on separate hosts are tested in network namespaces (ip netns).
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The dashboard is tested in a real browser: headless Chromium through
+# ChromeDriver.
+if [ "${1:-}" = "--test" ]; then
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}" >&2

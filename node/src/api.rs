@@ -102,7 +102,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/bans", get(admin_bans))
         .route("/admin/ban", post(admin_ban))
         .route("/admin/unban", post(admin_unban))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn(crate::dashboard::allow_reads))
         .with_state(shared)
 }
 

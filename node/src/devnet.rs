@@ -321,6 +321,10 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
         genesis.consensus.kind(),
         genesis.hash()
     );
+    match serve_dashboard(base_port.saturating_sub(1), &genesis, &nodes) {
+        Ok(url) => println!("Dashboard: {url}"),
+        Err(e) => say!("no dashboard: {e:#}"),
+    }
     println!("Logs: {}/node*/node.log", dir.display());
     println!("Send a transfer from the funded faucet key:");
     println!(
@@ -365,6 +369,41 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
     }
     say!("All nodes stopped.");
     Ok(())
+}
+
+/// Serves the network's dashboard on 127.0.0.1:`port` (a thread of its
+/// own): the page, and `/network.json` with every node's name and API.
+fn serve_dashboard(port: u16, genesis: &Genesis, nodes: &[Node]) -> Result<String> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    listener.set_nonblocking(true)?;
+    let network = serde_json::json!({
+        "chain_id": genesis.chain_id,
+        "engine": genesis.consensus.kind().as_str(),
+        "nodes": nodes
+            .iter()
+            .map(|n| serde_json::json!({"name": n.name, "rpc": n.rpc}))
+            .collect::<Vec<_>>(),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let app = crate::dashboard::routes().route(
+                "/network.json",
+                axum::routing::get(move || {
+                    let network = network.clone();
+                    async move { axum::Json(network) }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(format!("http://127.0.0.1:{port}/"))
 }
 
 /// Waits for `child` to exit until `deadline`, then kills it.

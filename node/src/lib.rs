@@ -3,6 +3,7 @@
 //! supervisor behind `cairn-node devnet`.
 
 pub mod api;
+pub mod dashboard;
 pub mod devnet;
 pub mod events;
 pub mod http;

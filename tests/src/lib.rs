@@ -1,5 +1,6 @@
 //! Helpers shared by Cairn's end-to-end tests, which run real processes.
 
+pub mod browser;
 pub mod chaos;
 pub mod e2e;
 

@@ -1,0 +1,69 @@
+//! The dashboard's web page and assets, embedded in the binary (no build
+//! step for users): at `/` of every node's HTTP API for that node, and
+//! served by `cairn-node devnet` for the whole network (which adds
+//! `/network.json`, the list of its nodes). The page reads the nodes' HTTP
+//! APIs and event streams; its charts are uPlot's (vendored, MIT).
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("../dashboard/index.html");
+const SCRIPT: &str = include_str!("../dashboard/dashboard.js");
+const STYLE: &str = include_str!("../dashboard/dashboard.css");
+const UPLOT_JS: &str = include_str!("../dashboard/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../dashboard/vendor/uPlot.min.css");
+
+fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// The page and its assets.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/assets/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/assets/dashboard.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/assets/uplot.js",
+            get(|| async { asset("text/javascript; charset=utf-8", UPLOT_JS) }),
+        )
+        .route(
+            "/assets/uplot.css",
+            get(|| async { asset("text/css; charset=utf-8", UPLOT_CSS) }),
+        )
+}
+
+/// Lets pages of other origins read the API's GET answers (the devnet's
+/// dashboard reads every node's); nothing else crosses origins: a page
+/// cannot submit a transaction or use the admin routes from elsewhere.
+pub async fn allow_reads(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let get = req.method() == axum::http::Method::GET;
+    let mut resp = next.run(req).await;
+    if get {
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::HeaderValue::from_static("*"),
+        );
+    }
+    resp
+}
