@@ -570,6 +570,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     ) -> Result<Vec<Effect<P>>, DriverError> {
         self.rejected.clear();
         self.ignored.clear();
+        if self.final_blocks() {
+            // A mined block while this node still runs a final engine (or
+            // none): the network has switched to proof-of-work and this
+            // node is behind — no message of its engine will come to
+            // bring it the blocks. It syncs from the sender.
+            return self.announced(now_ms, from, block.header.height);
+        }
         self.remember_origin(block.hash(), from);
         self.feed(now_ms, Input::Block { block })?;
         Ok(self.done())

@@ -233,13 +233,16 @@ fn a_head_move_stops_at_a_block_that_does_not_execute_and_blames_its_sender() {
     let two = valid_chain(&chain, 2, 1);
     let (good, mut bad) = (two[0].clone(), two[1].clone());
     bad.header.state_root = Hash::digest(b"made up");
-    let mut s = setup(vec![
-        Vec::new(),
-        vec![Action::SetHead {
-            revert: 0,
-            apply: vec![good.clone(), bad.clone()],
-        }],
-    ]);
+    let mut s = setup_with(
+        vec![
+            Vec::new(),
+            vec![Action::SetHead {
+                revert: 0,
+                apply: vec![good.clone(), bad.clone()],
+            }],
+        ],
+        true,
+    );
     s.driver.remember_origin(bad.hash(), 2);
     s.driver.tick(5).expect("tick");
     let effects = s.driver.block(10, 2, bad.clone()).expect("not fatal");
@@ -408,6 +411,21 @@ fn a_fetch_of_a_peers_branch_that_goes_unanswered_is_asked_of_another_peer_at_on
     s.driver.announced(10, 1, 5).expect("announced");
     s.driver.peer_connected(20, 2).expect("connected");
     assert_eq!(s.driver.tick(1_100).expect("tick"), Vec::new());
+}
+
+#[test]
+fn a_mined_block_reaching_a_node_of_final_blocks_makes_it_sync_from_the_sender() {
+    // The network switched to proof-of-work while this node lagged in the
+    // final engine's segment: no message of that engine will come again.
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let mined = valid_chain(&chain, 5, 1).remove(4);
+    let mut s = setup(Vec::new());
+    let effects = s.driver.block(10, 2, mined).expect("block");
+    assert_eq!(effects, vec![Effect::GetBlocks { peer: 2, from: 1 }]);
+    assert!(
+        !inputs(&s).iter().any(|i| matches!(i, Input::Block { .. })),
+        "the final engine is not handed a mined block"
+    );
 }
 
 #[test]

@@ -210,6 +210,13 @@ const REGRESSIONS: &[(&str, u32, u64)] = &[
     // those blocks, mined on an old head. Mined blocks now go to the
     // engine's fork choice, and proof-of-work proves no block final.
     ("switch/to-pow-chaos", 7, 18),
+    // Liveness (27 runs in 10,000): a node that lagged in the final
+    // engine's segment while the others switched to proof-of-work waited
+    // for a message of its engine that nobody would send again. A mined
+    // block reaching a node of final blocks now makes it sync from the
+    // sender. (A PBFT backup in view change; a Raft pre-candidate.)
+    ("switch/to-pow-chaos", 4, 391),
+    ("switch/to-pow-chaos", 4, 2399),
 ];
 
 #[test]
