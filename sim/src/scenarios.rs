@@ -156,6 +156,23 @@ fn without(nodes: &[ValidatorId], gone: &[ValidatorId]) -> Vec<ValidatorId> {
         .collect()
 }
 
+/// `ms` of crashes and restarts of random nodes, one every 0.1–2 s (no
+/// cuts: see `pow/chaos`); nodes may be down at the end.
+fn crashes(sim: &mut Sim, rng: &mut ChaCha8Rng, ms: u64) -> Result<(), Violation> {
+    let n = sim.validators();
+    let end = sim.now() + ms;
+    while sim.now() < end {
+        sim.run_for(rng.gen_range(100..2_000))?;
+        let node = rng.gen_range(0..n);
+        if rng.gen_bool(0.5) {
+            sim.crash(node);
+        } else {
+            sim.restart(node);
+        }
+    }
+    Ok(())
+}
+
 /// `ms` of random faults — crashes and restarts of any node, one-way and
 /// two-way cuts, heals — every 20–500 ms; then every fault heals: links
 /// reliable and whole, every node up.

@@ -24,6 +24,49 @@ fn block_at(url: &str, h: u64) -> Option<(String, String)> {
     ))
 }
 
+/// `cairn-genesis upgrade ARGS --dir DIR`.
+fn upgrade(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_bin("cairn-genesis"))
+        .arg("upgrade")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("cairn-genesis upgrade")
+}
+
+/// Starts the first three nodes of `net` (their API URLs `up`) and waits
+/// until they serve and see each other.
+fn start_three(net: &cairn_genesis::GeneratedNetwork, up: &[&str]) -> Vec<NodeProc> {
+    let nodes = net.nodes[..3]
+        .iter()
+        .map(|n| NodeProc::start(&n.home))
+        .collect();
+    eventually("the three nodes serve and see each other", || {
+        up.iter()
+            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
+    });
+    nodes
+}
+
+/// Sends transfers of `amount` to `to` through `urls` in turn until every
+/// one of them is at `height` or above; returns how many were sent.
+fn send_until(
+    urls: &[&str],
+    faucet: &std::path::Path,
+    to: &str,
+    amount: u64,
+    height_at: u64,
+) -> usize {
+    let mut sent = 0;
+    while urls.iter().any(|u| height(u) < height_at) {
+        transfer(urls[sent % urls.len()], faucet, to, amount);
+        sent += 1;
+        assert!(sent < 200, "the chain does not get past height {height_at}");
+    }
+    sent
+}
+
 #[test]
 fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -37,26 +80,11 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     };
     let net = generate(&spec, dir.path()).expect("generate network");
     for (height, engine) in [("4", "pbft"), ("8", "raft")] {
-        let out = Command::new(workspace_bin("cairn-genesis"))
-            .args([
-                "upgrade",
-                "--at-height",
-                height,
-                "--engine",
-                engine,
-                "--dir",
-            ])
-            .arg(dir.path())
-            .output()
-            .expect("cairn-genesis upgrade");
+        let out = upgrade(dir.path(), &["--at-height", height, "--engine", engine]);
         assert!(out.status.success(), "{out:?}");
     }
     // An upgrade before the last one is refused, saying why.
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "6", "--engine", "pbft", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "6", "--engine", "pbft"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("already switches at height 8"),
@@ -66,17 +94,10 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     // Node 3 stays down: three of four are a quorum for both engines.
-    let mut nodes: Vec<NodeProc> = net.nodes[..3]
-        .iter()
-        .map(|n| NodeProc::start(&n.home))
-        .collect();
     let up = &urls[..3];
+    let mut nodes = start_three(&net, up);
     let faucet = net.faucet_key();
     let alice = keygen(urls[0], &dir.path().join("alice.key"));
-    eventually("the three nodes serve and see each other", || {
-        up.iter()
-            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
-    });
     // Before the first switch, the node and the wallet say what comes.
     let c = consensus(urls[0]).expect("consensus");
     assert_eq!(c["engine"], "raft", "{c}");
@@ -86,12 +107,7 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     let (ok, out, err) = wallet(urls[0], &["status"]);
     assert!(ok, "{err}");
     assert!(out.contains("switches to pbft at height 4"), "{out}");
-    let mut sent = 0;
-    while up.iter().any(|u| height(u) < 10) {
-        transfer(up[sent % 3], &faucet, &alice, 10);
-        sent += 1;
-        assert!(sent < 200, "the chain does not get past height 10");
-    }
+    let sent = send_until(up, &faucet, &alice, 10, 10);
     eventually("the three agree", || same_head(up));
     for u in up {
         let c = consensus(u).expect("consensus");
@@ -137,11 +153,7 @@ fn a_live_network_switches_raft_to_pbft_and_back_and_a_late_node_syncs_across() 
     // start, and says why.
     let late = nodes.pop().expect("node 3");
     drop(late);
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "9", "--engine", "pbft", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "9", "--engine", "pbft"]);
     assert!(out.status.success(), "{out:?}");
     let out = Command::new(workspace_bin("cairn-node"))
         .args(["run", "--home"])
@@ -178,12 +190,17 @@ fn validator_sets_change_at_scheduled_heights() {
         ("4", "pbft", "node1,node2,node3,node4"),
         ("8", "raft", "node0,node5,node6"),
     ] {
-        let out = Command::new(workspace_bin("cairn-genesis"))
-            .args(["upgrade", "--at-height", height, "--engine", engine])
-            .args(["--validators", set, "--dir"])
-            .arg(dir.path())
-            .output()
-            .expect("cairn-genesis upgrade");
+        let out = upgrade(
+            dir.path(),
+            &[
+                "--at-height",
+                height,
+                "--engine",
+                engine,
+                "--validators",
+                set,
+            ],
+        );
         assert!(out.status.success(), "{out:?}");
     }
     let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
@@ -253,11 +270,7 @@ fn a_node_with_another_schedule_stops_following_at_the_first_difference() {
         ),
     )
     .expect("node.toml");
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "4", "--engine", "pbft", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "4", "--engine", "pbft"]);
     assert!(out.status.success(), "{out:?}");
     // `upgrade` writes every node's copy of the network's genesis: undo
     // it on the observer, which then schedules nothing.
@@ -318,19 +331,11 @@ fn a_live_network_switches_pbft_to_proof_of_work_and_mines_on() {
         ..NetworkSpec::default()
     };
     let net = generate(&spec, dir.path()).expect("generate network");
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "5", "--engine", "pow", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "5", "--engine", "pow"]);
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("node.toml"), "mining turned on: {printed}");
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "30", "--engine", "raft", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "30", "--engine", "raft"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not from it"),
@@ -340,23 +345,11 @@ fn a_live_network_switches_pbft_to_proof_of_work_and_mines_on() {
     let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     // Node 3 stays down: three of four are PBFT's quorum.
-    let mut nodes: Vec<NodeProc> = net.nodes[..3]
-        .iter()
-        .map(|n| NodeProc::start(&n.home))
-        .collect();
     let up = &urls[..3];
+    let mut nodes = start_three(&net, up);
     let faucet = net.faucet_key();
     let dave = keygen(urls[0], &dir.path().join("dave.key"));
-    eventually("the three nodes serve and see each other", || {
-        up.iter()
-            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
-    });
-    let mut sent = 0;
-    while up.iter().any(|u| height(u) < 9) {
-        transfer(up[sent % 3], &faucet, &dave, 5);
-        sent += 1;
-        assert!(sent < 200, "the chain does not get past height 9");
-    }
+    let sent = send_until(up, &faucet, &dave, 5, 9);
     for u in up {
         let c = consensus(u).expect("consensus");
         assert_eq!(c["engine"], "pow", "{u}: {c}");
@@ -420,18 +413,19 @@ fn a_live_proof_of_work_network_takes_new_parameters_at_a_height() {
         ..NetworkSpec::default()
     };
     let net = generate(&spec, dir.path()).expect("generate network");
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "6", "--engine", "pow"])
-        .args(["--block-time-ms", "500", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(
+        dir.path(),
+        &[
+            "--at-height",
+            "6",
+            "--engine",
+            "pow",
+            "--block-time-ms",
+            "500",
+        ],
+    );
     assert!(out.status.success(), "{out:?}");
-    let out = Command::new(workspace_bin("cairn-genesis"))
-        .args(["upgrade", "--at-height", "30", "--engine", "pbft", "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("cairn-genesis upgrade");
+    let out = upgrade(dir.path(), &["--at-height", "30", "--engine", "pbft"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not from it to pbft"),
@@ -440,23 +434,11 @@ fn a_live_proof_of_work_network_takes_new_parameters_at_a_height() {
 
     let urls: Vec<String> = net.nodes.iter().map(|n| n.rpc_url.clone()).collect();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let mut nodes: Vec<NodeProc> = net.nodes[..3]
-        .iter()
-        .map(|n| NodeProc::start(&n.home))
-        .collect();
     let up = &urls[..3];
+    let mut nodes = start_three(&net, up);
     let faucet = net.faucet_key();
     let erin = keygen(urls[0], &dir.path().join("erin.key"));
-    eventually("the three nodes serve and see each other", || {
-        up.iter()
-            .all(|u| status(u).is_some_and(|s| s["peers"].as_u64() >= Some(2)))
-    });
-    let mut sent = 0;
-    while up.iter().any(|u| height(u) < 10) {
-        transfer(up[sent % 3], &faucet, &erin, 4);
-        sent += 1;
-        assert!(sent < 200, "the chain does not get past height 10");
-    }
+    let sent = send_until(up, &faucet, &erin, 4, 10);
     let c = consensus(urls[0]).expect("consensus");
     assert_eq!(c["engine"], "pow", "{c}");
     assert_eq!(c["segment"]["since_height"], 6, "{c}");

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
-use super::{fail, nodes_of, Options, Outcome, Scenario};
+use super::{crashes, fail, nodes_of, Options, Outcome, Scenario};
 use crate::{EngineFactory, LinkConfig, PowSim, Sim, SimConfig, Violation};
 use cairn_consensus::pow::{PowConfig, RetargetRule};
 use cairn_consensus::ValidatorId;
@@ -286,16 +286,7 @@ fn chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let mut rng = rng(seed);
     let r = (|| {
         sim.run_for(3_000)?;
-        let end = sim.now() + 30_000;
-        while sim.now() < end {
-            sim.run_for(rng.gen_range(100..2_000))?;
-            let node = rng.gen_range(0..n);
-            if rng.gen_bool(0.5) {
-                sim.crash(node);
-            } else {
-                sim.restart(node);
-            }
-        }
+        crashes(&mut sim, &mut rng, 30_000)?;
         for v in 0..n {
             sim.restart(v);
         }

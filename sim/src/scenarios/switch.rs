@@ -11,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{nodes_of, random_faults, Options, Outcome, Scenario};
+use super::{crashes, nodes_of, random_faults, Options, Outcome, Scenario};
 use super::{pbft, pow, raft};
 use crate::{EngineFactory, LinkConfig, Sim, SimConfig, Violation};
 use cairn_consensus::ValidatorId;
@@ -217,16 +217,7 @@ fn to_pow_chaos(seed: u64, n: u32, opts: Options) -> Outcome {
     let second = first + rng.gen_range(3..12);
     let mut sim = to_pow_sim(seed, n, opts, LinkConfig::lossy(), [first, second]);
     let r = (|| {
-        let end = sim.now() + 20_000;
-        while sim.now() < end {
-            sim.run_for(rng.gen_range(100..2_000))?;
-            let node = rng.gen_range(0..n);
-            if rng.gen_bool(0.5) {
-                sim.crash(node);
-            } else {
-                sim.restart(node);
-            }
-        }
+        crashes(&mut sim, &mut rng, 20_000)?;
         sim.set_all_links(LinkConfig::reliable());
         for v in 0..n {
             sim.restart(v);
