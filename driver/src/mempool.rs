@@ -25,6 +25,10 @@ use foldhash::{HashMap, HashMapExt};
 
 use cairn_chain::{Account, Address, Hash, Transaction};
 
+/// Most dropped transactions remembered between two
+/// [`Mempool::take_dropped`] calls (the rest are not reported).
+pub const MAX_DROPPED_KEPT: usize = 1_024;
+
 /// Why a transaction was refused. `code()` is the API's error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -228,6 +232,9 @@ pub struct Mempool {
     waiting_fee: HashMap<Address, u64>,
     /// The chain's minimum fee (genesis `min_fee`).
     fee_floor: u64,
+    /// Transactions dropped without committing, with why, until
+    /// [`Mempool::take_dropped`] (at most [`MAX_DROPPED_KEPT`]).
+    dropped: Vec<(Hash, &'static str)>,
     /// The pool's clock in milliseconds: when transactions arrived and were
     /// last gossiped (see [`Mempool::with_clock`]).
     clock: PoolClock,
@@ -268,6 +275,7 @@ impl Mempool {
             waiting: BTreeSet::new(),
             waiting_fee: HashMap::new(),
             fee_floor: 0,
+            dropped: Vec::new(),
             clock: PoolClock(Arc::new(process_clock)),
         }
     }
@@ -334,8 +342,18 @@ impl Mempool {
             Room::Free => {}
             Room::Replaces(old) => {
                 self.by_hash.remove(&old);
+                self.note_dropped(
+                    old,
+                    "replaced by a transfer with the same nonce and a higher fee",
+                );
             }
-            Room::Evicts(s, n) => self.remove(&s, n),
+            Room::Evicts(s, n) => {
+                if let Some(old) = self.by_sender.get(&s).and_then(|q| q.get(&n)) {
+                    let old = old.hash();
+                    self.note_dropped(old, "evicted: the pool was full and a higher fee came");
+                }
+                self.remove(&s, n)
+            }
         }
         let sender = tx.sender();
         self.min_fee = self.min_fee.min(tx.fee);
@@ -648,9 +666,25 @@ impl Mempool {
             );
         }
         for (sender, nonce) in &stale {
+            if let Some(old) = self.by_sender.get(sender).and_then(|q| q.get(nonce)) {
+                let old = old.hash();
+                self.note_dropped(old, "expired: it waited too long behind a missing nonce");
+            }
             self.remove(sender, *nonce);
         }
         stale.len()
+    }
+
+    fn note_dropped(&mut self, hash: Hash, why: &'static str) {
+        if self.dropped.len() < MAX_DROPPED_KEPT {
+            self.dropped.push((hash, why));
+        }
+    }
+
+    /// The transactions dropped without committing since the last call
+    /// (replaced, evicted, expired), with why.
+    pub fn take_dropped(&mut self) -> Vec<(Hash, &'static str)> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// About how many transactions are ready, counting at most `cap`,

@@ -100,13 +100,15 @@ function renderBlocks() {
   const latest = [...state.blocks.values()].sort((a, b) => b.height - a.height).slice(0, 12);
   $("#blocks tbody").innerHTML = latest.map((b) => `<tr class="clickable" data-block="${esc(b.hash)}">
       <td>${b.height}</td><td class="hash">${short(b.hash)}</td>
-      <td class="hash">${short(b.proposer)}</td><td>${b.transactions}</td>
+      <td class="hash"><a href="#" data-address="${esc(b.proposer)}">${short(b.proposer)}</a></td><td>${b.transactions}</td>
       <td>${clock(b.time_ms)}</td></tr>`).join("");
 }
 
+const RANK = {pending: 0, dropped: 1, committed: 2, confirmed: 3};
 function onTx(t) {
   const prev = state.txs.get(t.hash);
-  if (prev && prev.status === "committed" && t.status !== "committed") return;
+  if (prev && RANK[prev.status] > RANK[t.status]) return;
+  if (prev && t.height === undefined) t.height = prev.height;
   state.txs.set(t.hash, t);
   if (state.txs.size > 50) state.txs.delete(state.txs.keys().next().value);
   renderTxs();
@@ -247,6 +249,12 @@ async function search(q) {
 }
 
 document.addEventListener("click", (ev) => {
+  const addr = ev.target.closest("[data-address]");
+  if (addr) {
+    ev.preventDefault();
+    show(`Account ${short(addr.dataset.address)}`, `/accounts/${encodeURIComponent(addr.dataset.address)}`);
+    return;
+  }
   const row = ev.target.closest("tr[data-block], tr[data-tx]");
   if (!row) return;
   if (row.dataset.block) show(`Block ${short(row.dataset.block)}`, `/blocks/hash/${row.dataset.block}`);

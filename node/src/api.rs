@@ -329,11 +329,24 @@ fn submit_inner(s: &Shared, body: &[u8]) -> Result<Hash, ApiError> {
         .unwrap_or(Err(Rejection::Malformed("no transaction".into())));
     let hash = result.map_err(rejected)?;
     s.events.pending([hash]);
+    dropped_events(s);
     // A full network queue loses the gossip, not the transaction: it is
     // pending here, and pushed to peers that connect.
     let _ = s.net_commands.try_send(gossip(&admitted.accepted));
     s.offer.notify_one();
     Ok(hash)
+}
+
+/// Transactions an admission pushed out of the pool (replaced, evicted),
+/// for the event stream's subscribers.
+pub(crate) fn dropped_events(s: &Shared) {
+    if s.events.wanted() {
+        if let Ok(mut pool) = s.mempool.lock() {
+            let dropped = pool.take_dropped();
+            drop(pool);
+            s.events.dropped(dropped);
+        }
+    }
 }
 
 /// The gossip of accepted transactions (one message per batch).
@@ -392,6 +405,7 @@ fn submit_batch_inner(s: &Shared, body: &[u8]) -> Result<serde_json::Value, ApiE
     let count = admitted.accepted.len();
     s.events
         .pending(admitted.accepted.iter().map(Transaction::hash));
+    dropped_events(s);
     if count > 0 {
         // Blocking (this runs on a blocking thread): the network's queue
         // pushes back on submitters rather than losing the gossip.

@@ -106,6 +106,40 @@ impl Events {
         }
     }
 
+    /// Transactions this node's pool dropped without committing, with why.
+    pub fn dropped(&self, dropped: Vec<(Hash, &'static str)>) {
+        if !self.wanted() {
+            return;
+        }
+        for (hash, reason) in dropped {
+            self.send(
+                "tx",
+                json!({"hash": hash, "status": "dropped", "reason": reason}),
+            );
+        }
+    }
+
+    /// The transactions of `block` reached `confirmations` (a mined block
+    /// that many deep).
+    pub fn confirmed(&self, block: &Block, confirmations: u64) {
+        if !self.wanted() {
+            return;
+        }
+        let hash = block.hash();
+        for tx in &block.transactions {
+            self.send(
+                "tx",
+                json!({
+                    "hash": tx.hash(),
+                    "status": "confirmed",
+                    "height": block.header.height,
+                    "block": hash,
+                    "confirmations": confirmations,
+                }),
+            );
+        }
+    }
+
     /// A reorganisation moved the head off `depth` blocks.
     pub fn reorg(&self, depth: u64, height: u64) {
         self.send("reorg", json!({"depth": depth, "height": height}));

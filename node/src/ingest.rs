@@ -165,6 +165,7 @@ fn admit(shared: &Shared, batch: Vec<(usize, Transaction)>, payloads: &mut [Judg
     shared
         .events
         .pending(admitted.accepted.iter().map(Transaction::hash));
+    crate::api::dropped_events(shared);
     if !admitted.accepted.is_empty() {
         shared.offer.notify_one();
     }

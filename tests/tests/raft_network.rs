@@ -28,7 +28,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     // A follower's events, watched through the whole test.
     let first_leader = leader(&urls).expect("a leader");
     let watched = (first_leader + 1) % urls.len();
-    let watcher = Watcher::start(urls[watched]);
+    let mut watcher = Watcher::start(urls[watched]);
     eventually("the watcher is subscribed", || {
         metric(urls[watched], "cairn_event_subscribers").unwrap_or(0.0) >= 1.0
     });
@@ -78,6 +78,13 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     eventually("the restarted node catches up", || {
         same_head(&urls) && balance(urls[old], &alice) == Some(1_500)
     });
+    if watched == old {
+        // Its stream ended with it (leadership moved before the crash).
+        watcher = Watcher::start(urls[watched]);
+        eventually("the watcher is subscribed again", || {
+            metric(urls[watched], "cairn_event_subscribers").unwrap_or(0.0) >= 1.0
+        });
+    }
 
     // 3. Bad transactions get the matching code, and the node keeps serving.
     let url = format!("{}/transactions", urls[old]);
@@ -209,4 +216,43 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     // A nonce already used: the refusal says what to do.
     let (ok, _, err) = send(&["--nonce", "0"]);
     assert!(!ok && err.contains("Leave out --nonce"), "{err}");
+
+    // 5. A transfer replaced by one with a higher fee shows in the event
+    // stream as dropped, with why (both wait behind a nonce gap, so
+    // neither can commit first).
+    let key_address = read_key_file(&faucet).expect("faucet key").address();
+    let next = http_get(&format!("{}/accounts/{key_address}", urls[watched]))
+        .and_then(|a| a["pending_nonce"].as_u64())
+        .expect("pending nonce");
+    let gap = (next + 1).to_string();
+    let submit = |fee: &str| {
+        let (ok, out, err) = wallet(
+            urls[watched],
+            &[
+                "transfer",
+                "--key",
+                faucet_path,
+                "--to",
+                &alice,
+                "--amount",
+                "1",
+                "--nonce",
+                &gap,
+                "--fee",
+                fee,
+            ],
+        );
+        assert!(ok, "{out} {err}");
+        out.trim()
+            .strip_prefix("submitted ")
+            .expect("a hash")
+            .to_owned()
+    };
+    let replaced = submit("1");
+    submit("5");
+    eventually("the watcher saw the replaced transfer dropped", || {
+        watcher.saw(&[&replaced[..16], "dropped: replaced"])
+    });
+    // The gap filled, the replacement commits.
+    transfer(urls[watched], &faucet, &alice, 1);
 }

@@ -102,6 +102,17 @@ pub fn describe(kind: &str, v: &Value) -> String {
             Some("committed") => {
                 format!("tx {} committed at height {}", short("hash"), v["height"])
             }
+            Some("confirmed") => format!(
+                "tx {} has {} confirmations (height {})",
+                short("hash"),
+                v["confirmations"],
+                v["height"]
+            ),
+            Some("dropped") => format!(
+                "tx {} dropped: {}",
+                short("hash"),
+                v["reason"].as_str().unwrap_or("")
+            ),
             Some(status) => format!("tx {} {status}", short("hash")),
             None => format!("tx {}", short("hash")),
         },

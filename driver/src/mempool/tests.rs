@@ -158,6 +158,17 @@ fn gaps_are_held_replacement_needs_a_higher_fee_and_ready_follows_nonces() {
     m.insert(tx(0, 5), acct(100, 0))
         .expect("replaced by higher fee");
     assert_eq!(m.len(), 2);
+    // The replaced one is reported dropped, once.
+    let dropped = m.take_dropped();
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].0, tx(0, 1).hash());
+    assert!(dropped[0].1.contains("replaced"), "{dropped:?}");
+    assert!(m.take_dropped().is_empty());
+    // Committed ones are not dropped.
+    m.prune([(k.address(), 1, 100)]);
+    assert!(m.take_dropped().is_empty());
+    m.insert(tx(0, 5), acct(100, 0))
+        .expect("back for the rest of the test");
     assert_eq!(
         m.insert(tx(9, 1), acct(100, 0)).map_err(|e| e.code()),
         Err("bad_nonce")

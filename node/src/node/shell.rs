@@ -165,6 +165,15 @@ impl Shell {
             self.next_housekeeping = now + HOUSEKEEPING_EVERY;
             let effects = self.driver.housekeeping();
             self.after(effects).await?;
+            // Expired (and any other) dropped transactions, for the event
+            // stream; taken even with no subscriber, so none goes stale.
+            let dropped = self
+                .shared
+                .mempool
+                .lock()
+                .map(|mut p| p.take_dropped())
+                .unwrap_or_default();
+            self.shared.events.dropped(dropped);
             // The loop's own heap (this thread is no runtime worker).
             cairn_allocator::collect_if_requested();
         }
@@ -367,6 +376,17 @@ impl Shell {
                     ConsensusConfig::Pow(_)
                 );
                 self.shared.events.applied(&block, !mined);
+                // A mined block deep enough to count as final in /status.
+                if mined && self.shared.events.wanted() {
+                    let deep = (block.header.height + 1)
+                        .checked_sub(crate::api::POW_FINAL_CONFIRMATIONS)
+                        .filter(|h| *h > 0);
+                    if let Some(Ok(Some(b))) = deep.map(|h| self.shared.store.block_at(h)) {
+                        self.shared
+                            .events
+                            .confirmed(&b, crate::api::POW_FINAL_CONFIRMATIONS);
+                    }
+                }
                 // New proof-of-work parameters: the same engine goes on,
                 // so the driver reports no switch; the first block under
                 // them is the switch.
