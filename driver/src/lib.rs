@@ -511,48 +511,6 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         }
     }
 
-    /// Syncs from `preferred` if it may, from another connected peer it
-    /// may otherwise (taken in turn, so that two nodes behind do not ask
-    /// only each other), never from `except`.
-    pub(crate) fn sync_from_any(
-        &mut self,
-        now_ms: u64,
-        preferred: Option<P>,
-        except: Option<P>,
-    ) -> Result<(), DriverError> {
-        if let Some(p) = preferred {
-            self.start_sync(now_ms, p)?;
-        }
-        let n = self.peers.len();
-        for i in 0..n {
-            if self.syncing.is_some() {
-                break;
-            }
-            let peer = self.peers[(self.sync_rotation + i) % n];
-            if Some(peer) != except {
-                self.start_sync(now_ms, peer)?;
-            }
-        }
-        self.sync_rotation = self.sync_rotation.wrapping_add(1);
-        Ok(())
-    }
-
-    /// Asks other peers for blocks first, for three sync timeouts.
-    fn avoid_for_sync(&mut self, now_ms: u64, peer: P) {
-        self.sync_avoid
-            .retain(|(p, until)| *p != peer && *until > now_ms);
-        self.sync_avoid
-            .push((peer, now_ms + 3 * self.cfg.sync_timeout_ms));
-    }
-
-    /// Whether `peer` is one to ask for blocks now.
-    pub(crate) fn may_sync_from(&self, now_ms: u64, peer: P) -> bool {
-        !self
-            .sync_avoid
-            .iter()
-            .any(|(p, until)| *p == peer && *until > now_ms)
-    }
-
     /// Remembers who sent block `hash` (to ask or blame it later).
     pub fn remember_origin(&mut self, hash: Hash, peer: P) {
         if self.origins.len() >= MAX_ORIGINS {
