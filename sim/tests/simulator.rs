@@ -65,10 +65,10 @@ const TESTED: &[&str] = &[
     "pow/chaos",
     "pow/invalid-blocks",
     "pow/withheld-branch",
+    "pow/new-params",
     "switch/steady",
     "switch/chaos",
     "switch/sets",
-    "pow/new-params",
     "switch/to-pow",
     "switch/to-pow-chaos",
 ];
