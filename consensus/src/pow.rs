@@ -416,6 +416,20 @@ impl Pow {
             });
             return;
         }
+        // No proof-of-work block below the switch to it (checked before
+        // the seal: a comparison costs less than a hash).
+        if block.header.height < self.cfg.first_height {
+            self.reject(
+                hash,
+                format!(
+                    "proof-of-work starts at height {}: block {} is below it",
+                    self.cfg.first_height, block.header.height
+                ),
+                true,
+                out,
+            );
+            return;
+        }
         // The proof of work first: it is what makes the rest worth checking,
         // and it must be worth something — a seal below the chain's minimum
         // is invalid anywhere, one far below the head's difficulty is not
@@ -459,18 +473,6 @@ impl Pow {
         }
         if self.invalid.contains(&block.header.parent) {
             self.reject(hash, "its parent is invalid".into(), true, out);
-            return;
-        }
-        if block.header.height < self.cfg.first_height {
-            self.reject(
-                hash,
-                format!(
-                    "proof-of-work starts at height {}: block {} is below it",
-                    self.cfg.first_height, block.header.height
-                ),
-                true,
-                out,
-            );
             return;
         }
         if !self.tree.contains_key(&block.header.parent) {

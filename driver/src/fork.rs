@@ -52,11 +52,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             // Keep the fetch marked in flight while this batch goes in.
             self.syncing = Some((from, now_ms + self.cfg.sync_timeout_ms));
         }
-        let count = blocks.len();
-        for block in blocks {
-            self.remember_origin(block.hash(), from);
-            self.feed(now_ms, Input::Block { block })?;
-        }
+        let count = self.feed_blocks(now_ms, from, blocks)?;
         if count > 0 {
             tracing::info!(%from, count, height = self.store.head()?.height, "fetched blocks");
         }
@@ -69,8 +65,22 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(())
     }
 
-    /// A connected peer other than `not`, the next one after it in the
-    /// peer list (sync sources rotate).
+    /// Hands `blocks` from `from` to the engine, each like a gossiped one
+    /// (its sender remembered, to blame or ask); returns how many.
+    pub(crate) fn feed_blocks(
+        &mut self,
+        now_ms: u64,
+        from: P,
+        blocks: Vec<Block>,
+    ) -> Result<usize, DriverError> {
+        let count = blocks.len();
+        for block in blocks {
+            self.remember_origin(block.hash(), from);
+            self.feed(now_ms, Input::Block { block })?;
+        }
+        Ok(count)
+    }
+
     /// A proof-of-work fetch from `peer` went unanswered: ask another peer
     /// at once. Only a new block would otherwise start the next fetch, and
     /// meanwhile the node mines on a branch the network has left (its
@@ -88,6 +98,8 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(())
     }
 
+    /// A connected peer other than `not`, the next one after it in the
+    /// peer list (sync sources rotate).
     fn other_peer(&self, not: P) -> Option<P> {
         let at = self
             .peers

@@ -135,10 +135,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         blocks: Vec<Block>,
         full: bool,
     ) -> Result<(), DriverError> {
-        for block in blocks {
-            self.remember_origin(block.hash(), from);
-            self.feed(now_ms, Input::Block { block })?;
-        }
+        self.feed_blocks(now_ms, from, blocks)?;
         if full {
             let locator = crate::serve::locator(&*self.store)?;
             self.fetch_after(now_ms, from, locator);

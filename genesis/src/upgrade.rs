@@ -80,12 +80,7 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
         .validate()
         .map_err(|e| anyhow!("the upgraded genesis would be invalid: {e}"))?;
     let mut files = vec![main.clone()];
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let home = entry?.path();
-        if !home.join(NodeConfig::FILE).exists() {
-            continue;
-        }
-        let cfg = NodeConfig::load(&home)?;
+    for (home, cfg) in node_homes(dir)? {
         let path = NodeConfig::resolve(&home, &cfg.genesis);
         let same_file = match (path.canonicalize(), main.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
@@ -120,6 +115,20 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The node folders in `dir` (those with a `node.toml`) and their
+/// configurations.
+fn node_homes(dir: &Path) -> Result<Vec<(PathBuf, NodeConfig)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let home = entry?.path();
+        if home.join(NodeConfig::FILE).exists() {
+            let cfg = NodeConfig::load(&home)?;
+            out.push((home, cfg));
+        }
+    }
+    Ok(out)
+}
+
 fn write_atomically(file: &Path, text: &str) -> Result<()> {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
@@ -130,12 +139,7 @@ fn write_atomically(file: &Path, text: &str) -> Result<()> {
 /// validator key is one of `miners`; returns the files changed.
 fn enable_mining(dir: &Path, miners: &[cairn_chain::PublicKey]) -> Result<Vec<PathBuf>> {
     let mut changed = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let home = entry?.path();
-        if !home.join(NodeConfig::FILE).exists() {
-            continue;
-        }
-        let mut cfg = NodeConfig::load(&home)?;
+    for (home, mut cfg) in node_homes(dir)? {
         let Some(key_path) = &cfg.validator_key else {
             continue;
         };
@@ -155,12 +159,7 @@ fn enable_mining(dir: &Path, miners: &[cairn_chain::PublicKey]) -> Result<Vec<Pa
 /// validators: name, key, and the p2p address they listen on.
 fn node_folders(dir: &Path) -> Result<Vec<Validator>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let home = entry?.path();
-        if !home.join(NodeConfig::FILE).exists() {
-            continue;
-        }
-        let cfg = NodeConfig::load(&home)?;
+    for (home, cfg) in node_homes(dir)? {
         let Some(key_path) = &cfg.validator_key else {
             continue;
         };

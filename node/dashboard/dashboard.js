@@ -16,10 +16,12 @@ const state = {
   streamNode: null,
 };
 
-function short(h) { return h ? String(h).slice(0, 12) + "…" : ""; }
+// Everything a node sends goes into the page escaped (the page may be
+// pointed at nodes its reader does not run).
 function esc(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
+function short(h) { return h ? esc(String(h).slice(0, 12)) + "…" : ""; }
 function clock(ms) { return new Date(ms).toLocaleTimeString(); }
 
 async function getJson(url, timeoutMs = 1500) {
@@ -71,11 +73,11 @@ function renderNodes() {
     return `<tr data-node="${esc(n.name)}">
       <td>${esc(n.name)}</td>
       <td class="state state-${n.up ? "up" : "down"}">${n.up ? "up" : "down"}</td>
-      <td class="height">${n.up ? s.height : ""}</td>
+      <td class="height">${n.up ? esc(s.height) : ""}</td>
       <td>${esc(role || "")}</td>
       <td>${esc(turn)}</td>
-      <td>${n.up ? s.peers : ""}</td>
-      <td class="mempool">${n.up ? s.mempool : ""}</td>
+      <td>${n.up ? esc(s.peers) : ""}</td>
+      <td class="mempool">${n.up ? esc(s.mempool) : ""}</td>
       <td>${n.up ? esc(s.engine) : ""}</td></tr>`;
   });
   $("#nodes tbody").innerHTML = rows.join("");
@@ -99,8 +101,8 @@ function onHead(h) {
 function renderBlocks() {
   const latest = [...state.blocks.values()].sort((a, b) => b.height - a.height).slice(0, 12);
   $("#blocks tbody").innerHTML = latest.map((b) => `<tr class="clickable" data-block="${esc(b.hash)}">
-      <td>${b.height}</td><td class="hash">${short(b.hash)}</td>
-      <td class="hash"><a href="#" data-address="${esc(b.proposer)}">${short(b.proposer)}</a></td><td>${b.transactions}</td>
+      <td>${esc(b.height)}</td><td class="hash">${short(b.hash)}</td>
+      <td class="hash"><a href="#" data-address="${esc(b.proposer)}">${short(b.proposer)}</a></td><td>${esc(b.transactions)}</td>
       <td>${clock(b.time_ms)}</td></tr>`).join("");
 }
 
@@ -118,7 +120,7 @@ function renderTxs() {
   const items = [...state.txs.values()].reverse().slice(0, 12);
   $("#txs tbody").innerHTML = items.map((t) => `<tr class="clickable" data-tx="${esc(t.hash)}">
       <td class="hash">${short(t.hash)}</td><td class="status">${esc(t.status)}</td>
-      <td>${t.height ?? ""}</td></tr>`).join("");
+      <td>${esc(t.height ?? "")}</td></tr>`).join("");
 }
 
 function addEvent(ms, text, kind) {

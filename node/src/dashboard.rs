@@ -25,29 +25,30 @@ fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-/// The page and its assets.
+/// The page and its assets: path, content type, body.
+const ASSETS: [(&str, &str, &str); 5] = [
+    ("/", "text/html; charset=utf-8", INDEX),
+    (
+        "/assets/dashboard.js",
+        "text/javascript; charset=utf-8",
+        SCRIPT,
+    ),
+    ("/assets/dashboard.css", "text/css; charset=utf-8", STYLE),
+    (
+        "/assets/uplot.js",
+        "text/javascript; charset=utf-8",
+        UPLOT_JS,
+    ),
+    ("/assets/uplot.css", "text/css; charset=utf-8", UPLOT_CSS),
+];
+
+/// The routes of the page and its assets.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/assets/dashboard.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/assets/dashboard.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-        .route(
-            "/assets/uplot.js",
-            get(|| async { asset("text/javascript; charset=utf-8", UPLOT_JS) }),
-        )
-        .route(
-            "/assets/uplot.css",
-            get(|| async { asset("text/css; charset=utf-8", UPLOT_CSS) }),
-        )
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, kind, body)| {
+            router.route(path, get(move || async move { asset(kind, body) }))
+        })
 }
 
 /// Lets pages of other origins read the API's GET answers (the devnet's

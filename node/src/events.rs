@@ -7,14 +7,19 @@
 //! that falls more than [`QUEUE`] events behind is sent a last `dropped`
 //! event and disconnected: a slow reader costs the node a fixed amount of
 //! memory, never a growing buffer, and never slows the chain. Nothing is
-//! serialised while nobody listens.
+//! serialised while nobody listens; each event is serialised once, for
+//! every subscriber. At most [`MAX_SUBSCRIBERS`] streams are open at once
+//! (an open stream holds one of the API's connections for as long as its
+//! client wants): more are refused.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use cairn_chain::{Block, Hash};
 use cairn_consensus::EngineStatus;
 use futures::stream::Stream;
@@ -25,11 +30,17 @@ use crate::shared::Shared;
 
 /// Events held for the slowest subscriber before it is dropped.
 pub const QUEUE: usize = 4_096;
+/// Most event streams open at once: a quarter of the HTTP API's default
+/// connection limit, so that subscribers cannot take every connection.
+pub const MAX_SUBSCRIBERS: usize = 64;
+
+/// One event: its type and its JSON, built once for every subscriber.
+type Item = Arc<(&'static str, String)>;
 
 /// The node's event queue.
 #[derive(Debug, Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Arc<str>>,
+    tx: broadcast::Sender<Item>,
 }
 
 impl Default for Events {
@@ -55,11 +66,16 @@ impl Events {
         self.tx.receiver_count()
     }
 
-    fn send(&self, kind: &str, mut body: Value) {
+    /// Whether a new stream would pass [`MAX_SUBSCRIBERS`].
+    pub fn full(&self) -> bool {
+        self.subscribers() >= MAX_SUBSCRIBERS
+    }
+
+    fn send(&self, kind: &'static str, mut body: Value) {
         if let Some(map) = body.as_object_mut() {
             map.insert("type".into(), Value::from(kind));
         }
-        let _ = self.tx.send(Arc::from(body.to_string()));
+        let _ = self.tx.send(Arc::new((kind, body.to_string())));
     }
 
     /// `block` became the head: a `head` event, and a `tx` event
@@ -180,28 +196,37 @@ impl Events {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    fn subscribe(&self) -> broadcast::Receiver<Item> {
         self.tx.subscribe()
     }
 }
 
 /// `GET /events`: the event stream, one SSE event per node event (its
 /// `event:` is the type, its `data:` the JSON), until the client leaves
-/// or falls too far behind.
-pub async fn stream(
-    State(s): State<Arc<Shared>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// or falls too far behind; `503` past [`MAX_SUBSCRIBERS`].
+pub async fn stream(State(s): State<Arc<Shared>>) -> Response {
+    if s.events.full() {
+        let body = json!({"error": {
+            "code": "too_many_subscribers",
+            "message": format!("this node serves at most {MAX_SUBSCRIBERS} event streams at once"),
+        }});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     Sse::new(sse(s.events.subscribe()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// The SSE events of `rx`: a subscriber that lagged gets a `dropped` event
 /// and the end of the stream.
-fn sse(rx: broadcast::Receiver<Arc<str>>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn sse(rx: broadcast::Receiver<Item>) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         match rx.recv().await {
-            Ok(text) => Some((Ok(to_event(&text)), Some(rx))),
+            Ok(item) => {
+                let (kind, text) = &*item;
+                Some((Ok(Event::default().event(*kind).data(text)), Some(rx)))
+            }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 let body = json!({
                     "type": "dropped",
@@ -218,14 +243,6 @@ fn sse(rx: broadcast::Receiver<Arc<str>>) -> impl Stream<Item = Result<Event, In
             Err(broadcast::error::RecvError::Closed) => None,
         }
     })
-}
-
-fn to_event(text: &str) -> Event {
-    let kind = serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "event".into());
-    Event::default().event(kind).data(text)
 }
 
 #[cfg(test)]
@@ -264,6 +281,15 @@ mod tests {
             got[1].contains("switch") && got[1].contains("pbft"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn streams_past_the_limit_are_refused_until_one_closes() {
+        let events = Events::new(4);
+        let mut open: Vec<_> = (0..MAX_SUBSCRIBERS).map(|_| events.subscribe()).collect();
+        assert!(events.full());
+        open.pop();
+        assert!(!events.full());
     }
 
     #[test]

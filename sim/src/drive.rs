@@ -33,10 +33,11 @@ impl Sim {
     pub(crate) fn start(&mut self, id: ValidatorId) {
         let seed = rand::Rng::gen(&mut self.rng);
         let head_height = self.nodes[id as usize].height();
-        let (segment, _, end) = self.cfg.segment_at(head_height + 1);
         let mut make = self.segment_starter(id, seed);
-        let (engine, me, peers) = match make(head_height + 1) {
-            Ok(e) => (e.engine, e.me, e.validator_peers),
+        // The starter's segment and end (a run of proof-of-work segments
+        // is one engine, as on the node).
+        let (segment, end, engine, me, peers) = match make(head_height + 1) {
+            Ok(e) => (e.index, e.end, e.engine, e.me, e.validator_peers),
             Err(e) => return self.fail(Violation::Scenario(format!("node {id}: {e}"))),
         };
         let n = &mut self.nodes[id as usize];

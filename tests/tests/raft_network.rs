@@ -182,7 +182,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
     // 4. Transfers sent in a row without --wait each take the nonce after
     // the account's pending ones, and all commit; Raft's are final.
     let faucet_path = faucet.to_str().expect("utf-8 path");
-    let send = |extra: &[&str]| {
+    let send = |url: &str, extra: &[&str]| {
         let mut args = vec![
             "transfer",
             "--key",
@@ -193,11 +193,11 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
             "1",
         ];
         args.extend_from_slice(extra);
-        wallet(urls[0], &args)
+        wallet(url, &args)
     };
     let mut hashes = Vec::new();
     for _ in 0..3 {
-        let (ok, out, err) = send(&[]);
+        let (ok, out, err) = send(urls[0], &[]);
         assert!(ok, "a transfer in a row is refused: {out} {err}");
         let hash = out.trim().strip_prefix("submitted ").expect("a hash");
         hashes.push(hash.to_owned());
@@ -214,7 +214,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         "{out}"
     );
     // A nonce already used: the refusal says what to do.
-    let (ok, _, err) = send(&["--nonce", "0"]);
+    let (ok, _, err) = send(urls[0], &["--nonce", "0"]);
     assert!(!ok && err.contains("Leave out --nonce"), "{err}");
 
     // 5. A transfer replaced by one with a higher fee shows in the event
@@ -226,22 +226,7 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         .expect("pending nonce");
     let gap = (next + 1).to_string();
     let submit = |fee: &str| {
-        let (ok, out, err) = wallet(
-            urls[watched],
-            &[
-                "transfer",
-                "--key",
-                faucet_path,
-                "--to",
-                &alice,
-                "--amount",
-                "1",
-                "--nonce",
-                &gap,
-                "--fee",
-                fee,
-            ],
-        );
+        let (ok, out, err) = send(urls[watched], &["--nonce", &gap, "--fee", fee]);
         assert!(ok, "{out} {err}");
         out.trim()
             .strip_prefix("submitted ")

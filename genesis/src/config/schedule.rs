@@ -88,14 +88,28 @@ impl Genesis {
         out
     }
 
-    /// The segment that rules blocks at `height`.
+    /// The segment that rules blocks at `height` (without building the
+    /// whole schedule: the node asks for every block it applies).
     pub fn segment_at(&self, height: u64) -> Segment<'_> {
-        let segments = self.segments();
-        let i = segments
+        // Upgrades are in height order (validated): those at or below
+        // `height` have taken effect.
+        let i = self.upgrades.partition_point(|u| u.height <= height);
+        let (start, consensus) = match i.checked_sub(1).map(|j| &self.upgrades[j]) {
+            Some(u) => (u.height, &u.consensus),
+            None => (0, &self.consensus),
+        };
+        let validators = self.upgrades[..i]
             .iter()
-            .rposition(|s| s.start <= height)
-            .unwrap_or(0);
-        segments[i]
+            .rev()
+            .find_map(|u| u.validators.as_deref())
+            .unwrap_or(&self.validators);
+        Segment {
+            index: i,
+            start,
+            end: self.upgrades.get(i).map(|u| u.height),
+            consensus,
+            validators,
+        }
     }
 }
 

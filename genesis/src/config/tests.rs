@@ -237,6 +237,7 @@ fn segments_split_the_chain_at_each_upgrade() {
         (u64::MAX, 2),
     ] {
         assert_eq!(g.segment_at(h).index, i, "height {h}");
+        assert_eq!(g.segment_at(h), s[i], "the whole segment at height {h}");
         assert!(g.segment_at(h).contains(h));
     }
     let hashes: std::collections::HashSet<_> = s.iter().map(|s| s.config_hash()).collect();

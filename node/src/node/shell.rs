@@ -223,7 +223,6 @@ impl Shell {
         }
     }
 
-    /// This node's index among the validators of `segment`, if it is one.
     /// Whether segment `index` of the schedule is proof-of-work.
     fn pow_segment(shared: &Shared, index: u64) -> bool {
         shared
@@ -233,6 +232,7 @@ impl Shell {
             .is_some_and(|s| matches!(s.consensus, ConsensusConfig::Pow(_)))
     }
 
+    /// This node's index among the validators of `segment`, if it is one.
     fn index_in(
         segment_keys: &[Vec<PublicKey>],
         segment: u64,
@@ -368,13 +368,8 @@ impl Shell {
                 m.finalized.set(block.header.height as i64);
                 m.blocks.inc();
                 m.transactions.inc_by(block.transactions.len() as u64);
-                let mined = matches!(
-                    self.shared
-                        .genesis
-                        .segment_at(block.header.height)
-                        .consensus,
-                    ConsensusConfig::Pow(_)
-                );
+                let segment = self.shared.genesis.segment_at(block.header.height);
+                let mined = matches!(segment.consensus, ConsensusConfig::Pow(_));
                 self.shared.events.applied(&block, !mined);
                 // A mined block deep enough to count as final in /status.
                 if mined && self.shared.events.wanted() {
@@ -390,7 +385,6 @@ impl Shell {
                 // New proof-of-work parameters: the same engine goes on,
                 // so the driver reports no switch; the first block under
                 // them is the switch.
-                let segment = self.shared.genesis.segment_at(block.header.height);
                 if segment.index as u64 > self.segment && segment.start == block.header.height {
                     self.segment = segment.index as u64;
                     m.switches.inc();
@@ -553,10 +547,14 @@ impl Shell {
                 if let Ok(compact) = CompactBlock::decode(data) {
                     let height = compact.header.height;
                     let segment = self.shared.genesis.segment_at(height);
-                    if segment.index as u64 > self.segment
-                        && matches!(segment.consensus, ConsensusConfig::Pow(_))
-                        && cairn_consensus::pow::check_pow(&compact.header).is_ok()
-                    {
+                    // Work at the segment's minimum at the least: a seal
+                    // of made-up difficulty 1 costs its sender nothing.
+                    let worked = match segment.consensus {
+                        ConsensusConfig::Pow(p) => cairn_consensus::pow::check_pow(&compact.header)
+                            .is_ok_and(|seal| seal.difficulty >= p.min_difficulty),
+                        _ => false,
+                    };
+                    if segment.index as u64 > self.segment && worked {
                         let effects = self.driver.announced(now_ms(), from, height);
                         self.after(effects).await?;
                         return Ok(Verdict::Ignore);
