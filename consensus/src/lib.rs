@@ -95,6 +95,10 @@ pub enum Input {
     /// engine keeps no bodies of canonical blocks: it needs these to switch
     /// back to them.
     Reverted { blocks: Vec<Block> },
+    /// Proof-of-work before a switch to a final engine: the first final
+    /// block names `hash` as its parent; make it the head (a reorganisation
+    /// whatever the work on either side). Other engines ignore it.
+    Adopt { hash: Hash },
 }
 
 /// What an engine asks the driver to do. See the crate docs for the order

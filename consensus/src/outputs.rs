@@ -187,6 +187,7 @@ mod raft {
             full_block: 1000,
             max_uncommitted: 1,
             seed: 42,
+            any_parent_at: None,
         }
     }
 
@@ -416,6 +417,7 @@ mod pbft {
         let k = keys();
         let cfg = PbftConfig {
             first_height: 0,
+            any_first_parent: false,
             me,
             validators: k
                 .iter()
@@ -693,6 +695,7 @@ mod pbft {
         let k = keys();
         let cfg = PbftConfig {
             first_height: 0,
+            any_first_parent: false,
             me: 1,
             validators: k.iter().map(SecretKey::public_key).collect(),
             key: k[1].clone(),
@@ -759,6 +762,7 @@ mod pow {
             },
             first_height: 1,
             later: Vec::new(),
+            last_height: None,
             max_future_drift_ms: 15_000,
             mining,
             template_refresh_ms: 500,

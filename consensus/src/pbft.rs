@@ -73,6 +73,10 @@ pub struct PbftConfig {
     /// schedule (0 for the genesis engine): a head below it is the last
     /// block of the previous segment, and the engine starts at view 0.
     pub first_height: u64,
+    /// Whether the block at `first_height` may name any parent: the
+    /// previous segment is proof-of-work, whose branches may still compete
+    /// at the height before (the driver makes the one named the head).
+    pub any_first_parent: bool,
     pub me: ValidatorId,
     /// The validator set, in genesis order.
     pub validators: Vec<PublicKey>,
@@ -305,9 +309,19 @@ impl Pbft {
         self.cfg.view_timeout_ms << self.failed_views.min(MAX_BACKOFF)
     }
 
+    /// Whether the next block is the first after proof-of-work: it settles
+    /// which branch the chain keeps, and is made even without
+    /// transactions (the mined blocks' transfers wait for it).
+    fn settling(&self) -> bool {
+        self.cfg.any_first_parent && self.height() == self.cfg.first_height
+    }
+
     /// Starts the view-change timer if there is work and none runs.
     fn arm_timer(&mut self) {
-        let work = self.proposal.is_some() || self.txs_available > 0 || self.changing_to.is_some();
+        let work = self.proposal.is_some()
+            || self.txs_available > 0
+            || self.changing_to.is_some()
+            || self.settling();
         if work && self.deadline.is_none() {
             self.deadline = Some(self.now + self.timeout());
         }
@@ -477,7 +491,7 @@ impl Pbft {
                 block_view(&block.header.engine_data)
             ));
         }
-        if block.header.height != height || block.header.parent != self.head_hash {
+        if block.header.height != height || !self.parent_ok(&block.header) {
             return Err(format!(
                 "pre-prepare of a block that is not a child of {}",
                 self.head_hash
@@ -757,6 +771,17 @@ impl Pbft {
         self.record_view_change(vc, out);
     }
 
+    /// Whether 2f+1 validators (this one included) asked for `view` or a
+    /// later one.
+    fn view_change_quorum(&self, view: u64) -> bool {
+        let voters: BTreeSet<ValidatorId> = self
+            .view_changes
+            .range(view..)
+            .flat_map(|(_, vcs)| vcs.keys().copied())
+            .collect();
+        voters.len() >= self.quorum()
+    }
+
     fn on_view_change(
         &mut self,
         from: ValidatorId,
@@ -966,7 +991,7 @@ impl Pbft {
             if self.now < self.next_block_at && self.txs_available < self.cfg.full_block.max(1) {
                 return;
             }
-            if self.txs_available == 0 && !self.cfg.empty_blocks {
+            if self.txs_available == 0 && !self.cfg.empty_blocks && !self.settling() {
                 return;
             }
         }
@@ -979,6 +1004,15 @@ impl Pbft {
             engine_data: view_data(self.view),
             uncommitted: Vec::new(),
         });
+    }
+
+    /// Whether `header` names the right parent: the head, or any block at
+    /// the height before a first block that may name any.
+    fn parent_ok(&self, header: &cairn_chain::Header) -> bool {
+        header.parent == self.head_hash
+            || (self.cfg.any_first_parent
+                && header.height == self.cfg.first_height
+                && header.height == self.height())
     }
 
     fn send_pre_prepare(&mut self, block: Block, out: &mut Vec<Action>) {
@@ -1006,7 +1040,7 @@ impl Pbft {
         }
         self.building = false;
         if !self.is_primary()
-            || block.header.parent != self.head_hash
+            || !self.parent_ok(&block.header)
             || block.header.height != self.height()
         {
             return;
@@ -1015,9 +1049,36 @@ impl Pbft {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if self.settling() {
+            self.arm_timer();
+        }
         if let Some(d) = self.deadline {
             if self.now >= d {
                 self.deadline = None;
+                if let Some(view) = self.changing_to.filter(|v| !self.view_change_quorum(*v)) {
+                    // Too few validators want this view yet (the paper's
+                    // rule: a replica moves on from view v+1 only once 2f+1
+                    // asked for it). A validator that timed out alone —
+                    // cut off, or the only one with work — would otherwise
+                    // run views ahead of the others for as long as it was
+                    // alone, and after the cut heals each would time out
+                    // into the next view in step, never meeting. It asks
+                    // again (its last message may have been lost) and
+                    // waits; the others' timeouts or the f+1 rule bring
+                    // them to it.
+                    let vc = ViewChange::sign(
+                        &self.cfg.network,
+                        &self.cfg.key,
+                        view,
+                        self.height(),
+                        self.votes.prepared.clone(),
+                        self.cfg.me,
+                    );
+                    self.broadcast(out, PbftMessage::ViewChange(vc));
+                    self.deadline = Some(self.now + self.timeout());
+                    self.maybe_propose(out);
+                    return;
+                }
                 let next = self.changing_to.unwrap_or(self.view) + 1;
                 // The height may be final elsewhere without this validator
                 // hearing of it: it learns so from messages of the next
@@ -1134,7 +1195,10 @@ impl ConsensusEngine for Pbft {
             }
             Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
             // Proof-of-work inputs.
-            Input::Block { .. } | Input::BlockRejected { .. } | Input::Reverted { .. } => {}
+            Input::Block { .. }
+            | Input::BlockRejected { .. }
+            | Input::Reverted { .. }
+            | Input::Adopt { .. } => {}
             Input::BlockValidated { hash, valid } => self.on_validated(hash, valid, &mut out),
             Input::Committed {
                 height,

@@ -38,6 +38,12 @@
 //! the change, and from its height the difficulty restarts at the new
 //! initial one and retargets by the new rule, its windows counted from
 //! there.
+//!
+//! **Before a switch** to a final engine at height H
+//! ([`PowConfig::last_height`] = H−1), no block at H or above is valid and
+//! mining stops once the head is at H−1. Branches may still compete at
+//! H−1: the final engine's first block names one of them as its parent,
+//! and [`Input::Adopt`] moves the head onto it whatever its work.
 
 pub mod work;
 
@@ -95,6 +101,9 @@ pub struct PowConfig {
     /// Rules that take over from later heights (upgrades to proof-of-work
     /// with new parameters), in height order.
     pub later: Vec<(u64, RetargetRule)>,
+    /// The last height mined, where the schedule switches to a final
+    /// engine after it.
+    pub last_height: Option<u64>,
     pub max_future_drift_ms: u64,
     /// Whether this node mines.
     pub mining: bool,
@@ -430,6 +439,18 @@ impl Pow {
             );
             return;
         }
+        if let Some(last) = self.cfg.last_height.filter(|l| block.header.height > *l) {
+            self.reject(
+                hash,
+                format!(
+                    "proof-of-work ends at height {last}: block {} is past it",
+                    block.header.height
+                ),
+                true,
+                out,
+            );
+            return;
+        }
         // The proof of work first: it is what makes the rest worth checking,
         // and it must be worth something — a seal below the chain's minimum
         // is invalid anywhere, one far below the head's difficulty is not
@@ -658,6 +679,11 @@ impl Pow {
     /// Moves the head to the best block, if that is another one.
     fn choose_head(&mut self, out: &mut Vec<Action>) {
         let best = self.best();
+        self.move_head(best, out);
+    }
+
+    /// Moves the head to `best`, if that is another block of the tree.
+    fn move_head(&mut self, best: Hash, out: &mut Vec<Action>) {
         if best == self.head {
             return;
         }
@@ -792,6 +818,9 @@ impl Pow {
             return;
         };
         let height = head.header.height + 1;
+        if self.cfg.last_height.is_some_and(|last| height > last) {
+            return;
+        }
         self.build_asked = Some(self.now);
         out.push(Action::BuildBlock {
             parent: self.head,
@@ -935,6 +964,13 @@ impl ConsensusEngine for Pow {
                             e.body = Some(b);
                         }
                     }
+                }
+            }
+            // The final engine after this one named a block of the tree
+            // as its first block's parent: follow it, whatever its work.
+            Input::Adopt { hash } => {
+                if self.tree.contains_key(&hash) {
+                    self.move_head(hash, &mut out);
                 }
             }
             // No consensus messages, no validation round trips, no final

@@ -64,6 +64,10 @@ pub struct RaftConfig {
     pub max_uncommitted: usize,
     /// Seeds the election-timeout randomness.
     pub seed: u64,
+    /// The height whose block may name any parent: the first of a segment
+    /// after proof-of-work, whose branches may still compete at the height
+    /// before (the driver makes the one named the head).
+    pub any_parent_at: Option<u64>,
 }
 
 /// Raft's messages.
@@ -258,7 +262,9 @@ impl Raft {
             }
             let Ok(block) = Block::decode(v) else { break };
             let expected = committed.index + 1 + tail.len() as u64;
-            if block.header.height != expected || block.header.parent != prev_hash {
+            if block.header.height != expected
+                || (block.header.parent != prev_hash && cfg.any_parent_at != Some(expected))
+            {
                 break;
             }
             prev_hash = block.hash();
@@ -583,8 +589,11 @@ impl Raft {
             .last()
             .is_some_and(|b| block_term(&b.header.engine_data) < self.term);
         let room = self.tail.len() < self.cfg.max_uncommitted.max(1);
-        let wanted =
-            earlier_terms_pending || (room && (self.txs_available > 0 || self.cfg.empty_blocks));
+        // The first block after proof-of-work settles which branch the
+        // chain keeps: it is made even without transactions.
+        let settling = self.cfg.any_parent_at == Some(self.last_index() + 1);
+        let wanted = earlier_terms_pending
+            || (room && (self.txs_available > 0 || self.cfg.empty_blocks || settling));
         if !wanted {
             return;
         }
@@ -601,13 +610,21 @@ impl Raft {
         });
     }
 
+    /// Whether `header` names the last entry as its parent (any block at
+    /// the height before, for the block at [`RaftConfig::any_parent_at`]).
+    fn parent_ok(&self, header: &cairn_chain::Header) -> bool {
+        header.parent == self.last_hash()
+            || (self.cfg.any_parent_at == Some(header.height)
+                && header.height == self.last_index() + 1)
+    }
+
     fn on_block_built(&mut self, block: Block, out: &mut Vec<Action>) {
         if self.role != Role::Leader || !self.building {
             return;
         }
         self.building = false;
         self.build_asked = None;
-        if block.header.parent != self.last_hash()
+        if !self.parent_ok(&block.header)
             || block.header.height != self.last_index() + 1
             || block_term(&block.header.engine_data) != self.term
         {
@@ -779,7 +796,7 @@ impl Raft {
                 }
                 None => {}
             }
-            if block.header.height != index || block.header.parent != self.last_hash() {
+            if block.header.height != index || !self.parent_ok(&block.header) {
                 // A leader never sends this; refuse rather than store it.
                 break;
             }
@@ -1008,7 +1025,10 @@ impl ConsensusEngine for Raft {
             }
             Input::BlockBuilt { block } => self.on_block_built(block, &mut out),
             // Proof-of-work inputs.
-            Input::Block { .. } | Input::BlockRejected { .. } | Input::Reverted { .. } => {}
+            Input::Block { .. }
+            | Input::BlockRejected { .. }
+            | Input::Reverted { .. }
+            | Input::Adopt { .. } => {}
             // Under Raft's crash-fault model followers accept the leader's
             // blocks; they are executed and checked when committed.
             Input::BlockValidated { .. } => {}

@@ -44,6 +44,20 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         engine_data: Vec<u8>,
         uncommitted: Vec<Block>,
     ) -> Result<Vec<Input>, DriverError> {
+        let mut parent = parent;
+        if let Some(first) = uncommitted.first() {
+            // A log whose first block names another branch's block than
+            // the head: the head moves there first.
+            if self.needs_settling(first)? {
+                self.settle_on(now_ms, first.header.parent, None)?;
+                return Ok(Vec::new());
+            }
+        } else if self.open_parent == Some(height) {
+            // The first block after proof-of-work goes on this node's head,
+            // whichever branch's block at the height before the engine
+            // started on.
+            parent = self.store.head_hash()?;
+        }
         let block = match self.build(now_ms, parent, height, engine_data, &uncommitted) {
             Ok(block) => block,
             Err(BlockProblem::Driver(e)) => return Err(e),

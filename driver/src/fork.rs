@@ -74,7 +74,21 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         blocks: Vec<Block>,
     ) -> Result<usize, DriverError> {
         let count = blocks.len();
-        for block in blocks {
+        let mut blocks = blocks.into_iter();
+        while let Some(block) = blocks.next() {
+            if self.final_blocks() || self.past_segment(block.header.height) {
+                // Past the end of proof-of-work: final blocks, for block
+                // sync once the head is at the end (they prove their
+                // finality there); for a later fetch otherwise.
+                if self.switch_if_due()? {
+                    self.feed(now_ms, Input::Tick)?;
+                }
+                if self.final_blocks() {
+                    let rest = std::iter::once(block).chain(blocks).collect();
+                    self.import(now_ms, from, rest)?;
+                }
+                break;
+            }
             self.remember_origin(block.hash(), from);
             self.feed(now_ms, Input::Block { block })?;
         }

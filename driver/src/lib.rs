@@ -27,6 +27,7 @@ mod fork;
 pub mod mempool;
 mod segments;
 pub mod serve;
+mod settle;
 pub mod start;
 mod sync;
 #[cfg(test)]
@@ -267,6 +268,11 @@ pub struct Driver<S: ChainStore, P: Peer> {
     /// how to start the next segment's engine.
     segment_end: Option<u64>,
     segment_start: Option<SegmentStart<P>>,
+    /// The first height of the engine's segment when the segment before
+    /// is proof-of-work: its block may name any parent (see `settle`).
+    open_parent: Option<u64>,
+    /// What waits for the head to become such a block's parent.
+    settle: Option<settle::Settle<P>>,
 }
 
 impl<S: ChainStore, P: Peer> std::fmt::Debug for Driver<S, P> {
@@ -318,6 +324,8 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             diverged: None,
             segment_end: None,
             segment_start: None,
+            open_parent: None,
+            settle: None,
         }
     }
 
@@ -393,6 +401,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 self.fetch_elsewhere(now_ms, peer)?;
             }
         }
+        if self.settle.is_some() {
+            if self.open_parent.is_none_or(|open| self.store.head().is_ok_and(|h| h.height >= open)) {
+                self.settle = None;
+            } else if self.syncing.is_none() {
+                self.settle_fetch(now_ms, None)?;
+            }
+        }
         if self.timer.is_some_and(|at| at <= now_ms) {
             self.timer = None;
         }
@@ -442,7 +457,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         segment: u64,
         msg: ConsensusMessage,
     ) -> Result<Vec<Effect<P>>, DriverError> {
-        if segment > self.segment {
+        if segment > self.segment && !self.final_blocks() {
+            // A proof-of-work node behind a switch to a final engine: the
+            // rest of the mined chain, and the final blocks after it, come
+            // by locator.
+            if self.syncing.is_none() {
+                let locator = serve::locator(&*self.store)?;
+                self.fetch_after(now_ms, origin, locator);
+            }
+        } else if segment > self.segment {
             self.sync_from_any(now_ms, Some(origin), None)?;
         } else if segment == self.segment && Some(from) != self.cfg.me {
             self.feed(now_ms, Input::Message { from, msg })?;
@@ -606,7 +629,9 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         if self.syncing.map(|(p, _)| p) != Some(from) {
             return Ok(self.done());
         }
-        if self.final_blocks() {
+        if self.settle.is_some() {
+            self.settle_blocks(now_ms, from, blocks)?;
+        } else if self.final_blocks() {
             self.import(now_ms, from, blocks)?;
         } else {
             self.fork_blocks(now_ms, from, blocks)?;
@@ -687,6 +712,19 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             } => return self.on_build(now_ms, parent, height, engine_data, uncommitted),
             Action::Commit { blocks } => {
                 for block in blocks {
+                    let waiting = self.settle.as_ref().filter(|s| !s.commits.is_empty());
+                    if let Some(parent) = waiting.map(|s| s.parent) {
+                        self.settle_on(now_ms, parent, None)?
+                            .commits
+                            .push((block, false));
+                        continue;
+                    }
+                    if self.needs_settling(&block)? {
+                        self.settle_on(now_ms, block.header.parent, None)?
+                            .commits
+                            .push((block, false));
+                        continue;
+                    }
                     if self.past_segment(block.header.height) {
                         tracing::error!(
                             height = block.header.height,
@@ -708,6 +746,16 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             Action::SetTimer { at_ms } => self.timer = Some(at_ms),
             Action::ValidateBlock { block } => {
                 let hash = block.hash();
+                if self.needs_settling(&block)? {
+                    let fixed = self.settle.as_ref().filter(|s| !s.commits.is_empty());
+                    if fixed.is_some_and(|s| s.parent != block.header.parent) {
+                        tracing::warn!(%hash, "a proposal on another parent than the final block's");
+                        return Ok(vec![Input::BlockValidated { hash, valid: false }]);
+                    }
+                    let parent = block.header.parent;
+                    self.settle_on(now_ms, parent, None)?.validate = Some(block);
+                    return Ok(Vec::new());
+                }
                 let checked = if self.past_segment(block.header.height) {
                     Err(blocks::BlockProblem::PastSegment)
                 } else {

@@ -16,8 +16,9 @@
 //! block was appended commits that block through a marker of its term,
 //! and the driver commits up to the segment's end and no further.
 //!
-//! Proof-of-work segments are not switched from or to here yet: the
-//! shells refuse such schedules at start.
+//! Into proof-of-work, the engine starts on the final block at the end of
+//! the old segment. Out of it, the competing branches at the segment's
+//! last height are settled by the new engine's first block (`settle`).
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,9 @@ pub struct SegmentEngine<P> {
     pub observer_check: Option<FinalityCheck>,
     /// The first height of the next segment, if one is scheduled.
     pub end: Option<u64>,
+    /// The segment's first height if its first block may name any parent
+    /// (the segment before is proof-of-work; see `settle`).
+    pub open_parent: Option<u64>,
 }
 
 impl<P: std::fmt::Debug> std::fmt::Debug for SegmentEngine<P> {
@@ -93,8 +97,16 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// `end`; `start` starts the next ones.
     pub fn with_segments(mut self, index: u64, end: Option<u64>, start: SegmentStart<P>) -> Self {
         self.segment = index;
+        self.settle = None;
         self.segment_end = end;
         self.segment_start = Some(start);
+        self
+    }
+
+    /// The first block of the engine's segment may name any parent at
+    /// the height before (`height`: the segment before is proof-of-work).
+    pub fn with_open_parent(mut self, height: Option<u64>) -> Self {
+        self.open_parent = height;
         self
     }
 
@@ -128,6 +140,8 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         self.validator_peers = next.validator_peers;
         self.observer_check = next.observer_check;
         self.segment_end = next.end;
+        self.open_parent = next.open_parent;
+        self.settle = None;
         self.in_flight.clear();
         self.timer = None;
         self.leading = false;

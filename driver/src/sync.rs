@@ -62,6 +62,24 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 });
                 return Ok(());
             }
+            if self.needs_settling(&block)? {
+                // The first final block after proof-of-work, on another
+                // branch than this node's: it and the blocks after it
+                // (each proving its finality) wait for the head to move
+                // to its parent.
+                let mut waiting = vec![(block, true)];
+                for b in blocks.by_ref() {
+                    if self.verify_final(&b).is_err() {
+                        break;
+                    }
+                    waiting.push((b, true));
+                }
+                let parent = waiting[0].0.header.parent;
+                self.settle_on(now_ms, parent, Some(from))?
+                    .commits
+                    .extend(waiting);
+                return Ok(());
+            }
             let (height, hash, engine_data) = (
                 block.header.height,
                 block.hash(),

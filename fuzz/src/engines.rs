@@ -149,6 +149,7 @@ fn raft(me: u32) -> Raft {
         full_block: 100,
         max_uncommitted: 3,
         seed: u64::from(me),
+        any_parent_at: None,
     };
     let head = CommittedHead {
         index: 0,
@@ -166,6 +167,7 @@ fn pbft(me: u32) -> Pbft {
     let v = fixtures::validators();
     let cfg = PbftConfig {
         first_height: 0,
+        any_first_parent: false,
         me,
         validators: v.publics.clone(),
         key: v.keys[me as usize].clone(),
@@ -215,6 +217,7 @@ pub fn pow_status(data: &[u8]) -> EngineStatus {
         },
         first_height: 1,
         later: Vec::new(),
+        last_height: None,
         max_future_drift_ms: 15_000,
         mining: true,
         template_refresh_ms: 500,

@@ -85,8 +85,6 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     let config = NodeConfig::load(home)?;
     let genesis_path = NodeConfig::resolve(home, &config.genesis);
     let genesis = Genesis::load(&genesis_path)?;
-    segment::check_schedule(&genesis)
-        .with_context(|| format!("cannot run {}", genesis_path.display()))?;
     let genesis_hash = genesis.hash();
     let (genesis_block, genesis_state) = genesis.build();
 
@@ -164,6 +162,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     };
     let segment_keys = segments.keys();
     let first = segments.start(store.head()?.height + 1)?;
+    let open_parent = first.open_parent;
     let (segment, segment_end, me, engine, validator_peers, observer_check) = (
         first.index,
         first.end,
@@ -305,7 +304,8 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         segment,
         segment_end,
         Box::new(move |height| segments.start(height).map_err(|e| format!("{e:#}"))),
-    );
+    )
+    .with_open_parent(open_parent);
     if let Some(check) = observer_check {
         driver = driver.with_observer_check(check);
     }

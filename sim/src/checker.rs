@@ -186,6 +186,16 @@ impl Checker {
         height
             .checked_sub(1)
             .and_then(|i| self.finals.get(i as usize).copied())
+            .filter(|h| *h != Hash::ZERO)
+    }
+
+    /// The heights below `height` were mined (a proof-of-work segment
+    /// before a final engine): none of them is final, and the first final
+    /// block may come at `height`.
+    pub(crate) fn mined_below(&mut self, height: u64) {
+        while (self.finals.len() as u64) + 1 < height {
+            self.finals.push(Hash::ZERO);
+        }
     }
 }
 

@@ -36,8 +36,15 @@ impl Sim {
         let mut make = self.segment_starter(id, seed);
         // The starter's segment and end (a run of proof-of-work segments
         // is one engine, as on the node).
-        let (segment, end, engine, me, peers) = match make(head_height + 1) {
-            Ok(e) => (e.index, e.end, e.engine, e.me, e.validator_peers),
+        let (segment, end, engine, me, peers, open) = match make(head_height + 1) {
+            Ok(e) => (
+                e.index,
+                e.end,
+                e.engine,
+                e.me,
+                e.validator_peers,
+                e.open_parent,
+            ),
             Err(e) => return self.fail(Violation::Scenario(format!("node {id}: {e}"))),
         };
         let n = &mut self.nodes[id as usize];
@@ -61,8 +68,11 @@ impl Sim {
             Mempool::new(chain.params.chain_id.clone(), 100_000, 1_000)
                 .with_clock(Arc::new(move || clock.load(Ordering::Relaxed))),
         ));
-        n.driver =
-            Some(Driver::new(cfg, store, pool, engine, peers).with_segments(segment, end, make));
+        n.driver = Some(
+            Driver::new(cfg, store, pool, engine, peers)
+                .with_segments(segment, end, make)
+                .with_open_parent(open),
+        );
         n.wake = None;
         n.reverted = 0;
         let incarnation = n.incarnation;
@@ -104,12 +114,19 @@ impl Sim {
             let (mut segment, mut first_height, mut end) = sim_cfg.segment_at(height);
             // As the node does: consecutive proof-of-work segments (the
             // last ones) are one engine, from the first of them on.
-            if let Some(pow) = sim_cfg.pow.filter(|_| sim_cfg.pow_at(height)) {
+            let mined = sim_cfg.pow_at(height);
+            if let Some(pow) = sim_cfg.pow.filter(|_| mined) {
                 (segment, first_height, _) = sim_cfg.segment_at(pow.from_height);
-                end = None;
+                end = pow.to_height;
             }
-            let persisted =
-                cairn_driver::segment_state(&*store, segment).map_err(|e| e.to_string())?;
+            // Proof-of-work persists nothing (and is started again to check
+            // a branch while the next engine runs, whose state stays).
+            let persisted = if mined {
+                Default::default()
+            } else {
+                cairn_driver::segment_state(&*store, segment).map_err(|e| e.to_string())?
+            };
+            let after_pow = !mined && first_height > 0 && sim_cfg.pow_at(first_height - 1);
             let head = match store.head_hash().and_then(|h| store.block(&h)) {
                 Ok(Some(b)) => b,
                 other => return Err(format!("cannot read the head: {other:?}")),
@@ -120,6 +137,8 @@ impl Sim {
                 let inner = factory(&EngineSetup {
                     segment,
                     first_height,
+                    last_height: if mined { end.map(|e| e - 1) } else { None },
+                    after_pow,
                     set: &set,
                     me,
                     validators: set.len() as u32,
@@ -143,6 +162,7 @@ impl Sim {
                 validator_peers: set.iter().copied().map(Some).collect(),
                 observer_check: None,
                 end,
+                open_parent: after_pow.then_some(first_height),
             })
         })
     }
@@ -368,8 +388,20 @@ impl Sim {
             self.observe_confirmed(node);
             return;
         }
+        if self.cfg.pow_at(block.header.height.saturating_sub(1)) {
+            self.checker.mined_below(block.header.height);
+        }
         if let Err(v) = self.checker.on_final(node, block) {
             self.fail(v);
+        }
+        // The first final block after proof-of-work settles the mined
+        // blocks below it: a client sees their transfers final.
+        if let Some(pow) = self.cfg.pow.filter(|p| p.to_height == Some(block.header.height)) {
+            for h in pow.from_height.max(1)..block.header.height {
+                if let Ok(Some(b)) = self.nodes[node as usize].store.block_at(h) {
+                    self.client.observe(node, &b);
+                }
+            }
         }
         self.client.observe(node, block);
     }

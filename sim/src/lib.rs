@@ -64,6 +64,12 @@ pub struct EngineSetup<'a> {
     /// genesis engine) and its first height.
     pub segment: u64,
     pub first_height: u64,
+    /// The last height of a proof-of-work engine's run, where a final
+    /// engine follows it.
+    pub last_height: Option<u64>,
+    /// Whether the segment before is proof-of-work (the first block may
+    /// name any of its branches' blocks as its parent).
+    pub after_pow: bool,
     /// The segment's validators, as node ids (`me` indexes this list).
     pub set: &'a [ValidatorId],
     pub me: ValidatorId,
@@ -109,7 +115,8 @@ pub struct SimConfig {
 impl SimConfig {
     /// Whether the block at `height` is mined (proof-of-work), not final.
     pub fn pow_at(&self, height: u64) -> bool {
-        self.pow.is_some_and(|p| height >= p.from_height)
+        self.pow
+            .is_some_and(|p| height >= p.from_height && p.to_height.is_none_or(|t| height < t))
     }
 
     pub fn new(seed: u64, validators: u32) -> Self {
@@ -580,7 +587,7 @@ impl Sim {
             for b in chain
                 .iter()
                 .skip(1)
-                .take_while(|b| !self.cfg.pow_at(b.header.height))
+                .filter(|b| !self.cfg.pow_at(b.header.height))
             {
                 if self.checker.final_at(b.header.height) != Some(b.hash()) {
                     return Err(Violation::Agreement {
@@ -594,6 +601,23 @@ impl Sim {
         }
         for ack in &self.client.acks {
             if self.cfg.pow_at(ack.height) {
+                // Confirmed on a mined block before a switch to a final
+                // engine: in every chain that passed the switch.
+                let end = self.cfg.pow.and_then(|p| p.to_height);
+                for (node, chain) in self.nodes.iter().zip(&chains) {
+                    let passed = end.is_some_and(|end| chain.len() as u64 > end);
+                    if passed
+                        && !chain
+                            .iter()
+                            .any(|b| b.transactions.iter().any(|t| t.hash() == ack.tx))
+                    {
+                        return Err(Violation::LostTransaction {
+                            tx: ack.tx,
+                            height: ack.height,
+                            node: node.id,
+                        });
+                    }
+                }
                 continue;
             }
             for (node, chain) in self.nodes.iter().zip(&chains) {
@@ -611,7 +635,7 @@ impl Sim {
                 }
             }
         }
-        if self.cfg.pow.is_some() {
+        if self.cfg.pow.is_some_and(|p| p.to_height.is_none()) {
             return self.finish_pow();
         }
         Ok(())

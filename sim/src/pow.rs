@@ -21,6 +21,8 @@ pub struct PowSim {
     /// The first mined height: 1, or the height of a scheduled switch to
     /// proof-of-work (the blocks below it are final).
     pub from_height: u64,
+    /// The first height after it, where a final engine takes over.
+    pub to_height: Option<u64>,
     /// Simulated milliseconds per hash attempt, per miner.
     pub hash_ms: u64,
     /// A client sees its transfer committed once it has this many
@@ -53,7 +55,7 @@ impl Sim {
             return;
         };
         // Blocks below the switch were final, and seen so.
-        if h >= pow.from_height.max(1) {
+        if h >= pow.from_height.max(1) && self.cfg.pow_at(h) {
             if let Ok(Some(block)) = n.store.block_at(h) {
                 self.client.observe(node, &block);
             }

@@ -56,6 +56,7 @@ fn block(height: u64, parent: Hash, tag: u8) -> Block {
 fn engine(me: u32, keys: &[SecretKey]) -> Pbft {
     let cfg = PbftConfig {
         first_height: 0,
+        any_first_parent: false,
         me,
         validators: publics(keys),
         key: keys[me as usize].clone(),

@@ -18,6 +18,7 @@ fn config(mining: bool) -> PowConfig {
         rule: rule(),
         first_height: 1,
         later: Vec::new(),
+        last_height: None,
         max_future_drift_ms: 15_000,
         mining,
         template_refresh_ms: 500,

@@ -18,6 +18,7 @@ fn cfg(me: u32, n: u32) -> RaftConfig {
         full_block: 1000,
         max_uncommitted: 1,
         seed: 42,
+        any_parent_at: None,
     }
 }
 

@@ -40,25 +40,6 @@ fn is_pow(segment: &Segment<'_>) -> bool {
     matches!(segment.consensus, ConsensusConfig::Pow(_))
 }
 
-/// Whether this node can run `genesis`'s schedule: it switches to
-/// proof-of-work (and to proof-of-work with new parameters), not from it
-/// to Raft or PBFT yet.
-pub(super) fn check_schedule(genesis: &Genesis) -> Result<()> {
-    let segments = genesis.segments();
-    if let Some(w) = segments
-        .windows(2)
-        .find(|w| is_pow(&w[0]) && !is_pow(&w[1]))
-    {
-        bail!(
-            "the schedule in genesis.json switches from proof-of-work to {} at height {}: this \
-             version switches to proof-of-work, not from it",
-            w[1].consensus.kind(),
-            w[1].start
-        );
-    }
-    Ok(())
-}
-
 fn retarget_rule(p: &cairn_genesis::PowParams) -> cairn_consensus::pow::RetargetRule {
     cairn_consensus::pow::RetargetRule {
         target_block_time_ms: p.target_block_time_ms,
@@ -145,7 +126,17 @@ impl Segments {
             .and_then(|k| keys.iter().position(|p| *p == k.public_key()))
             .map(|i| i as u32);
         let network = network_of(self.genesis_hash, &segment);
-        let persisted = segment_state(&*self.store, segment.index as u64)?;
+        // Proof-of-work persists nothing; its engine is also started to
+        // check a branch at the end of its segment while the next
+        // segment's engine runs, whose state stays.
+        let persisted = if is_pow(&segment) {
+            Default::default()
+        } else {
+            segment_state(&*self.store, segment.index as u64)?
+        };
+        // The first block after proof-of-work may name any of the
+        // branches that compete at the height before.
+        let after_pow = segment.index > 0 && is_pow(&segments[segment.index - 1]);
         let head = self.store.head()?;
         let engine: Option<Box<dyn ConsensusEngine>> = match (segment.consensus, me) {
             // Every proof-of-work node follows the most-work chain,
@@ -162,6 +153,7 @@ impl Segments {
                     rule: retarget_rule(p),
                     first_height: segment.start.max(1),
                     later,
+                    last_height: end.map(|e| e - 1),
                     max_future_drift_ms: p.max_future_drift_ms,
                     mining: self.mining,
                     template_refresh_ms: 1_000,
@@ -189,6 +181,7 @@ impl Segments {
                     // Differs per node and per start: a restarted node must
                     // not replay the same timeouts as before its crash.
                     seed: u64::from_le_bytes(seed) ^ now_ms(),
+                    any_parent_at: after_pow.then_some(segment.start),
                 };
                 // The last block of the previous segment is the base of
                 // term 0.
@@ -210,6 +203,7 @@ impl Segments {
                 };
                 let cfg = PbftConfig {
                     first_height: segment.start,
+                    any_first_parent: after_pow,
                     me,
                     validators: keys.clone(),
                     key,
@@ -244,6 +238,7 @@ impl Segments {
                 .collect(),
             observer_check,
             end,
+            open_parent: after_pow.then_some(segment.start),
         })
     }
 }

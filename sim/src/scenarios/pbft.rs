@@ -32,6 +32,7 @@ fn byzantine_factory(
     Arc::new(move |s| {
         let cfg = PbftConfig {
             first_height: s.first_height,
+            any_first_parent: s.after_pow,
             me: s.me,
             validators: s
                 .set

@@ -46,6 +46,7 @@ fn factory_with(later: Vec<(u64, RetargetRule)>) -> EngineFactory {
             // After a switch, mining starts at its height.
             first_height: s.first_height.max(1),
             later: later.clone(),
+            last_height: s.last_height,
             max_future_drift_ms: 15_000,
             // Every node but the last mines.
             mining: s.me + 1 < s.validators,
@@ -69,6 +70,7 @@ fn sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig) -> Sim {
 pub(super) fn pow_sim(from_height: u64) -> PowSim {
     PowSim {
         from_height,
+        to_height: None,
         hash_ms: 10,
         confirmations: CONFIRMATIONS,
         clock_skew_ms: 2_000,

@@ -54,6 +54,7 @@ pub(super) fn factory(p: Params) -> EngineFactory {
             full_block: 1_000,
             max_uncommitted: p.max_uncommitted,
             seed: s.seed,
+            any_parent_at: s.after_pow.then_some(s.first_height),
         };
         // The last block of the previous segment is the base of term 0.
         let term = if s.head.header.height >= s.first_height {

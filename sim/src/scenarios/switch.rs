@@ -50,6 +50,97 @@ fn to_pow_engine_of(segment: u64) -> &'static str {
         .unwrap_or("pow")
 }
 
+/// Proof-of-work from genesis, then `bft` ("pbft" or "raft").
+fn from_pow_factory(bft: &'static str) -> EngineFactory {
+    let raft = raft::factory(raft::NODE);
+    let pbft = pbft::factory();
+    let pow = pow::factory();
+    Arc::new(move |s| match (s.segment, bft) {
+        (0, _) => pow(s),
+        (_, "raft") => raft(s),
+        _ => pbft(s),
+    })
+}
+
+/// Proof-of-work up to `switch`, then `bft`.
+fn from_pow_sim(seed: u64, nodes: u32, opts: Options, switch: u64, bft: &'static str) -> Sim {
+    let mut cfg = SimConfig::with_options(seed, nodes, opts);
+    cfg.link = LinkConfig::lossy();
+    cfg.schedule = vec![switch];
+    cfg.pow = Some(crate::PowSim {
+        to_height: Some(switch),
+        ..pow::pow_sim(1)
+    });
+    cfg.client.resubmit_ms = 20_000;
+    Sim::new(cfg, from_pow_factory(bft))
+}
+
+fn pow_then_pbft(segment: u64) -> &'static str {
+    if segment == 0 {
+        "pow"
+    } else {
+        "pbft"
+    }
+}
+
+fn pow_then_raft(segment: u64) -> &'static str {
+    if segment == 0 {
+        "pow"
+    } else {
+        "raft"
+    }
+}
+
+/// Proof-of-work, then a final engine from a random height H, on a lossy
+/// network: a few blocks before H one node crashes and the others split
+/// in two halves, each mining its own branch up to H−1 (neither half can
+/// make a final block); the halves meet again, the first final block names
+/// one branch's block as its parent, every node follows it; the crashed
+/// node restarts past H and syncs both segments. Every transfer a client
+/// saw confirmed or final stays.
+fn from_pow(seed: u64, n: u32, opts: Options, bft: &'static str) -> Outcome {
+    let mut rng = rng(seed ^ 0xf209);
+    let switch = rng.gen_range(8..16);
+    let mut sim = from_pow_sim(seed, n, opts, switch, bft);
+    let engine_of = if bft == "raft" {
+        pow_then_raft
+    } else {
+        pow_then_pbft
+    };
+    let r = (|| {
+        let near = switch - rng.gen_range(2..5);
+        sim.within(120_000, &format!("a head at {near}"), |s| {
+            pow::max_height(s) >= near
+        })?;
+        let crashed = rng.gen_range(0..n);
+        sim.crash(crashed);
+        let mut others: Vec<ValidatorId> = (0..n).filter(|v| *v != crashed).collect();
+        others.shuffle(&mut rng);
+        let half = others.len() / 2;
+        sim.partition(&[others[..half].to_vec(), others[half..].to_vec()]);
+        sim.run_for(rng.gen_range(5_000..20_000))?;
+        sim.heal();
+        let up: Vec<ValidatorId> = others.clone();
+        sim.within(60_000, &format!("height {} on {up:?}", switch + 3), |s| {
+            up.iter().all(|&v| s.height(v) >= switch + 3)
+        })?;
+        sim.restart(crashed);
+        sim.set_all_links(LinkConfig::reliable());
+        expect_engines(&mut sim, switch + 6, 60_000, engine_of)?;
+        sim.expect_progress(&nodes_of(&sim), 20_000)?;
+        sim.finish()
+    })();
+    (sim, r)
+}
+
+fn pow_to_pbft(seed: u64, n: u32, opts: Options) -> Outcome {
+    from_pow(seed, n, opts, "pbft")
+}
+
+fn pow_to_raft(seed: u64, n: u32, opts: Options) -> Outcome {
+    from_pow(seed, n, opts, "raft")
+}
+
 /// Raft from genesis, PBFT from `schedule[0]`, proof-of-work from
 /// `schedule[1]`.
 fn to_pow_sim(seed: u64, nodes: u32, opts: Options, link: LinkConfig, schedule: [u64; 2]) -> Sim {
@@ -268,6 +359,16 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             name: "switch/to-pow-chaos",
             sizes: SIZES,
             run: to_pow_chaos,
+        },
+        Scenario {
+            name: "switch/pow-to-pbft",
+            sizes: SIZES,
+            run: pow_to_pbft,
+        },
+        Scenario {
+            name: "switch/pow-to-raft",
+            sizes: SIZES,
+            run: pow_to_raft,
         },
     ]
 }
