@@ -479,6 +479,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         self.diverged
     }
 
+    /// Whether final blocks wait for the head to move onto the parent the
+    /// first final block after proof-of-work names (the engine may count
+    /// them committed meanwhile).
+    pub fn settling(&self) -> bool {
+        self.settle.as_ref().is_some_and(|s| !s.commits.is_empty())
+    }
+
     /// The index of the schedule's segment whose engine runs (0 for the
     /// genesis engine).
     pub fn segment(&self) -> u64 {

@@ -244,7 +244,7 @@ impl Sim {
         if let Some(status) = driver.status().cloned() {
             // Proof-of-work heads go back on reorganisations: its
             // invariants are checked by `finish`.
-            if !self.cfg.pow_at(n.height() + 1) {
+            if !self.cfg.pow_at(n.height() + 1) && !driver.settling() {
                 if let Err(v) = self.checker.on_status(node, n.segment, &status, n.height()) {
                     self.fail(v);
                 }

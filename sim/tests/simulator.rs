@@ -71,6 +71,8 @@ const TESTED: &[&str] = &[
     "switch/sets",
     "switch/to-pow",
     "switch/to-pow-chaos",
+    "switch/pow-to-pbft",
+    "switch/pow-to-raft",
 ];
 
 #[test]
@@ -399,6 +401,16 @@ fn switch_to_pow() {
 #[test]
 fn switch_to_pow_chaos() {
     check("switch/to-pow-chaos");
+}
+
+#[test]
+fn switch_pow_to_pbft() {
+    check("switch/pow-to-pbft");
+}
+
+#[test]
+fn switch_pow_to_raft() {
+    check("switch/pow-to-raft");
 }
 
 #[test]
