@@ -27,18 +27,6 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     let main = dir.join("genesis.json");
     let genesis = Genesis::load(&main).map_err(|e| anyhow!("{}: {e}", main.display()))?;
     let segments = genesis.segments();
-    let pow = |c: &ConsensusConfig| matches!(c, ConsensusConfig::Pow(_));
-    if let Some(s) = segments.last().filter(|s| pow(s.consensus)) {
-        if !pow(&spec.consensus) {
-            bail!(
-                "the network runs proof-of-work from height {}: this version of Cairn switches to \
-                 proof-of-work (or to proof-of-work with new parameters), not from it to {} (the \
-                 nodes would refuse the schedule)",
-                s.start,
-                spec.consensus.kind()
-            );
-        }
-    }
     let last = segments.last().map_or(0, |s| s.start);
     if spec.height <= last {
         bail!(
@@ -103,7 +91,7 @@ pub fn add_upgrade(dir: &Path, spec: &UpgradeSpec) -> Result<Vec<PathBuf>> {
     for f in &files {
         write_atomically(f, &text)?;
     }
-    if pow(&spec.consensus) {
+    if matches!(spec.consensus, ConsensusConfig::Pow(_)) {
         let miners: Vec<_> = upgraded
             .segment_at(spec.height)
             .validators
@@ -273,9 +261,8 @@ mod tests {
         );
         let g = Genesis::load(&dir.path().join("genesis.json")).expect("load");
         assert!(matches!(g.segment_at(8).consensus, ConsensusConfig::Pow(_)));
-        let err = add_upgrade(dir.path(), &spec(20, EngineKind::Raft, None)).expect_err("from pow");
-        assert!(err.to_string().contains("not from it to raft"), "{err}");
         add_upgrade(dir.path(), &spec(20, EngineKind::Pow, None)).expect("new pow parameters");
+        add_upgrade(dir.path(), &spec(30, EngineKind::Raft, None)).expect("from pow to raft");
     }
 
     #[test]

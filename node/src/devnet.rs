@@ -63,20 +63,13 @@ fn check_request(
         validators.map_or(String::new(), |v| format!(" of {v} validators"))
     );
     let target = engine.unwrap_or(held_engine);
-    // Switches go to proof-of-work, not from it.
-    let upgrade = if held.segment_at(u64::MAX).consensus.kind() != EngineKind::Pow
-        || target == EngineKind::Pow
-    {
-        format!(
-            "To switch this chain to {target} at a coming height H instead, keeping its blocks and \
-             balances (before starting it, or while it runs: the devnet applies it):\n  \
-             cairn-genesis upgrade --dir {dir} --at-height H --engine {target} \
-             [--validators node0,node1,...]\n",
-            dir = dir.display()
-        )
-    } else {
-        String::new()
-    };
+    let upgrade = format!(
+        "To switch this chain to {target} at a coming height H instead, keeping its blocks and \
+         balances (before starting it, or while it runs: the devnet applies it):\n  \
+         cairn-genesis upgrade --dir {dir} --at-height H --engine {target} \
+         [--validators node0,node1,...]\n",
+        dir = dir.display()
+    );
     anyhow::bail!(
         "{dir} holds a {held_engine} network of {held_size} validators (chain {chain}, genesis \
          {genesis}), not a {asked}.\n\
@@ -192,19 +185,6 @@ pub fn run(dir: &Path, opts: Options) -> Result<()> {
         bench_accounts,
         schedule,
     } = opts;
-    let engines: Vec<EngineKind> = std::iter::once(engine.unwrap_or(EngineKind::Raft))
-        .chain(schedule.iter().map(|(_, e)| *e))
-        .collect();
-    if let Some(w) = engines
-        .windows(2)
-        .find(|w| w[0] == EngineKind::Pow && w[1] != EngineKind::Pow)
-    {
-        anyhow::bail!(
-            "--schedule: this version switches to pow, not from it to {} (pow can only be \
-             followed by pow)",
-            w[1]
-        );
-    }
     if fresh && dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))?;
     }
