@@ -402,7 +402,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             }
         }
         if self.settle.is_some() {
-            if self.open_parent.is_none_or(|open| self.store.head().is_ok_and(|h| h.height >= open)) {
+            if self
+                .open_parent
+                .is_none_or(|open| self.store.head().is_ok_and(|h| h.height >= open))
+            {
                 self.settle = None;
             } else if self.syncing.is_none() {
                 self.settle_fetch(now_ms, None)?;

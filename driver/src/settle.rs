@@ -75,7 +75,11 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
 
     /// Asks `first` (else the leader's peer, else the next peer not yet
     /// asked) for the branch that leads to the parent.
-    pub(crate) fn settle_fetch(&mut self, now_ms: u64, first: Option<P>) -> Result<(), DriverError> {
+    pub(crate) fn settle_fetch(
+        &mut self,
+        now_ms: u64,
+        first: Option<P>,
+    ) -> Result<(), DriverError> {
         let Some(settle) = &self.settle else {
             return Ok(());
         };
@@ -85,7 +89,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             .and_then(|s| s.leader)
             .filter(|l| Some(*l) != self.cfg.me)
             .and_then(|l| self.validator_peers.get(l as usize).copied().flatten());
-        let mut candidates = first.into_iter().chain(leader).chain(self.peers.iter().copied());
+        let mut candidates = first
+            .into_iter()
+            .chain(leader)
+            .chain(self.peers.iter().copied());
         let peer = match candidates.find(|p| !settle.asked.contains(p) && self.peers.contains(p)) {
             Some(p) => Some(p),
             // Everyone was asked: round again (a peer may have adopted
@@ -123,12 +130,14 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         let last = blocks.last().map(Block::hash);
         let full = blocks.len() as u64 >= u64::from(self.cfg.sync_batch);
         let mut pow = match self.segment_start.as_mut() {
-            Some(start) => start(open - 1)
-                .map_err(|reason| DriverError::Switch {
-                    height: open - 1,
-                    reason,
-                })?
-                .engine,
+            Some(start) => {
+                start(open - 1)
+                    .map_err(|reason| DriverError::Switch {
+                        height: open - 1,
+                        reason,
+                    })?
+                    .engine
+            }
             None => None,
         };
         if let Some(engine) = pow.as_mut() {

@@ -185,16 +185,20 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         (engine, _, _) => engine,
     };
     let (mined_tx, mined_rx) = mpsc::unbounded_channel();
-    let miner = match (
-        genesis.segment_at(u64::MAX).consensus,
-        config.mining.enabled,
-    ) {
-        (ConsensusConfig::Pow(_), true) => Some(
+    // Miners idle until a proof-of-work segment gives them a template:
+    // they start if one is still to come (or running).
+    let head_height = store.head()?.height;
+    let mines_ahead = genesis.segments().iter().any(|s| {
+        matches!(s.consensus, ConsensusConfig::Pow(_)) && s.end.is_none_or(|e| e > head_height + 1)
+    });
+    let miner = match (mines_ahead, config.mining.enabled) {
+        (true, true) => Some(
             Miner::start(config.mining.threads, mined_tx).context("starting the mining threads")?,
         ),
         (_, true) => {
             tracing::warn!(
-                "mining is enabled in node.toml, but this network does not use proof-of-work"
+                "mining is enabled in node.toml, but this network does not use proof-of-work \
+                 (any more)"
             );
             None
         }

@@ -396,7 +396,11 @@ impl Sim {
         }
         // The first final block after proof-of-work settles the mined
         // blocks below it: a client sees their transfers final.
-        if let Some(pow) = self.cfg.pow.filter(|p| p.to_height == Some(block.header.height)) {
+        if let Some(pow) = self
+            .cfg
+            .pow
+            .filter(|p| p.to_height == Some(block.header.height))
+        {
             for h in pow.from_height.max(1)..block.header.height {
                 if let Ok(Some(b)) = self.nodes[node as usize].store.block_at(h) {
                     self.client.observe(node, &b);

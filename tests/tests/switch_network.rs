@@ -484,7 +484,14 @@ fn a_live_network_goes_raft_pbft_pow_and_back_to_raft_with_a_new_validator() {
     let net = generate(&spec, dir.path()).expect("generate network");
     for args in [
         &["--at-height", "5", "--engine", "pbft"][..],
-        &["--at-height", "10", "--engine", "pow", "--block-time-ms", "500"][..],
+        &[
+            "--at-height",
+            "10",
+            "--engine",
+            "pow",
+            "--block-time-ms",
+            "500",
+        ][..],
         &[
             "--at-height",
             "20",
@@ -556,6 +563,10 @@ fn a_live_network_goes_raft_pbft_pow_and_back_to_raft_with_a_new_validator() {
     for n in &net.nodes {
         let text = std::fs::read_to_string(n.home.join("node.log")).unwrap_or_default();
         let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
-        assert!(blamed.is_empty(), "{}: nobody is blamed: {blamed:?}", n.name);
+        assert!(
+            blamed.is_empty(),
+            "{}: nobody is blamed: {blamed:?}",
+            n.name
+        );
     }
 }
