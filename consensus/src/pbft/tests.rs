@@ -573,3 +573,44 @@ fn a_validator_hands_out_a_prepared_block_once_per_asker() {
     );
     assert!(ask(&mut e, Hash::digest(b"unknown")).is_empty());
 }
+
+fn view_changes_sent(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast {
+                msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)),
+            } => Some(vc.view),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_validator_moves_past_a_view_only_once_2f_plus_1_asked_for_it() {
+    let k = keys(4);
+    // Validator 0; view 1's primary is validator 1, which stays silent.
+    let mut v1 = engine(0, &k);
+    // Work to do and no proposal: the view-change timer runs out.
+    v1.handle(0, Input::TransactionsAvailable { count: 1 });
+    let acts = v1.handle(1_000, Input::Tick);
+    assert_eq!(view_changes_sent(&acts), vec![1], "{acts:?}");
+    // Alone in asking for view 1: each timeout asks again, never for 2.
+    for t in [10_000, 20_000] {
+        let acts = v1.handle(t, Input::Tick);
+        assert_eq!(view_changes_sent(&acts), vec![1], "{acts:?}");
+    }
+    // Two others ask for view 1 too: a quorum; the next timeout moves on.
+    for voter in [2u32, 3] {
+        let vc = ViewChange::sign(&net(), &k[voter as usize], 1, 1, None, voter);
+        v1.handle(
+            30_000,
+            Input::Message {
+                from: voter,
+                msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)),
+            },
+        );
+    }
+    let acts = v1.handle(100_000, Input::Tick);
+    assert_eq!(view_changes_sent(&acts), vec![2], "{acts:?}");
+}

@@ -537,3 +537,53 @@ fn side_branches_are_bounded_by_bytes_least_work_first() {
     assert_eq!(st.known_blocks, 6);
     assert_eq!(st.head, a[2].hash().to_string());
 }
+
+#[test]
+fn before_a_switch_to_a_final_engine_mining_stops_and_a_named_branch_is_adopted() {
+    let cfg = PowConfig {
+        last_height: Some(3),
+        ..config(true)
+    };
+    let mut pow = Pow::new(cfg, &[genesis()], 0);
+    let heavy = chain_from(&genesis(), 3, 1);
+    let light = chain_from(&genesis(), 2, 2);
+    for b in heavy.iter().chain(&light) {
+        let acts = feed(&mut pow, b);
+        assert!(rejected(&acts).is_empty(), "{acts:?}");
+    }
+    assert_eq!(
+        pow.status().pow.expect("pow").head,
+        heavy[2].hash().to_string()
+    );
+    // No template at the last height: nothing to mine past it.
+    let acts = pow.handle(now() + 10_000, Input::Tick);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::BuildBlock { .. })),
+        "{acts:?}"
+    );
+    // A block past it is invalid, whatever its work.
+    let past = child(&heavy[2].header, 1, 16);
+    let acts = feed(&mut pow, &past);
+    assert!(
+        rejected(&acts)
+            .iter()
+            .any(|r| r.contains("ends at height 3")),
+        "{acts:?}"
+    );
+    // The final engine's first block names the lighter branch's block:
+    // the head moves there, against the work.
+    let acts = pow.handle(
+        now(),
+        Input::Adopt {
+            hash: light[1].hash(),
+        },
+    );
+    assert_eq!(
+        set_heads(&acts),
+        vec![(3, vec![light[0].hash(), light[1].hash()])],
+        "{acts:?}"
+    );
+    // An unknown block is not adopted.
+    let acts = pow.handle(now(), Input::Adopt { hash: Hash::ZERO });
+    assert!(set_heads(&acts).is_empty(), "{acts:?}");
+}
