@@ -1065,7 +1065,9 @@ impl Pbft {
                     // into the next view in step, never meeting. It asks
                     // again (its last message may have been lost) and
                     // waits; the others' timeouts or the f+1 rule bring
-                    // them to it.
+                    // them to it. The message is the same as before, so it
+                    // goes to each validator directly: gossip drops a
+                    // message it has seen.
                     let vc = ViewChange::sign(
                         &self.cfg.network,
                         &self.cfg.key,
@@ -1074,7 +1076,14 @@ impl Pbft {
                         self.votes.prepared.clone(),
                         self.cfg.me,
                     );
-                    self.broadcast(out, PbftMessage::ViewChange(vc));
+                    for to in
+                        (0..self.cfg.validators.len() as ValidatorId).filter(|v| *v != self.cfg.me)
+                    {
+                        out.push(Action::Send {
+                            to,
+                            msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc.clone())),
+                        });
+                    }
                     self.deadline = Some(self.now + self.timeout());
                     self.maybe_propose(out);
                     return;

@@ -152,7 +152,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 reverted = revert,
                 applied = apply.len(),
                 from_height = store.head()?.height,
-                "reorganisation onto a branch with more work"
+                "reorganisation onto another branch"
             );
         }
         let mut rejected = None;

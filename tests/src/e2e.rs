@@ -178,6 +178,17 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("gave up waiting: {what}");
 }
 
+/// `cairn-genesis upgrade ARGS --dir DIR`.
+pub fn genesis_upgrade(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_bin("cairn-genesis"))
+        .arg("upgrade")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("cairn-genesis upgrade")
+}
+
 pub fn wallet(node: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(workspace_bin("cairn-wallet"))
         .args(["--node", node])

@@ -24,16 +24,7 @@ fn block_at(url: &str, h: u64) -> Option<(String, String)> {
     ))
 }
 
-/// `cairn-genesis upgrade ARGS --dir DIR`.
-fn upgrade(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(workspace_bin("cairn-genesis"))
-        .arg("upgrade")
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("cairn-genesis upgrade")
-}
+use cairn_tests::e2e::genesis_upgrade as upgrade;
 
 /// Starts the first three nodes of `net` (their API URLs `up`) and waits
 /// until they serve and see each other.

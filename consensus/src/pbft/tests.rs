@@ -574,16 +574,24 @@ fn a_validator_hands_out_a_prepared_block_once_per_asker() {
     assert!(ask(&mut e, Hash::digest(b"unknown")).is_empty());
 }
 
+/// The views asked for, once per message (broadcast) or per validator
+/// asked directly.
 fn view_changes_sent(actions: &[Action]) -> Vec<u64> {
-    actions
+    let mut views: Vec<u64> = actions
         .iter()
         .filter_map(|a| match a {
             Action::Broadcast {
                 msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)),
+            }
+            | Action::Send {
+                msg: ConsensusMessage::Pbft(PbftMessage::ViewChange(vc)),
+                ..
             } => Some(vc.view),
             _ => None,
         })
-        .collect()
+        .collect();
+    views.dedup();
+    views
 }
 
 #[test]
@@ -595,10 +603,16 @@ fn a_validator_moves_past_a_view_only_once_2f_plus_1_asked_for_it() {
     v1.handle(0, Input::TransactionsAvailable { count: 1 });
     let acts = v1.handle(1_000, Input::Tick);
     assert_eq!(view_changes_sent(&acts), vec![1], "{acts:?}");
-    // Alone in asking for view 1: each timeout asks again, never for 2.
+    // Alone in asking for view 1: each timeout asks each validator again
+    // directly (gossip would drop the same message), never for view 2.
     for t in [10_000, 20_000] {
         let acts = v1.handle(t, Input::Tick);
         assert_eq!(view_changes_sent(&acts), vec![1], "{acts:?}");
+        let direct = acts
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        assert_eq!(direct, 3, "{acts:?}");
     }
     // Two others ask for view 1 too: a quorum; the next timeout moves on.
     for voter in [2u32, 3] {
