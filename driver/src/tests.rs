@@ -447,3 +447,150 @@ fn a_node_of_final_blocks_asks_a_peer_that_connects_for_what_follows_its_head() 
         "{effects:?}"
     );
 }
+
+/// `n` mined blocks on `store`'s head by `proposer` (difficulty 1, as the
+/// rule of [`pow_start`] demands), committed to `store`.
+fn mined_chain(chain: &TestChain, store: &MemStore, n: usize, proposer: usize) -> Vec<Block> {
+    use cairn_consensus::pow::{search_nonce, with_nonce, PowSeal};
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(proposer as u64);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let head = store.head().expect("head");
+        let txs = chain
+            .random_transfers(&mut rng, store, 2)
+            .expect("transfers");
+        let seal = PowSeal {
+            difficulty: 1,
+            nonce: 0,
+        };
+        let p = cairn_chain::propose_block(
+            store,
+            &chain.params,
+            &head,
+            chain.keys[proposer].address(),
+            head.timestamp_ms + 1_000,
+            txs,
+            seal.encode(),
+        )
+        .expect("block");
+        let (nonce, _) = search_nonce(&p.block.header, 0, 1 << 20).expect("nonce");
+        let block = Block {
+            header: with_nonce(&p.block.header, nonce).expect("seal"),
+            ..p.block
+        };
+        store
+            .commit_block(&block, &p.executed.changes)
+            .expect("commit");
+        out.push(block);
+    }
+    out
+}
+
+/// Starts a proof-of-work engine that mines heights 1 and 2 over `store`,
+/// for every height asked (the segment before a final engine at 3).
+fn pow_start(store: Arc<MemStore>) -> SegmentStart<u32> {
+    use cairn_consensus::pow::{RetargetRule, MAX_SIDE_BYTES};
+    Box::new(move |_height| {
+        let cfg = cairn_consensus::PowConfig {
+            rule: RetargetRule {
+                target_block_time_ms: 1_000,
+                initial_difficulty: 1,
+                min_difficulty: 1,
+                window: 100,
+            },
+            first_height: 1,
+            later: Vec::new(),
+            last_height: Some(2),
+            max_future_drift_ms: 15_000,
+            mining: false,
+            template_refresh_ms: 1_000,
+            max_orphans: 10,
+            max_side_bytes: MAX_SIDE_BYTES,
+        };
+        let engine = crate::start::pow(&*store, cfg).map_err(|e| e.to_string())?;
+        Ok(SegmentEngine {
+            index: 0,
+            engine: Some(Box::new(engine)),
+            me: None,
+            validator_peers: Vec::new(),
+            observer_check: None,
+            end: Some(3),
+            open_parent: None,
+        })
+    })
+}
+
+#[test]
+fn a_final_block_on_another_mined_branch_waits_until_that_branch_is_fetched_and_adopted() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    // The peer's chain: two mined blocks, then the final engine's first
+    // block on them.
+    let theirs = MemStore::new(true);
+    theirs
+        .init_genesis(&chain.genesis, &chain.genesis_state)
+        .expect("genesis");
+    let branch = mined_chain(&chain, &theirs, 2, 2);
+    let head = theirs.head().expect("head");
+    let first = chain
+        .block_on(&theirs, &head, 3, Vec::new())
+        .expect("block")
+        .block;
+    let Setup { store, driver, .. } = setup(vec![
+        Vec::new(),
+        vec![Action::Commit {
+            blocks: vec![first.clone()],
+        }],
+    ]);
+    // This node mined its own branch to the same height.
+    let ours = mined_chain(&chain, &store, 2, 1);
+    assert_ne!(ours[1].hash(), branch[1].hash());
+    let mut driver = driver
+        .with_segments(1, None, pow_start(store.clone()))
+        .with_open_parent(Some(3));
+    let now = 1_000_000_000;
+    driver.peer_connected(now, 1).expect("connect");
+    driver
+        .blocks(now, 1, Vec::new())
+        .expect("nothing newer yet");
+    driver.tick(now).expect("tick");
+
+    // The commit names a parent this node does not hold: it waits, and
+    // fetches the branch by locator from its peer.
+    let effects = driver.tick(now + 1).expect("commit");
+    assert!(driver.settling());
+    assert_eq!(store.head_hash().expect("head"), ours[1].hash());
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::GetBlocksAfter { peer: 1, .. })),
+        "{effects:?}"
+    );
+
+    // The branch comes: checked as proof-of-work, adopted against its
+    // work (equal here), and the final block goes on it.
+    let effects = driver.blocks(now + 2, 1, branch.clone()).expect("branch");
+    assert!(!driver.settling());
+    assert_eq!(store.head_hash().expect("head"), first.hash());
+    assert_eq!(
+        store.hash_at(2).expect("hash"),
+        Some(branch[1].hash()),
+        "the mined chain is the named one"
+    );
+    assert!(
+        effects.contains(&Effect::Announce {
+            header: first.header.clone()
+        }),
+        "{effects:?}"
+    );
+    // Our branch's transfers went back to the mempool and to the peers.
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::GossipTransactions { .. })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Penalize { .. })),
+        "nobody is blamed: {effects:?}"
+    );
+}
