@@ -402,10 +402,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             }
         }
         if self.settle.is_some() {
-            if self
-                .open_parent
-                .is_none_or(|open| self.store.head().is_ok_and(|h| h.height >= open))
-            {
+            if !self.needs_settling_now()? {
                 self.settle = None;
             } else if self.syncing.is_none() {
                 self.settle_fetch(now_ms, None)?;
@@ -744,6 +741,11 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                         break;
                     }
                     self.commit_final(block)?;
+                    if self.settle.is_some() && !self.needs_settling_now()? {
+                        // The first final block went on this node's head:
+                        // no other branch is to be fetched or adopted.
+                        self.settle = None;
+                    }
                 }
                 let count = self.ready_count()?;
                 return Ok(vec![Input::TransactionsAvailable { count }]);

@@ -44,6 +44,15 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             && block.header.parent != self.store.head_hash()?)
     }
 
+    /// Whether the head is still below the first block after
+    /// proof-of-work (so a branch may still be adopted).
+    pub(crate) fn needs_settling_now(&self) -> Result<bool, DriverError> {
+        let Some(open) = self.open_parent else {
+            return Ok(false);
+        };
+        Ok(self.store.head()?.height < open)
+    }
+
     /// Waits for the head to be `parent`, fetching the branch to it.
     pub(crate) fn settle_on(
         &mut self,
@@ -127,6 +136,13 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         else {
             return Ok(());
         };
+        if !self.needs_settling_now()? {
+            // A first block became final on this node's own branch
+            // meanwhile (a later view's proposal): the mined chain is
+            // settled, and nothing may move it.
+            self.settle = None;
+            return Ok(());
+        }
         let last = blocks.last().map(Block::hash);
         let full = blocks.len() as u64 >= u64::from(self.cfg.sync_batch);
         let mut pow = match self.segment_start.as_mut() {
