@@ -198,6 +198,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             };
             self.feed(now_ms, Input::BlockValidated { hash, valid })?;
         }
+        let synced = settle.commits.iter().any(|(_, tell)| *tell);
         for (block, tell) in settle.commits {
             let (height, hash, engine_data) = (
                 block.header.height,
@@ -218,6 +219,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         }
         let count = self.ready_count()?;
         self.feed(now_ms, Input::TransactionsAvailable { count })?;
+        if synced {
+            // Block sync stopped at the first of them: it goes on.
+            self.sync_from_any(now_ms, None, None)?;
+        }
         Ok(())
     }
 
