@@ -634,6 +634,10 @@ mod pbft {
         v.handle(5, Input::TransactionsAvailable { count: 1 });
         let first = render(&v.handle(1_000, Input::Tick));
         assert!(first.contains("ViewChange v1"), "{first}");
+        // 2f+1 asked for view 1 (it moves on from a view only then).
+        for (from, msg) in view_changes_to_1(true).into_iter().filter(|(i, _)| *i != 2) {
+            v.handle(1_001, Input::Message { from, msg });
+        }
         let second = render(&v.handle(1_300, Input::Tick));
         assert!(second.contains("ViewChange v2"), "{second}");
         let out = v.handle(

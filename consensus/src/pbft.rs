@@ -747,6 +747,18 @@ impl Pbft {
         }
     }
 
+    /// This validator's signed request for `view` at the current height.
+    fn own_view_change(&self, view: u64) -> ViewChange {
+        ViewChange::sign(
+            &self.cfg.network,
+            &self.cfg.key,
+            view,
+            self.height(),
+            self.votes.prepared.clone(),
+            self.cfg.me,
+        )
+    }
+
     fn start_view_change(&mut self, view: u64, out: &mut Vec<Action>) {
         if self.changing_to.is_some_and(|v| v >= view) || view <= self.view {
             return;
@@ -759,14 +771,7 @@ impl Pbft {
         self.deadline = Some(self.now + self.timeout());
         self.votes.asked = self.votes.asked.max(view);
         self.persist_votes(out);
-        let vc = ViewChange::sign(
-            &self.cfg.network,
-            &self.cfg.key,
-            view,
-            self.height(),
-            self.votes.prepared.clone(),
-            self.cfg.me,
-        );
+        let vc = self.own_view_change(view);
         self.broadcast(out, PbftMessage::ViewChange(vc.clone()));
         self.record_view_change(vc, out);
     }
@@ -1068,14 +1073,7 @@ impl Pbft {
                     // them to it. The message is the same as before, so it
                     // goes to each validator directly: gossip drops a
                     // message it has seen.
-                    let vc = ViewChange::sign(
-                        &self.cfg.network,
-                        &self.cfg.key,
-                        view,
-                        self.height(),
-                        self.votes.prepared.clone(),
-                        self.cfg.me,
-                    );
+                    let vc = self.own_view_change(view);
                     for to in
                         (0..self.cfg.validators.len() as ValidatorId).filter(|v| *v != self.cfg.me)
                     {

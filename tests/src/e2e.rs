@@ -178,6 +178,47 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("gave up waiting: {what}");
 }
 
+/// Submits a transfer without waiting; returns its hash.
+pub fn submit(url: &str, key: &Path, to: &str, amount: u64) -> String {
+    let (ok, out, err) = wallet(
+        url,
+        &[
+            "--json",
+            "transfer",
+            "--key",
+            key.to_str().expect("utf-8 path"),
+            "--to",
+            to,
+            "--amount",
+            &amount.to_string(),
+        ],
+    );
+    assert!(ok, "transfer failed: {out} {err}");
+    let v: Value = serde_json::from_str(&out).expect("json output");
+    v["hash"].as_str().expect("hash").to_owned()
+}
+
+/// `POST /admin/{what}` (`ban`, `unban`) of `peer` with the node's token;
+/// it must succeed.
+pub fn admin_peer(url: &str, home: &Path, what: &str, peer: &str) {
+    let (code, body) = admin_post(
+        &format!("{url}/admin/{what}"),
+        home,
+        &format!("{{\"peer\": \"{peer}\"}}"),
+    );
+    assert_eq!(code, 200, "{what} {peer} on {url}: {body}");
+}
+
+/// No node of `homes` (name, home) logged a penalty: honest nodes blamed
+/// nobody.
+pub fn assert_nobody_blamed<'a>(homes: impl IntoIterator<Item = (&'a str, &'a Path)>) {
+    for (name, home) in homes {
+        let text = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
+        assert!(blamed.is_empty(), "{name}: nobody is blamed: {blamed:?}");
+    }
+}
+
 /// `cairn-genesis upgrade ARGS --dir DIR`.
 pub fn genesis_upgrade(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("cairn-genesis"))

@@ -2,12 +2,10 @@
 //! processes on loopback ports, partitioned 2|2 with the admin API so that
 //! both sides mine, then healed.
 
-use std::path::Path;
-
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    admin_bans, admin_post, admin_token, balance, consensus, eventually, http_get, keygen, metric,
-    post_raw, post_with, same_head, status, wallet, NodeProc, ADMIN_COOKIE,
+    admin_bans, admin_peer, admin_post, admin_token, balance, consensus, eventually, http_get,
+    keygen, metric, post_raw, post_with, same_head, status, submit, NodeProc, ADMIN_COOKIE,
 };
 
 fn height(url: &str) -> Option<u64> {
@@ -16,26 +14,6 @@ fn height(url: &str) -> Option<u64> {
 
 fn head(url: &str) -> Option<String> {
     Some(status(url)?["head_hash"].as_str()?.to_owned())
-}
-
-/// Submits a transfer and returns its hash (without waiting).
-fn submit(url: &str, key: &std::path::Path, to: &str, amount: u64) -> String {
-    let (ok, out, err) = wallet(
-        url,
-        &[
-            "--json",
-            "transfer",
-            "--key",
-            key.to_str().expect("utf-8 path"),
-            "--to",
-            to,
-            "--amount",
-            &amount.to_string(),
-        ],
-    );
-    assert!(ok, "transfer failed: {out} {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json output");
-    v["hash"].as_str().expect("hash").to_owned()
 }
 
 fn confirmations(url: &str, tx: &str) -> u64 {
@@ -48,15 +26,6 @@ fn confirmations(url: &str, tx: &str) -> u64 {
 fn state_root(url: &str) -> Option<String> {
     let b = http_get(&format!("{url}/blocks/latest"))?;
     Some(b["state_root"].as_str()?.to_owned())
-}
-
-fn admin(url: &str, home: &Path, what: &str, peer: &str) {
-    let (code, body) = admin_post(
-        &format!("{url}/admin/{what}"),
-        home,
-        &format!("{{\"peer\": \"{peer}\"}}"),
-    );
-    assert_eq!(code, 200, "{what} {peer} on {url}: {body}");
 }
 
 #[test]
@@ -166,7 +135,7 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
     for (mine, other) in [(sides[0], sides[1]), (sides[1], sides[0])] {
         for &a in &mine {
             for &b in &other {
-                admin(urls[a], &net.nodes[a].home, "ban", &ids[b]);
+                admin_peer(urls[a], &net.nodes[a].home, "ban", &ids[b]);
             }
         }
     }
@@ -202,7 +171,7 @@ fn pow_network_confirms_partitions_mines_on_both_sides_and_converges() {
     for (mine, other) in [(sides[0], sides[1]), (sides[1], sides[0])] {
         for &a in &mine {
             for &b in &other {
-                admin(urls[a], &net.nodes[a].home, "unban", &ids[b]);
+                admin_peer(urls[a], &net.nodes[a].home, "unban", &ids[b]);
             }
         }
     }

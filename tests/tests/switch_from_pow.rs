@@ -7,12 +7,10 @@
 //! then on. The losing side's transfer goes back to the mempools and
 //! commits under PBFT.
 
-use std::path::Path;
-
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    admin_post, balance, consensus, eventually, genesis_upgrade, http_get, keygen, same_head,
-    status, wallet, NodeProc,
+    admin_peer, assert_nobody_blamed, balance, consensus, eventually, genesis_upgrade, http_get,
+    keygen, same_head, status, submit, NodeProc,
 };
 
 /// The last mined height; PBFT from the next one.
@@ -24,35 +22,6 @@ fn height(url: &str) -> Option<u64> {
 
 fn head(url: &str) -> Option<String> {
     Some(status(url)?["head_hash"].as_str()?.to_owned())
-}
-
-fn admin(url: &str, home: &Path, what: &str, peer: &str) {
-    let (code, body) = admin_post(
-        &format!("{url}/admin/{what}"),
-        home,
-        &format!("{{\"peer\": \"{peer}\"}}"),
-    );
-    assert_eq!(code, 200, "{what} {peer} on {url}: {body}");
-}
-
-/// Submits a transfer without waiting; returns its hash.
-fn submit(url: &str, key: &Path, to: &str, amount: u64) -> String {
-    let (ok, out, err) = wallet(
-        url,
-        &[
-            "--json",
-            "transfer",
-            "--key",
-            key.to_str().expect("utf-8 path"),
-            "--to",
-            to,
-            "--amount",
-            &amount.to_string(),
-        ],
-    );
-    assert!(ok, "transfer failed: {out} {err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json output");
-    v["hash"].as_str().expect("hash").to_owned()
 }
 
 fn committed(url: &str, tx: &str) -> bool {
@@ -119,7 +88,7 @@ fn rival_mined_branches_at_a_switch_to_pbft_are_settled_by_its_first_block() {
         for (mine, other) in [(sides[0], sides[1]), (sides[1], sides[0])] {
             for &a in &mine {
                 for &b in &other {
-                    admin(urls[a], &net.nodes[a].home, what, &ids[b]);
+                    admin_peer(urls[a], &net.nodes[a].home, what, &ids[b]);
                 }
             }
         }
@@ -168,13 +137,9 @@ fn rival_mined_branches_at_a_switch_to_pbft_are_settled_by_its_first_block() {
     eventually("the restarted node follows PBFT", || {
         same_head(&urls) && urls.iter().all(|u| committed(u, &last))
     });
-    for n in &net.nodes {
-        let text = std::fs::read_to_string(n.home.join("node.log")).unwrap_or_default();
-        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
-        assert!(
-            blamed.is_empty(),
-            "{}: nobody is blamed: {blamed:?}",
-            n.name
-        );
-    }
+    assert_nobody_blamed(
+        net.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.home.as_path())),
+    );
 }

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use cairn_genesis::{generate, EngineKind, NetworkSpec};
 use cairn_tests::e2e::{
-    consensus, eventually, http_get, keygen, metric, same_head, status, transfer, wallet, NodeProc,
+    assert_nobody_blamed, consensus, eventually, http_get, keygen, metric, same_head, status,
+    transfer, wallet, NodeProc,
 };
 use cairn_tests::workspace_bin;
 
@@ -370,15 +371,11 @@ fn a_live_network_switches_pbft_to_proof_of_work_and_mines_on() {
     drop(nodes);
     // Around the switch both kinds of block gossip travel: nobody is
     // blamed for it.
-    for n in &net.nodes {
-        let text = std::fs::read_to_string(n.home.join("node.log")).expect("log");
-        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
-        assert!(
-            blamed.is_empty(),
-            "{}: nobody is blamed: {blamed:?}",
-            n.name
-        );
-    }
+    assert_nobody_blamed(
+        net.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.home.as_path())),
+    );
 }
 
 /// Proof-of-work with new parameters from a height: the miners go on
@@ -442,15 +439,11 @@ fn a_live_proof_of_work_network_takes_new_parameters_at_a_height() {
         assert_eq!(block_at(urls[3], h), block_at(urls[0], h), "height {h}");
     }
     drop(nodes);
-    for n in &net.nodes {
-        let text = std::fs::read_to_string(n.home.join("node.log")).expect("log");
-        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
-        assert!(
-            blamed.is_empty(),
-            "{}: nobody is blamed: {blamed:?}",
-            n.name
-        );
-    }
+    assert_nobody_blamed(
+        net.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.home.as_path())),
+    );
 }
 
 /// The whole round under a steady stream of transfers, by configuration
@@ -551,13 +544,9 @@ fn a_live_network_goes_raft_pbft_pow_and_back_to_raft_with_a_new_validator() {
         assert_eq!(block_at(urls[5], h), block_at(urls[0], h), "height {h}");
     }
     drop(nodes);
-    for n in &net.nodes {
-        let text = std::fs::read_to_string(n.home.join("node.log")).unwrap_or_default();
-        let blamed: Vec<&str> = text.lines().filter(|l| l.contains("penalised")).collect();
-        assert!(
-            blamed.is_empty(),
-            "{}: nobody is blamed: {blamed:?}",
-            n.name
-        );
-    }
+    assert_nobody_blamed(
+        net.nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.home.as_path())),
+    );
 }
