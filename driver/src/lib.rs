@@ -401,13 +401,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 self.fetch_elsewhere(now_ms, peer)?;
             }
         }
-        if self.settle.is_some() {
-            if !self.needs_settling_now()? {
-                self.settle = None;
-            } else if self.syncing.is_none() {
-                self.settle_fetch(now_ms, None)?;
-            }
-        }
+        self.settle_tick(now_ms)?;
         if self.timer.is_some_and(|at| at <= now_ms) {
             self.timer = None;
         }
@@ -457,16 +451,8 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         segment: u64,
         msg: ConsensusMessage,
     ) -> Result<Vec<Effect<P>>, DriverError> {
-        if segment > self.segment && !self.final_blocks() {
-            // A proof-of-work node behind a switch to a final engine: the
-            // rest of the mined chain, and the final blocks after it, come
-            // by locator.
-            if self.syncing.is_none() {
-                let locator = serve::locator(&*self.store)?;
-                self.fetch_after(now_ms, origin, locator);
-            }
-        } else if segment > self.segment {
-            self.sync_from_any(now_ms, Some(origin), None)?;
+        if segment > self.segment {
+            self.catch_up(now_ms, origin)?;
         } else if segment == self.segment && Some(from) != self.cfg.me {
             self.feed(now_ms, Input::Message { from, msg })?;
         }
@@ -719,19 +705,9 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             } => return self.on_build(now_ms, parent, height, engine_data, uncommitted),
             Action::Commit { blocks } => {
                 for block in blocks {
-                    let waiting = self.settle.as_ref().filter(|s| !s.commits.is_empty());
-                    if let Some(parent) = waiting.map(|s| s.parent) {
-                        self.settle_on(now_ms, parent, None)?
-                            .commits
-                            .push((block, false));
+                    let Some(block) = self.hold_commit(now_ms, block)? else {
                         continue;
-                    }
-                    if self.needs_settling(&block)? {
-                        self.settle_on(now_ms, block.header.parent, None)?
-                            .commits
-                            .push((block, false));
-                        continue;
-                    }
+                    };
                     if self.past_segment(block.header.height) {
                         tracing::error!(
                             height = block.header.height,
@@ -741,11 +717,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                         break;
                     }
                     self.commit_final(block)?;
-                    if self.settle.is_some() && !self.needs_settling_now()? {
-                        // The first final block went on this node's head:
-                        // no other branch is to be fetched or adopted.
-                        self.settle = None;
-                    }
+                    self.end_settling_if_final()?;
                 }
                 let count = self.ready_count()?;
                 return Ok(vec![Input::TransactionsAvailable { count }]);
@@ -757,17 +729,10 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
             }
             Action::SetTimer { at_ms } => self.timer = Some(at_ms),
             Action::ValidateBlock { block } => {
-                let hash = block.hash();
-                if self.needs_settling(&block)? {
-                    let fixed = self.settle.as_ref().filter(|s| !s.commits.is_empty());
-                    if fixed.is_some_and(|s| s.parent != block.header.parent) {
-                        tracing::warn!(%hash, "a proposal on another parent than the final block's");
-                        return Ok(vec![Input::BlockValidated { hash, valid: false }]);
-                    }
-                    let parent = block.header.parent;
-                    self.settle_on(now_ms, parent, None)?.validate = Some(block);
-                    return Ok(Vec::new());
+                if let Some(answer) = self.hold_validation(now_ms, &block)? {
+                    return Ok(answer);
                 }
+                let hash = block.hash();
                 let checked = if self.past_segment(block.header.height) {
                     Err(blocks::BlockProblem::PastSegment)
                 } else {

@@ -53,6 +53,66 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(self.store.head()?.height < open)
     }
 
+    /// `Action::Commit` of `block`: held back (`None`) while final blocks
+    /// wait for their parent, or if it is the first one and names a parent
+    /// other than the head.
+    pub(crate) fn hold_commit(
+        &mut self,
+        now_ms: u64,
+        block: Block,
+    ) -> Result<Option<Block>, DriverError> {
+        let waiting = self.settle.as_ref().filter(|s| !s.commits.is_empty());
+        let parent = match waiting.map(|s| s.parent) {
+            Some(parent) => parent,
+            None if self.needs_settling(&block)? => block.header.parent,
+            None => return Ok(Some(block)),
+        };
+        self.settle_on(now_ms, parent, None)?
+            .commits
+            .push((block, false));
+        Ok(None)
+    }
+
+    /// `Action::ValidateBlock` of a first block on a parent other than the
+    /// head: answered once the head is its parent (`Some` of nothing now),
+    /// or at once as invalid if final blocks already name another parent.
+    pub(crate) fn hold_validation(
+        &mut self,
+        now_ms: u64,
+        block: &Block,
+    ) -> Result<Option<Vec<Input>>, DriverError> {
+        if !self.needs_settling(block)? {
+            return Ok(None);
+        }
+        let hash = block.hash();
+        let fixed = self.settle.as_ref().filter(|s| !s.commits.is_empty());
+        if fixed.is_some_and(|s| s.parent != block.header.parent) {
+            tracing::warn!(%hash, "a proposal on another parent than the final block's");
+            return Ok(Some(vec![Input::BlockValidated { hash, valid: false }]));
+        }
+        self.settle_on(now_ms, block.header.parent, None)?.validate = Some(block.clone());
+        Ok(Some(Vec::new()))
+    }
+
+    /// After a commit: once a first final block is in (on whichever
+    /// branch), no other branch is to be fetched or adopted.
+    pub(crate) fn end_settling_if_final(&mut self) -> Result<(), DriverError> {
+        if self.settle.is_some() && !self.needs_settling_now()? {
+            self.settle = None;
+        }
+        Ok(())
+    }
+
+    /// On every tick: settling ends once a first final block is in, and
+    /// a fetch that went unanswered is asked of the next peer.
+    pub(crate) fn settle_tick(&mut self, now_ms: u64) -> Result<(), DriverError> {
+        self.end_settling_if_final()?;
+        if self.settle.is_some() && self.syncing.is_none() {
+            self.settle_fetch(now_ms, None)?;
+        }
+        Ok(())
+    }
+
     /// Waits for the head to be `parent`, fetching the branch to it.
     pub(crate) fn settle_on(
         &mut self,

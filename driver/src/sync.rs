@@ -172,6 +172,22 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         }
     }
 
+    /// A message of a later segment of the schedule: the sender went on
+    /// without this node, which catches up — by block sync (from `origin`
+    /// if it may), or by locator from `origin` on a proof-of-work node
+    /// behind a switch to a final engine (the rest of the mined chain, and
+    /// the final blocks after it).
+    pub(crate) fn catch_up(&mut self, now_ms: u64, origin: P) -> Result<(), DriverError> {
+        if self.final_blocks() {
+            return self.sync_from_any(now_ms, Some(origin), None);
+        }
+        if self.syncing.is_none() {
+            let locator = crate::serve::locator(&*self.store)?;
+            self.fetch_after(now_ms, origin, locator);
+        }
+        Ok(())
+    }
+
     /// Syncs from `preferred` if it may, from another connected peer it
     /// may otherwise (taken in turn, so that two nodes behind do not ask
     /// only each other), never from `except`.
