@@ -17,33 +17,33 @@ SEEDS ?= 10000
 deps:
 	@scripts/install-deps.sh
 
+# One build for everything (the release profile, see Cargo.toml): the tests,
+# the devnet, the soaks and the benchmarks run the same binaries.
 build: deps
-	cargo build --workspace --bins
+	cargo build --release --workspace --bins
 
 # Binaries first: the end-to-end tests run them as real processes (and
 # the dashboard's in a browser: install-deps --test adds Chromium).
 test: build
 	@scripts/install-deps.sh --test
-	cargo test --workspace --no-fail-fast
+	cargo test --release --workspace --no-fail-fast
 
 devnet: build
 	@scripts/devnet.sh "$(DEVNET_DIR)" "$(ENGINE)" "$(VALIDATORS)" "$(FRESH)"
 
-bench: deps
+bench: build
 	cargo bench -p cairn-chain
 
-# Throughput and latency of a fresh 4-validator devnet per engine (release
-# build); writes the table in docs/benchmarks.md. ENGINES=, RATES=, DURATION=.
-bench-network: deps
-	cargo build --release --workspace --bins
+# Throughput and latency of a fresh 4-validator devnet per engine; writes
+# the table in docs/benchmarks.md. ENGINES=, RATES=, DURATION=.
+bench-network: build
 	scripts/bench-network.sh
 
 # The consensus simulator over many seeds per scenario (SCENARIOS=raft/figure8
 # for one; see `cairn-sim list`).
 # (Built with the workspace's features: a build of one package would
 # resolve them anew and rebuild RocksDB.)
-soak: deps
-	cargo build --release --workspace --bins
+soak: build
 	$(CARGO_TARGET_DIR)/release/cairn-sim soak --seeds $(SEEDS) $(SCENARIOS)
 
 # A real devnet under load and a seeded schedule of faults (kill -9,
@@ -55,7 +55,7 @@ DURATION ?= 120
 RATE ?= 50
 FAULTS ?= kill,pause,isolate,halves,skew,disk-full
 chaos: build
-	$(CARGO_TARGET_DIR)/debug/cairn-chaos --engine $(or $(ENGINE),raft) --seed $(SEED) --duration $(DURATION) \
+	$(CARGO_TARGET_DIR)/release/cairn-chaos --engine $(or $(ENGINE),raft) --seed $(SEED) --duration $(DURATION) \
 		--validators $(or $(VALIDATORS),4) --rate $(RATE) --faults $(FAULTS) \
 		$(if $(BYZANTINE),--byzantine $(BYZANTINE))
 
@@ -76,7 +76,7 @@ fuzz-merge: deps
 # Writes the seed inputs (valid messages, recorded engine runs, generated
 # configuration files) into fuzz/corpus.
 fuzz-seeds: build
-	$(CARGO_TARGET_DIR)/debug/cairn-fuzz-seeds fuzz/corpus
+	$(CARGO_TARGET_DIR)/release/cairn-fuzz-seeds fuzz/corpus
 
 lint: deps
 	cargo fmt --all -- --check

@@ -28,7 +28,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first (make test does)",
+        "{} is not built: run `cargo build --release --workspace --bins` first (make test does)",
         path.display()
     );
     path
