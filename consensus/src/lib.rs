@@ -51,7 +51,10 @@ mod outputs;
 
 use cairn_chain::{Block, Hash};
 
-pub use message::{ConsensusMessage, MessageError, SignedMessage, MAX_MESSAGE_BYTES};
+pub use message::{
+    CompactMessage, ConsensusMessage, MessageError, Partial, SignedMessage, Wanted,
+    MAX_MESSAGE_BYTES,
+};
 pub use pbft::{Pbft, PbftConfig, PbftMessage};
 pub use pow::{Pow, PowConfig};
 pub use raft::{Raft, RaftConfig, RaftMessage};

@@ -459,6 +459,18 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
         Ok(self.done())
     }
 
+    /// A validator of a later segment of the schedule signed a message:
+    /// this node is behind, and catches up (what [`Self::message`] does
+    /// with such a message, for a shell that does not decode it further).
+    pub fn later_segment_heard(
+        &mut self,
+        now_ms: u64,
+        origin: P,
+    ) -> Result<Vec<Effect<P>>, DriverError> {
+        self.catch_up(now_ms, origin)?;
+        Ok(self.done())
+    }
+
     /// The height where a synced block showed that this node's schedule
     /// differs from its peers' (it no longer syncs).
     pub fn diverged(&self) -> Option<u64> {

@@ -86,7 +86,12 @@ pub fn signed_message(data: &[u8]) {
     };
     assert_eq!(SignedMessage::decode(&m.encode()).ok().as_ref(), Some(&m));
     let f = fixtures::validators();
-    let _ = m.open(&f.network, &f.publics);
+    if let Ok((_, compact)) = m.open(&f.network, &f.publics) {
+        if let Err(mut partial) = compact.assemble(|_| None, |_| None) {
+            let _ = partial.wanted();
+            let _ = partial.fill(&cairn_chain::Hash::ZERO, &[0], Vec::new());
+        }
+    }
 }
 
 /// A block-sync request and response as the request-response protocol
@@ -107,12 +112,31 @@ pub fn sync(data: &[u8]) {
                 }
             }
             Request::Consensus(bytes) => signed_message(&bytes),
+            Request::GetBlockTransactions { wanted } => {
+                for (hash, indexes) in wanted.iter().take(64) {
+                    if let Ok(Some(b)) = cairn_chain::ChainStore::block(store, hash) {
+                        let picked: Option<Vec<&Transaction>> = indexes
+                            .iter()
+                            .map(|&i| b.transactions.get(i as usize))
+                            .collect();
+                        let _ = picked.map(|p| codec::encode(&p));
+                    }
+                }
+            }
         }
     }
-    if let Ok(Response::Blocks(blocks)) = cbor4ii::serde::from_slice::<Response>(data) {
-        for b in blocks {
-            block(&b);
+    match cbor4ii::serde::from_slice::<Response>(data) {
+        Ok(Response::Blocks(blocks)) => {
+            for b in blocks {
+                block(&b);
+            }
         }
+        Ok(Response::Transactions(lists)) => {
+            for l in lists {
+                let _ = codec::decode::<Vec<Transaction>>(&l, 64 * MAX_TRANSACTION_BYTES);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -54,6 +54,10 @@ pub struct Metrics {
     /// Compact blocks from peers, by outcome: assembled from the mempool,
     /// or fetched whole because transactions were missing.
     compact_blocks: Family<Labels, Counter>,
+    /// Consensus messages with blocks from peers, by outcome: assembled
+    /// from the mempool, completed with transactions fetched from the
+    /// sender, or dropped (the fetch failed).
+    compact_messages: Family<Labels, Counter>,
     difficulty: Gauge,
     store_memory: Family<Labels, Gauge>,
     last_role: Mutex<String>,
@@ -95,6 +99,7 @@ impl Metrics {
             reorgs: Counter::default(),
             reverted_blocks: Counter::default(),
             compact_blocks: Family::default(),
+            compact_messages: Family::default(),
             difficulty: Gauge::default(),
             store_memory: Family::default(),
             last_role: Mutex::new(String::new()),
@@ -223,6 +228,11 @@ impl Metrics {
             m.compact_blocks.clone(),
         );
         registry.register(
+            "consensus_compact_messages",
+            "Raft appends and PBFT proposals from peers (blocks by transaction hashes), by outcome: assembled from the mempool, completed with transactions fetched from the sender, or dropped",
+            m.compact_messages.clone(),
+        );
+        registry.register(
             "pow_difficulty",
             "Difficulty the next block needs",
             m.difficulty.clone(),
@@ -233,6 +243,14 @@ impl Metrics {
             m.store_memory.clone(),
         );
         m
+    }
+
+    /// Counts a consensus message with blocks from a peer, by outcome
+    /// (`assembled`, `fetched` or `dropped`).
+    pub fn compact_message(&self, outcome: &'static str) {
+        self.compact_messages
+            .get_or_create(&vec![("outcome".into(), outcome.into())])
+            .inc();
     }
 
     /// Counts a compact block from a peer: `assembled` from the mempool,

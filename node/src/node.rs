@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::miner::Miner;
 use crate::shared::{write_admin_cookie, Shared};
 
+pub(crate) mod recent;
 mod segment;
 mod shell;
 
@@ -31,7 +32,9 @@ const RAFT_PIPELINE: usize = 3;
 /// A block request without an answer is given up after this long.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct StoreSource(Arc<Store>);
+/// What the network serves peers from: the store, and the blocks recently
+/// sent in consensus messages.
+struct StoreSource(Arc<Store>, Arc<Mutex<recent::RecentBlocks>>);
 
 impl BlockSource for StoreSource {
     fn blocks(&self, from: u64, max: u32) -> Vec<Vec<u8>> {
@@ -48,6 +51,10 @@ impl BlockSource for StoreSource {
                 tracing::error!("serving blocks: {e}");
                 Vec::new()
             })
+    }
+
+    fn block_transactions(&self, wanted: &[(Hash, Vec<u32>)]) -> Vec<Vec<u8>> {
+        recent::answer(&self.1, &self.0, wanted)
     }
 }
 
@@ -138,6 +145,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         .filter_map(|v| peer_of(&v.p2p_address))
         .chain(config.p2p.bootstrap.iter().filter_map(|b| peer_of(b)))
         .collect();
+    let recent = Arc::new(Mutex::new(recent::RecentBlocks::default()));
     let net = cairn_p2p::start(
         cairn_p2p::Config {
             keypair,
@@ -148,7 +156,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
             reserved,
             agent: format!("cairn-node/{}", env!("CARGO_PKG_VERSION")),
         },
-        Arc::new(StoreSource(store.clone())),
+        Arc::new(StoreSource(store.clone(), recent.clone())),
     )?;
 
     let block_max = config.block.max_transactions;
@@ -222,6 +230,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
         ),
     };
     let shared = Arc::new(Shared {
+        recent,
         name: config.name.clone(),
         store: store.clone(),
         params: genesis.execution_params(),

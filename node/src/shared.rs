@@ -47,6 +47,9 @@ pub struct Shared {
     pub sync_busy: Arc<std::sync::atomic::AtomicU64>,
     /// What `GET /events` streams.
     pub events: crate::events::Events,
+    /// Blocks recently sent in consensus messages (shared with the
+    /// network, which serves their transactions to peers).
+    pub recent: Arc<Mutex<crate::node::recent::RecentBlocks>>,
 }
 
 /// The file in a node's home that holds the admin API's token, written

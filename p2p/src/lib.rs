@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_chain::{Hash, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES};
+use cairn_chain::{Hash, MAX_BLOCK_BYTES, MAX_BLOCK_TRANSACTIONS, MAX_TRANSACTION_BYTES};
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -58,6 +58,11 @@ pub const SYNC_RESPONSE_BUDGET: usize = 2 * MAX_BLOCK_BYTES;
 /// Sync requests served at once, all peers together (each reads and
 /// encodes up to [`SYNC_RESPONSE_BUDGET`] bytes, off the swarm task).
 pub const MAX_CONCURRENT_SERVES: usize = 4;
+/// Transaction requests ([`Request::GetBlockTransactions`]) served at once,
+/// all peers together. They are small and on consensus's critical path, so
+/// they do not wait behind a peer's block sync (one sync request at a time
+/// per peer), but count against its byte quota.
+pub const MAX_CONCURRENT_TRANSACTION_SERVES: usize = 16;
 /// Bytes of blocks served to one peer per [`SERVE_WINDOW`]; past it the
 /// peer is answered [`Response::Busy`] until the window ends.
 pub const SERVE_BYTES_PER_WINDOW: usize = 512 * 1024 * 1024;
@@ -102,7 +107,14 @@ pub enum Request {
     /// Blocks of the peer's chain after the first hash of `locator` it has
     /// on that chain (proof-of-work: chains may differ), at most `max`.
     GetBlocksAfter { locator: Vec<Hash>, max: u32 },
+    /// Transactions of blocks a consensus message from the peer named by
+    /// their hashes, which this node lacks: per block (by hash), the
+    /// positions wanted.
+    GetBlockTransactions { wanted: Vec<(Hash, Vec<u32>)> },
 }
+
+/// Most blocks one [`Request::GetBlockTransactions`] may ask about.
+pub const MAX_WANTED_BLOCKS: usize = 64;
 
 /// A gossip message awaiting the node's verdict: forwarded to other peers
 /// only once accepted.
@@ -131,6 +143,10 @@ pub enum Response {
     Ack,
     /// Encoded blocks, consecutive from the requested height.
     Blocks(Vec<ByteBuf>),
+    /// Per block of a [`Request::GetBlockTransactions`], in order, the
+    /// encoded list of the transactions asked for (empty if the peer does
+    /// not hold the block).
+    Transactions(Vec<ByteBuf>),
     /// The peer serves no more blocks to this node now (one request at a
     /// time per peer, a byte quota per minute, a few at once in all): ask
     /// again later, or another peer.
@@ -163,6 +179,13 @@ pub enum Command {
     GetBlocksAfter {
         peer: PeerId,
         locator: Vec<Hash>,
+    },
+    /// See [`Request::GetBlockTransactions`]; answered with
+    /// [`Event::BlockTransactions`] carrying the same `tag`.
+    GetBlockTransactions {
+        peer: PeerId,
+        wanted: Vec<(Hash, Vec<u32>)>,
+        tag: u64,
     },
     /// An operator blocks a peer (admin API): disconnected, and neither
     /// dialled nor accepted until unblocked.
@@ -209,6 +232,14 @@ pub enum Event {
     SyncFailed {
         peer: PeerId,
     },
+    /// The answer to [`Command::GetBlockTransactions`] `tag`: per block
+    /// asked about, the encoded transactions; `None` if the request failed
+    /// (peer gone, busy, timeout).
+    BlockTransactions {
+        from: PeerId,
+        tag: u64,
+        txs: Option<Vec<Vec<u8>>>,
+    },
     PeerConnected(PeerId),
     PeerDisconnected(PeerId),
 }
@@ -221,6 +252,10 @@ pub trait BlockSource: Send + Sync + 'static {
     /// Encoded blocks of the canonical chain after the first hash of
     /// `locator` on it (none if no hash is), with the same limits.
     fn blocks_after(&self, locator: &[Hash], max: u32) -> Vec<Vec<u8>>;
+    /// Per block of `wanted` (by hash), the encoded list of its
+    /// transactions at the positions given; an empty list for a block the
+    /// source does not hold or positions it does not have.
+    fn block_transactions(&self, wanted: &[(Hash, Vec<u32>)]) -> Vec<Vec<u8>>;
 }
 
 /// A connected peer, as `/peers` shows it.
@@ -417,6 +452,7 @@ pub fn start(config: Config, source: Arc<dyn BlockSource>) -> Result<Network, P2
         penalties: HashMap::new(),
         banned: HashSet::new(),
         pending_sync: HashMap::new(),
+        pending_txs: HashMap::new(),
         bootstrap: config.bootstrap,
         max_peers: config.max_peers,
         reserved: config.reserved.into_iter().collect(),
@@ -480,7 +516,9 @@ struct SwarmTask {
     dropped: Arc<AtomicU64>,
     busy: Arc<AtomicU64>,
     /// Sync requests being read from the store, by serve number.
-    serving: HashMap<u64, (PeerId, request_response::ResponseChannel<Response>)>,
+    /// Requests being served: the peer, its channel, and whether the
+    /// answer is transactions (or blocks).
+    serving: HashMap<u64, (PeerId, request_response::ResponseChannel<Response>, bool)>,
     /// Per peer: whether a request is being served, and the bytes served in
     /// the current window (with its start).
     serve_quota: HashMap<PeerId, ServeQuota>,
@@ -493,6 +531,8 @@ struct SwarmTask {
     penalties: HashMap<PeerId, u32>,
     banned: HashSet<PeerId>,
     pending_sync: HashMap<request_response::OutboundRequestId, PeerId>,
+    /// Outstanding [`Command::GetBlockTransactions`]: the peer and the tag.
+    pending_txs: HashMap<request_response::OutboundRequestId, (PeerId, u64)>,
     bootstrap: Vec<Multiaddr>,
     max_peers: usize,
     reserved: HashSet<PeerId>,
@@ -510,6 +550,7 @@ struct ServeQuota {
 enum ServeRequest {
     From { from: u64, max: u32 },
     After { locator: Vec<Hash>, max: u32 },
+    Transactions { wanted: Vec<(Hash, Vec<u32>)> },
 }
 
 impl SwarmTask {
@@ -601,6 +642,19 @@ impl SwarmTask {
                 );
                 self.pending_sync.insert(id, peer);
             }
+            Command::GetBlockTransactions {
+                peer,
+                mut wanted,
+                tag,
+            } => {
+                wanted.truncate(MAX_WANTED_BLOCKS);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer, Request::GetBlockTransactions { wanted });
+                self.pending_txs.insert(id, (peer, tag));
+            }
             Command::Ban { peer } => self.ban(peer, "blocked by the operator"),
             Command::Unban { peer } => {
                 tracing::info!(%peer, "peer unblocked by the operator");
@@ -636,10 +690,14 @@ impl SwarmTask {
             quota.window_start = now;
             quota.bytes = 0;
         }
-        if quota.in_flight
-            || quota.bytes >= SERVE_BYTES_PER_WINDOW
-            || self.serving.len() >= MAX_CONCURRENT_SERVES
-        {
+        let transactions = matches!(request, ServeRequest::Transactions { .. });
+        let serving_txs = self.serving.values().filter(|s| s.2).count();
+        let busy = if transactions {
+            serving_txs >= MAX_CONCURRENT_TRANSACTION_SERVES
+        } else {
+            quota.in_flight || self.serving.len() - serving_txs >= MAX_CONCURRENT_SERVES
+        };
+        if busy || quota.bytes >= SERVE_BYTES_PER_WINDOW {
             self.busy.fetch_add(1, Ordering::Relaxed);
             let _ = self
                 .swarm
@@ -648,10 +706,12 @@ impl SwarmTask {
                 .send_response(channel, Response::Busy);
             return;
         }
-        quota.in_flight = true;
+        if !transactions {
+            quota.in_flight = true;
+        }
         let id = self.next_serve;
         self.next_serve += 1;
-        self.serving.insert(id, (peer, channel));
+        self.serving.insert(id, (peer, channel, transactions));
         let source = self.source.clone();
         let done = self.served.clone();
         tokio::task::spawn_blocking(move || {
@@ -662,6 +722,7 @@ impl SwarmTask {
                 ServeRequest::After { locator, max } => {
                     source.blocks_after(&locator, max.min(MAX_BLOCKS_PER_REQUEST))
                 }
+                ServeRequest::Transactions { wanted } => source.block_transactions(&wanted),
             };
             let _ = done.send((id, blocks));
         });
@@ -669,21 +730,28 @@ impl SwarmTask {
 
     /// A store read finished: answer the peer and count its bytes.
     fn on_served(&mut self, id: u64, blocks: Vec<Vec<u8>>) {
-        let Some((peer, channel)) = self.serving.remove(&id) else {
+        let Some((peer, channel, transactions)) = self.serving.remove(&id) else {
             return;
         };
         if let Some(q) = self.serve_quota.get_mut(&peer) {
-            q.in_flight = false;
+            if !transactions {
+                q.in_flight = false;
+            }
             q.bytes = q
                 .bytes
                 .saturating_add(blocks.iter().map(Vec::len).sum::<usize>());
         }
         let blocks = blocks.into_iter().map(ByteBuf::from).collect();
+        let response = if transactions {
+            Response::Transactions(blocks)
+        } else {
+            Response::Blocks(blocks)
+        };
         let _ = self
             .swarm
             .behaviour_mut()
             .rr
-            .send_response(channel, Response::Blocks(blocks));
+            .send_response(channel, response);
     }
 
     /// Reports a verdict to gossipsub (which forwards accepted messages and
@@ -956,6 +1024,19 @@ impl SwarmTask {
                     Request::GetBlocks { from, max } => {
                         self.serve(peer, channel, ServeRequest::From { from, max });
                     }
+                    Request::GetBlockTransactions { wanted } => {
+                        if wanted.len() > MAX_WANTED_BLOCKS
+                            || wanted.iter().any(|(_, i)| i.len() > MAX_BLOCK_TRANSACTIONS)
+                        {
+                            self.penalize(
+                                peer,
+                                INVALID_MESSAGE_PENALTY,
+                                "oversized transactions request",
+                            );
+                            return;
+                        }
+                        self.serve(peer, channel, ServeRequest::Transactions { wanted });
+                    }
                 },
                 request_response::Message::Response {
                     request_id,
@@ -967,12 +1048,24 @@ impl SwarmTask {
                                 let blocks = blocks.into_iter().map(ByteBuf::into_vec).collect();
                                 self.emit(Event::Blocks { from, blocks })
                             }
-                            Response::Ack => {
+                            Response::Ack | Response::Transactions(_) => {
                                 self.penalize(from, INVALID_MESSAGE_PENALTY, "wrong response");
                                 self.emit(Event::SyncFailed { peer: from });
                             }
                             Response::Busy => self.emit(Event::SyncFailed { peer: from }),
                         }
+                    } else if let Some((from, tag)) = self.pending_txs.remove(&request_id) {
+                        let txs = match response {
+                            Response::Transactions(txs) => {
+                                Some(txs.into_iter().map(ByteBuf::into_vec).collect())
+                            }
+                            Response::Busy => None,
+                            Response::Ack | Response::Blocks(_) => {
+                                self.penalize(from, INVALID_MESSAGE_PENALTY, "wrong response");
+                                None
+                            }
+                        };
+                        self.emit(Event::BlockTransactions { from, tag, txs });
                     }
                 }
             },
@@ -987,6 +1080,13 @@ impl SwarmTask {
                 if self.pending_sync.remove(&request_id).is_some() {
                     tracing::debug!(%peer, "sync request failed: {error}");
                     self.emit(Event::SyncFailed { peer });
+                } else if let Some((from, tag)) = self.pending_txs.remove(&request_id) {
+                    tracing::debug!(%peer, "transactions request failed: {error}");
+                    self.emit(Event::BlockTransactions {
+                        from,
+                        tag,
+                        txs: None,
+                    });
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(

@@ -448,6 +448,7 @@ fn full_block(height: u64, parent: Hash) -> Block {
         cairn_chain::Transaction::new_signed(&sender, &chain, &Hash::ZERO, Address::ZERO, 1, 1, 0);
     let mut b = block(height, parent, 7);
     b.transactions = vec![tx; cairn_chain::MAX_BLOCK_TRANSACTIONS];
+    b.header.tx_root = cairn_chain::transactions_root(&b.transactions);
     b
 }
 
@@ -517,17 +518,27 @@ fn a_new_primary_fetches_a_prepared_block_it_lacks_and_re_proposes_it_once() {
             _ => None,
         })
         .expect("the new primary re-proposes the prepared block");
+    // It travels by its transactions' hashes, and assembles again from a
+    // pool that holds them.
     let wire = crate::SignedMessage::sign(&net(), 1, &k[1], &pre_prepare).encode();
     let block_bytes = codec::encoded_len(&big);
     assert!(block_bytes > 10_000_000, "{block_bytes}");
     assert!(
-        wire.len() < block_bytes + 64 * 1024,
+        wire.len() < big.transactions.len() * 32 + 64 * 1024,
         "pre-prepare of {} bytes for a block of {block_bytes}",
         wire.len()
     );
-    let (from, back) = crate::SignedMessage::decode(&wire)
+    let (from, compact) = crate::SignedMessage::decode(&wire)
         .and_then(|m| m.open(&net(), &publics(&k)))
         .expect("the message decodes within the limits");
+    let pool: std::collections::HashMap<Hash, cairn_chain::Transaction> = big
+        .transactions
+        .iter()
+        .map(|t| (t.hash(), t.clone()))
+        .collect();
+    let back = compact
+        .assemble(|_| None, |h| pool.get(h).cloned())
+        .expect("every transaction in the pool");
     assert_eq!((from, back), (1, pre_prepare));
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_chain::{codec, Block, ChainStore, CompactBlock, Header, PublicKey, SecretKey, Store};
-use cairn_consensus::{ConsensusMessage, SignedMessage, ValidatorId};
+use cairn_consensus::{SignedMessage, ValidatorId};
 use cairn_driver::{Driver, DriverError, Effect};
 use cairn_genesis::ConsensusConfig;
 use cairn_p2p::{Command, Event, GossipId, Topic, Verdict};
@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::miner::Miner;
 use crate::shared::{now_ms, Shared};
+
+mod relay;
 
 /// How long without a committed transaction before an idle node gives
 /// memory back.
@@ -56,6 +58,8 @@ pub(super) struct Shell {
     next_housekeeping: Instant,
     /// The driver's counters as last copied to the metrics.
     seen: cairn_driver::Stats,
+    /// Consensus messages waiting for transactions from a peer.
+    waiting: relay::WaitingMessages,
 }
 
 impl Shell {
@@ -89,6 +93,7 @@ impl Shell {
             memory_released: true,
             next_housekeeping: now + HOUSEKEEPING_EVERY,
             seen: cairn_driver::Stats::default(),
+            waiting: relay::WaitingMessages::default(),
         }
     }
 
@@ -243,11 +248,6 @@ impl Shell {
         keys.iter()
             .position(|k| *k == public)
             .map(|i| i as ValidatorId)
-    }
-
-    fn sign(&self, msg: &ConsensusMessage) -> Option<Vec<u8>> {
-        let (me, key) = (self.me?, self.key.as_ref()?);
-        Some(SignedMessage::sign_in(&self.shared.genesis_hash, self.segment, me, key, msg).encode())
     }
 
     async fn command(&self, cmd: Command) {
@@ -472,6 +472,9 @@ impl Shell {
                 }
             }
             Event::SyncFailed { peer } => self.driver.sync_failed(now_ms(), peer),
+            Event::BlockTransactions { from, tag, txs } => {
+                self.on_block_transactions(from, tag, txs).await?
+            }
             Event::PeerConnected(peer) => {
                 let effects = self.driver.peer_connected(now_ms(), peer);
                 self.after(effects).await?;
@@ -506,9 +509,15 @@ impl Shell {
         };
         let segment = signed.segment;
         match signed.open(&self.shared.genesis_hash, keys) {
-            Ok((sender, msg)) => {
-                let effects = self.driver.message(now_ms(), origin, sender, segment, msg);
-                self.after(effects).await?;
+            Ok((sender, compact)) => {
+                if segment > self.segment {
+                    let effects = self.driver.later_segment_heard(now_ms(), origin);
+                    self.after(effects).await?;
+                } else if self.me.is_some_and(|me| me != sender) {
+                    // Only a validator's engine reads the message (and
+                    // only then are its blocks worth assembling).
+                    self.deliver(origin, sender, segment, compact).await?;
+                }
                 Ok(Verdict::Accept)
             }
             Err(e) => {
