@@ -24,7 +24,8 @@ pub struct Admitted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signatures {
     Verify,
-    /// The caller knows them good (the simulator's own clients).
+    /// The caller knows them good (the simulator's own clients, or a Raft
+    /// validator's node that checked them).
     Trusted,
 }
 

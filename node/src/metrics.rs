@@ -32,6 +32,10 @@ pub struct Metrics {
     pub switches: Counter,
     /// Transaction gossip dropped because admission was that far behind.
     pub gossip_dropped: Counter,
+    /// Gossiped transactions that entered the mempool, by how their
+    /// signatures were taken: `checked` here, or `trusted` (delivered by a
+    /// Raft validator's node, which checked them).
+    gossip_admitted: Family<Labels, Counter>,
     /// HTTP connections closed on arrival (the limit was reached).
     pub http_refused: Counter,
     /// Network events the swarm task dropped because the node was behind
@@ -86,6 +90,7 @@ impl Metrics {
             unauthenticated: Counter::default(),
             switches: Counter::default(),
             gossip_dropped: Counter::default(),
+            gossip_admitted: Family::default(),
             http_refused: Counter::default(),
             network_events_dropped: Counter::default(),
             sync_busy: Counter::default(),
@@ -228,6 +233,11 @@ impl Metrics {
             m.compact_blocks.clone(),
         );
         registry.register(
+            "gossip_admitted_transactions",
+            "Gossiped transactions that entered the mempool, by signatures: checked here, or trusted (delivered by a Raft validator's node)",
+            m.gossip_admitted.clone(),
+        );
+        registry.register(
             "consensus_compact_messages",
             "Raft appends and PBFT proposals from peers (blocks by transaction hashes), by outcome: assembled from the mempool, completed with transactions fetched from the sender, or dropped",
             m.compact_messages.clone(),
@@ -243,6 +253,14 @@ impl Metrics {
             m.store_memory.clone(),
         );
         m
+    }
+
+    /// Counts `n` gossiped transactions admitted, their signatures
+    /// `checked` or `trusted`.
+    pub fn gossip_admitted(&self, signatures: &'static str, n: u64) {
+        self.gossip_admitted
+            .get_or_create(&vec![("signatures".into(), signatures.into())])
+            .inc_by(n);
     }
 
     /// Counts a consensus message with blocks from a peer, by outcome

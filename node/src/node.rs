@@ -231,6 +231,7 @@ pub async fn run_with(home: &Path, wrap: Option<EngineWrap>) -> Result<()> {
     };
     let shared = Arc::new(Shared {
         recent,
+        trusted_peers: Default::default(),
         name: config.name.clone(),
         store: store.clone(),
         params: genesis.execution_params(),

@@ -50,6 +50,11 @@ pub struct Shared {
     /// Blocks recently sent in consensus messages (shared with the
     /// network, which serves their transactions to peers).
     pub recent: Arc<Mutex<crate::node::recent::RecentBlocks>>,
+    /// The nodes whose gossiped transactions are admitted without checking
+    /// their signatures again: the validators' while a Raft segment runs
+    /// (Raft validators may crash but never lie, and each checked what it
+    /// forwards). Empty under PBFT and proof-of-work.
+    pub trusted_peers: std::sync::RwLock<std::collections::HashSet<libp2p::PeerId>>,
 }
 
 /// The file in a node's home that holds the admin API's token, written

@@ -33,12 +33,27 @@ fn raft_network_commits_survives_a_leader_crash_and_refuses_bad_transactions() {
         metric(urls[watched], "cairn_event_subscribers").unwrap_or(0.0) >= 1.0
     });
 
-    // 1. A transfer commits; every node has the same head and balances.
+    // 1. A transfer (sent to a follower) commits; every node has the same
+    // head and balances.
     let alice = keygen(urls[1], &dir.path().join("alice.key"));
-    transfer(urls[1], &faucet, &alice, 1_000);
+    transfer(urls[watched], &faucet, &alice, 1_000);
     eventually("all nodes reach the same head", || same_head(&urls));
     for u in &urls {
         assert_eq!(balance(u, &alice), Some(1_000), "balance on {u}");
+    }
+    // The leader had the transfer by gossip from the follower, a Raft
+    // validator that checked its signature: taken without a second check.
+    if leader(&urls) == Some(first_leader) {
+        let admitted = |how: &str| {
+            let sample =
+                format!("cairn_gossip_admitted_transactions_total{{signatures=\"{how}\"}}");
+            metric(urls[first_leader], &sample).unwrap_or(0.0)
+        };
+        assert!(
+            admitted("trusted") >= 1.0,
+            "the leader trusted its follower's gossip"
+        );
+        assert_eq!(admitted("checked"), 0.0, "and checked none of it again");
     }
 
     eventually("the watcher saw the transfer commit in a new head", || {

@@ -76,7 +76,7 @@ impl Shell {
         let segment = driver.segment();
         let is_pow = Self::pow_segment(&shared, segment);
         let me = Self::index_in(&segment_keys, segment, key.as_ref());
-        Self {
+        let shell = Self {
             shared,
             driver,
             key,
@@ -94,6 +94,30 @@ impl Shell {
             next_housekeeping: now + HOUSEKEEPING_EVERY,
             seen: cairn_driver::Stats::default(),
             waiting: relay::WaitingMessages::default(),
+        };
+        shell.trust_raft_validators();
+        shell
+    }
+
+    /// Under Raft, transactions gossiped by a validator's node are admitted
+    /// without a second signature check (see [`Shared::trusted_peers`]);
+    /// set at the start and at every switch of engine.
+    fn trust_raft_validators(&self) {
+        let peers = self
+            .shared
+            .genesis
+            .segments()
+            .get(self.segment as usize)
+            .filter(|s| matches!(s.consensus, ConsensusConfig::Raft(_)))
+            .map(|s| {
+                s.validators
+                    .iter()
+                    .filter_map(|v| super::peer_of(&v.p2p_address))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Ok(mut trusted) = self.shared.trusted_peers.write() {
+            *trusted = peers;
         }
     }
 
@@ -336,6 +360,7 @@ impl Shell {
                 self.segment = segment.index as u64;
                 self.is_pow = Self::pow_segment(&self.shared, self.segment);
                 self.me = Self::index_in(&self.segment_keys, self.segment, self.key.as_ref());
+                self.trust_raft_validators();
                 self.shared.metrics.switches.inc();
                 if self.driver.status().is_none() {
                     if let Ok(mut st) = self.shared.engine.lock() {
