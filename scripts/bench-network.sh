@@ -6,12 +6,18 @@
 # the table between the markers in docs/benchmarks.md (or $DOC).
 #
 #   ENGINES="raft pbft pow" RATES="1000 2000 4000 8000" DURATION=60 scripts/bench-network.sh
+#   VRATES="0.5 1.0 1.6 2.0" scripts/bench-network.sh     # rates as multiples of V
 #
-# RATES_raft, RATES_pbft and RATES_pow, when set, replace RATES for one engine;
-# BENCH_ARGS is passed on to `cairn-wallet bench` (e.g. "--series-every 1").
+# V is this machine's yardstick, measured first (scripts/yardstick.sh:
+# ed25519 verifications per second on one core); every table states it.
+# RATES_raft, RATES_pbft and RATES_pow (or VRATES_raft, ...), when set,
+# replace RATES (VRATES) for one engine; BENCH_ARGS is passed on to
+# `cairn-wallet bench` (e.g. "--series-every 1"); BIN names another build's
+# binaries (to compare two commits in one sitting); REPORTS=dir keeps every
+# step's JSON report there (scripts/plots.py reads them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${CARGO_TARGET_DIR:-target}/release"
+bin="${BIN:-${CARGO_TARGET_DIR:-target}/release}"
 engines=${ENGINES:-"raft pbft pow"}
 rates=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000"}
 duration=${DURATION:-60}
@@ -50,6 +56,10 @@ node_rss() {
     echo "$out"
 }
 
+v=${V:-$(scripts/yardstick.sh)}
+echo "V = $v ed25519 verifications/s on one core (best of three openssl runs)"
+if [ -n "${REPORTS:-}" ]; then mkdir -p "$REPORTS"; fi
+
 nodes=""
 for i in 0 1 2 3; do
     nodes="$nodes${nodes:+,}http://127.0.0.1:$((base_port + 2 * i + 1))"
@@ -67,15 +77,23 @@ for engine in $engines; do
     sleep 5 # peers connect, a leader or primary settles, miners start
     rss_before=$(node_rss)
     engine_rates_var="RATES_$engine"
-    for rate in ${!engine_rates_var:-$rates}; do
+    engine_vrates_var="VRATES_$engine"
+    engine_rates=${!engine_rates_var:-$rates}
+    vrates=${!engine_vrates_var:-${VRATES:-}}
+    if [ -n "$vrates" ]; then
+        engine_rates=$(for m in $vrates; do python3 -c "print(round($m * $v / 100) * 100)"; done)
+    fi
+    for rate in $engine_rates; do
         report="$work/$engine-$rate.json"
         echo "== $engine at $rate transfers/s for $duration s"
         "$bin/cairn-wallet" bench --nodes "$nodes" --accounts "$accounts" --rate "$rate" \
             --duration "$duration" --warmup "$warmup" --out "$report" ${BENCH_ARGS:-} |
             tee -a "$work/summary.txt"
-        python3 - "$report" "$rows" <<'EOF'
+        if [ -n "${REPORTS:-}" ]; then cp "$report" "$REPORTS/"; fi
+        python3 - "$report" "$rows" "$v" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
+v = float(sys.argv[3])
 n = r["per_node"]
 cpu = " / ".join(f'{x.get("cpu_percent", 0):.0f}' for x in n)
 mem = " / ".join(f'{x.get("peak_rss_mb", 0):.0f}' for x in n)
@@ -83,9 +101,13 @@ rej = ", ".join(f"{k} {v}" for k, v in r["rejections"].items()) or "none"
 l = r["latency_ms"]
 pb = r.get("pow_blocks") or {}
 stale = f'{pb["stale_rate"] * 100:.1f} % of {pb["blocks"]}' if "stale_rate" in pb else "–"
+share = 100 * r["committed"] / max(r["offered"], 1)
+cpu_s = sum(x.get("cpu_seconds", 0) for x in n)
+us = 1e6 * cpu_s / max(r["committed"], 1) / max(len(n), 1)
 with open(sys.argv[2], "a") as f:
-    f.write(f'| {r["engine"]} | {r["offered_rate"]:,} | {r["committed_per_s"]:,.0f} | '
-            f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {cpu} | {mem} | {stale} | {rej} |\n')
+    f.write(f'| {r["engine"]} | {r["offered_rate"]:,} | {r["offered_rate"] / v:.2f} | '
+            f'{r["committed_per_s"]:,.0f} | {share:.1f} | '
+            f'{l["p50"]:,.0f} | {l["p99"]:,.0f} | {us:,.0f} | {cpu} | {mem} | {stale} | {rej} |\n')
 EOF
         limit_ms=10000
         if [ "$engine" = pow ]; then limit_ms=30000; fi
@@ -120,13 +142,16 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cores=$(nproc)
 table="$work/table.md"
 {
-    echo "Measured $(date -u +%Y-%m-%d) on $cpu_model, $cores cores, with all 4 validators"
-    echo "and the load generator on this machine; $duration s per step measured after $warmup s of"
-    echo "warm-up at the same rate; $accounts benchmark accounts."
-    echo "CPU is per node (100 % = one core); memory is each node's peak resident size."
+    echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\` on $cpu_model, $cores cores,"
+    echo "with all 4 validators and the load generator on this machine; **V = $v** ed25519"
+    echo "verifications/s on one core (best of three \`openssl speed -seconds 2 ed25519\`, same sitting);"
+    echo "$duration s per step measured after $warmup s of warm-up at the same rate; $accounts benchmark accounts."
+    echo "\"committed\" is the share of the transfers offered in the measured window that committed;"
+    echo "CPU µs per transfer is the nodes' CPU time over the step per committed transfer, per node;"
+    echo "CPU % is per node (100 % = one core); memory is each node's peak resident size."
     echo
-    echo "| engine | offered /s | committed /s | p50 ms | p99 ms | CPU % per node | peak MB per node | stale blocks | rejections |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| engine | offered /s | × V | committed /s | committed % | p50 ms | p99 ms | CPU µs per transfer per node | CPU % per node | peak MB per node | stale blocks | rejections |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     cat "$rows"
     echo
     echo "Resident memory before and after the load:"
