@@ -177,6 +177,26 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// verified on entry; the others are checked in one batch, then the
     /// block executes without checking signatures again.
     fn execute(&self, head: &Header, block: &Block) -> Result<Executed, BlockProblem> {
+        self.execute_checked(head, block, true)
+    }
+
+    /// [`Self::execute`], checking no signature when `check` is false (a
+    /// block whose finality is proven: see [`Self::apply_final`]).
+    fn execute_checked(
+        &self,
+        head: &Header,
+        block: &Block,
+        check: bool,
+    ) -> Result<Executed, BlockProblem> {
+        if !check {
+            return Ok(execute_block(
+                &*self.store,
+                &self.cfg.params,
+                head,
+                block,
+                SignatureCheck::AlreadyVerified,
+            )?);
+        }
         let unverified: Vec<Transaction> = {
             let pool = self.pool()?;
             block
@@ -204,11 +224,26 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
     /// Executes `block` on the head (validating it fully, unless built or
     /// validated here on this very head) and makes it the head.
     pub(crate) fn apply(&mut self, block: Block) -> Result<(), BlockProblem> {
+        self.apply_checked(block, true)
+    }
+
+    /// [`Self::apply`] for a block whose finality is proven (block sync
+    /// under Raft or PBFT, after [`Self::verify_final`]): its
+    /// transactions' signatures are not checked again. A PBFT commit
+    /// certificate holds 2f+1 validators' commits, so at least f+1 honest
+    /// validators executed the block, signatures included; Raft's
+    /// validators never lie, and blocks sync from validators only. The
+    /// block still executes in full (state root, nonces, balances).
+    pub(crate) fn apply_final(&mut self, block: Block) -> Result<(), BlockProblem> {
+        self.apply_checked(block, false)
+    }
+
+    fn apply_checked(&mut self, block: Block, check: bool) -> Result<(), BlockProblem> {
         let head = self.store.head()?;
         let hash = block.hash();
         let executed = match self.take_execution(&hash) {
             Some(ex) if block.header.parent == head.hash() => ex,
-            _ => self.execute(&head, &block)?,
+            _ => self.execute_checked(&head, &block, check)?,
         };
         self.store.commit_block(&block, &executed.changes)?;
         self.prune_senders(&block.transactions)?;

@@ -85,7 +85,7 @@ impl<S: ChainStore, P: Peer> Driver<S, P> {
                 block.hash(),
                 block.header.engine_data.clone(),
             );
-            match self.apply(block) {
+            match self.apply_final(block) {
                 Ok(()) => {}
                 Err(BlockProblem::Driver(e)) => return Err(e),
                 // The peer follows another schedule: not its fault as far

@@ -594,3 +594,38 @@ fn a_final_block_on_another_mined_branch_waits_until_that_branch_is_fetched_and_
         "nobody is blamed: {effects:?}"
     );
 }
+
+#[test]
+fn a_synced_final_block_executes_in_full_without_its_signatures_checked_again() {
+    let chain = TestChain::new("driver-test", 8, 1_000_000);
+    let block = valid_chain(&chain, 1, 1).remove(0);
+    // Its finality is proven (the engine's verify_final): a signature
+    // is not checked again. A transfer with a broken signature, the
+    // transaction root made to match: the state and its root do not
+    // depend on signatures.
+    let mut forged = block.clone();
+    forged.transactions[0].signature.0[0] ^= 1;
+    forged.header.tx_root = cairn_chain::transactions_root(&forged.transactions);
+    assert!(forged.transactions[0]
+        .verify_signature(&chain.params.genesis_hash)
+        .is_err());
+    // A wrong state root is still refused, and its sender blamed.
+    let mut wrong_state = forged.clone();
+    wrong_state.header.state_root = cairn_chain::Hash::digest(b"another state");
+    let mut s = setup(Vec::new());
+    let effects = s.driver.announced(5, 1, 2).expect("announced");
+    assert_eq!(effects, vec![Effect::GetBlocks { peer: 1, from: 1 }]);
+    let effects = s.driver.blocks(10, 1, vec![wrong_state]).expect("import");
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Penalize { peer: 1, .. })));
+    assert_eq!(s.store.head().expect("head").height, 0);
+    let effects = s.driver.announced(15, 2, 2).expect("announced");
+    assert_eq!(effects, vec![Effect::GetBlocks { peer: 2, from: 1 }]);
+    let effects = s
+        .driver
+        .blocks(20, 2, vec![forged.clone()])
+        .expect("import");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Penalize { .. })));
+    assert_eq!(s.store.head_hash().expect("head"), forged.hash());
+}
