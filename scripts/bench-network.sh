@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Throughput and latency of a fresh 4-validator devnet per engine on this
+# Throughput and latency of a fresh 4-validator (VALIDATORS=) devnet per engine on this
 # machine: steps the offered rate up until the network saturates (commits
 # fall below 90 % of the offered rate, or p99 latency passes 10 s — 30 s for
 # proof-of-work, whose blocks come at random with a 2 s mean), and writes
@@ -26,6 +26,8 @@ duration=${DURATION:-60}
 # between steps warm up; see docs/benchmarks.md).
 warmup=${WARMUP:-10}
 accounts=${ACCOUNTS:-20000}
+# Validators per devnet (each a process on this machine).
+validators=${VALIDATORS:-4}
 base_port=${BASE_PORT:-27600}
 doc=${DOC:-docs/benchmarks.md}
 work=$(mktemp -d)
@@ -48,7 +50,7 @@ trap 'stop_devnet; if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$
 # Each node's resident memory in MB, "a / b / c / d".
 node_rss() {
     local out="" bytes
-    for i in 0 1 2 3; do
+    for i in $(seq 0 $((validators - 1))); do
         bytes=$(curl -sf "http://127.0.0.1:$((base_port + 2 * i + 1))/metrics" |
             awk '/^process_resident_memory_bytes/ {print $2}')
         out="$out${out:+ / }$((${bytes:-0} / 1000000))"
@@ -61,13 +63,13 @@ echo "V = $v ed25519 verifications/s on one core (best of three openssl runs)"
 if [ -n "${REPORTS:-}" ]; then mkdir -p "$REPORTS"; fi
 
 nodes=""
-for i in 0 1 2 3; do
+for i in $(seq 0 $((validators - 1))); do
     nodes="$nodes${nodes:+,}http://127.0.0.1:$((base_port + 2 * i + 1))"
 done
 
 for engine in $engines; do
     dir="$work/$engine"
-    "$bin/cairn-node" devnet --engine "$engine" --validators 4 --dir "$dir" --fresh \
+    "$bin/cairn-node" devnet --engine "$engine" --validators "$validators" --dir "$dir" --fresh \
         --base-port "$base_port" --bench-accounts "$accounts" >"$work/$engine.log" 2>&1 &
     devnet_pid=$!
     for _ in $(seq 1 100); do
@@ -124,7 +126,7 @@ print(int(r['committed_per_s'] < 0.9 * r['offered_rate'] or r['latency_ms']['p99
     # transaction.
     for _ in $(seq 1 180); do
         pending=0
-        for i in 0 1 2 3; do
+        for i in $(seq 0 $((validators - 1))); do
             n=$(curl -sf "http://127.0.0.1:$((base_port + 2 * i + 1))/metrics" |
                 awk '/^cairn_mempool_transactions / {all = $2}
                      /^cairn_mempool_waiting_transactions / {waiting = $2}
@@ -144,7 +146,7 @@ cores=$(nproc)
 table="$work/table.md"
 {
     echo "Measured $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\` on $cpu_model, $cores cores,"
-    echo "with all 4 validators and the load generator on this machine; **V = $v** ed25519"
+    echo "with all $validators validators and the load generator on this machine; **V = $v** ed25519"
     echo "verifications/s on one core (best of three \`openssl speed -seconds 2 ed25519\`, same sitting);"
     echo "$duration s per step measured after $warmup s of warm-up at the same rate; $accounts benchmark accounts."
     echo "\"kept up\" is the committed rate over the offered rate (the network keeps up at 100 %);"
