@@ -31,7 +31,7 @@ test: build
 devnet: build
 	@scripts/devnet.sh "$(DEVNET_DIR)" "$(ENGINE)" "$(VALIDATORS)" "$(FRESH)"
 
-bench: build
+bench: deps
 	cargo bench -p cairn-chain
 
 # Throughput and latency of a fresh 4-validator devnet per engine; writes

@@ -134,9 +134,10 @@ impl CompactMessage {
         Ok(())
     }
 
-    /// The hashes of the message's blocks.
-    pub fn block_hashes(&self) -> Vec<Hash> {
-        self.msg.blocks().into_iter().map(Block::hash).collect()
+    /// Whether the message carries blocks (checked by
+    /// [`Self::check_format`]: one list of hashes per block).
+    pub fn carries_blocks(&self) -> bool {
+        !self.tx_hashes.is_empty()
     }
 
     /// The message with every block assembled: `lookup` gives a

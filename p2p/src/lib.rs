@@ -63,6 +63,9 @@ pub const MAX_CONCURRENT_SERVES: usize = 4;
 /// they do not wait behind a peer's block sync (one sync request at a time
 /// per peer), but count against its byte quota.
 pub const MAX_CONCURRENT_TRANSACTION_SERVES: usize = 16;
+/// Transaction requests served at once for one peer: one peer cannot take
+/// every slot from the others.
+pub const MAX_TRANSACTION_SERVES_PER_PEER: usize = 4;
 /// Bytes of blocks served to one peer per [`SERVE_WINDOW`]; past it the
 /// peer is answered [`Response::Busy`] until the window ends.
 pub const SERVE_BYTES_PER_WINDOW: usize = 512 * 1024 * 1024;
@@ -693,7 +696,9 @@ impl SwarmTask {
         let transactions = matches!(request, ServeRequest::Transactions { .. });
         let serving_txs = self.serving.values().filter(|s| s.2).count();
         let busy = if transactions {
+            let for_peer = self.serving.values().filter(|s| s.2 && s.0 == peer).count();
             serving_txs >= MAX_CONCURRENT_TRANSACTION_SERVES
+                || for_peer >= MAX_TRANSACTION_SERVES_PER_PEER
         } else {
             quota.in_flight || self.serving.len() - serving_txs >= MAX_CONCURRENT_SERVES
         };

@@ -67,7 +67,7 @@ impl Shell {
         segment: u64,
         compact: CompactMessage,
     ) -> Result<()> {
-        let carries_blocks = !compact.block_hashes().is_empty();
+        let carries_blocks = compact.carries_blocks();
         let assembled = {
             let pool = self
                 .shared
@@ -86,37 +86,51 @@ impl Shell {
                 self.after(effects).await
             }
             Err(partial) => {
-                let wanted: Vec<(Hash, Vec<u32>)> = partial
-                    .wanted()
-                    .into_iter()
-                    .map(|w| (w.block, w.indexes))
-                    .collect();
-                let missing: usize = wanted.iter().map(|(_, i)| i.len()).sum();
-                tracing::debug!(%origin, sender, missing, "consensus message with transactions this node lacks: asking for them");
-                let w = &mut self.waiting;
-                let tag = w.next_tag;
-                w.next_tag += 1;
-                if w.queue.len() >= MAX_WAITING {
-                    w.queue.pop_front();
-                    self.shared.metrics.compact_message("dropped");
-                }
-                w.queue.push_back(Waiting {
-                    tag,
-                    origin,
-                    sender,
-                    segment,
-                    wanted: wanted.clone(),
-                    partial,
-                });
-                self.command(cairn_p2p::Command::GetBlockTransactions {
-                    peer: origin,
-                    wanted,
-                    tag,
-                })
-                .await;
+                self.ask(origin, sender, segment, partial).await;
                 Ok(())
             }
         }
+    }
+
+    /// Asks `origin` for the transactions `partial` lacks (in the blocks
+    /// one request may name; the rest in a later request), and keeps the
+    /// message waiting for the answer.
+    async fn ask(
+        &mut self,
+        origin: PeerId,
+        sender: ValidatorId,
+        segment: u64,
+        partial: Box<Partial>,
+    ) {
+        let mut wanted: Vec<(Hash, Vec<u32>)> = partial
+            .wanted()
+            .into_iter()
+            .map(|w| (w.block, w.indexes))
+            .collect();
+        wanted.truncate(cairn_p2p::MAX_WANTED_BLOCKS);
+        let missing: usize = wanted.iter().map(|(_, i)| i.len()).sum();
+        tracing::debug!(%origin, sender, missing, "consensus message with transactions this node lacks: asking for them");
+        let w = &mut self.waiting;
+        let tag = w.next_tag;
+        w.next_tag += 1;
+        if w.queue.len() >= MAX_WAITING {
+            w.queue.pop_front();
+            self.shared.metrics.compact_message("dropped");
+        }
+        w.queue.push_back(Waiting {
+            tag,
+            origin,
+            sender,
+            segment,
+            wanted: wanted.clone(),
+            partial,
+        });
+        self.command(cairn_p2p::Command::GetBlockTransactions {
+            peer: origin,
+            wanted,
+            tag,
+        })
+        .await;
     }
 
     /// The answer to the request `tag`: the waiting message goes to the
@@ -175,8 +189,9 @@ impl Shell {
                     .message(now_ms(), w.origin, w.sender, w.segment, msg);
                 self.after(effects).await
             }
-            Err(_) => {
-                self.shared.metrics.compact_message("dropped");
+            // More blocks lacked transactions than one request names.
+            Err(partial) => {
+                self.ask(w.origin, w.sender, w.segment, partial).await;
                 Ok(())
             }
         }
